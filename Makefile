@@ -1,0 +1,38 @@
+# Two commands on a fresh machine with only Python and pip:
+#   make demo   -> creates .venv if missing, installs kjax with its extras, runs the tour
+#   make test   -> same environment; ruff, pytest (tests + doctests), strict docs build
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.kjax-installed
+# The gpu extra (jax-triton) only where an NVIDIA driver is present.
+EXTRAS := dev$(shell command -v nvidia-smi >/dev/null 2>&1 && echo ,gpu)
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test lint pytest docs docs-serve bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { $(PYTHON) -m pip install --user virtualenv && $(PYTHON) -m virtualenv $(VENV); }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m kjax.demo
+
+test: lint pytest docs
+
+lint: $(STAMP)
+	$(PY) -m ruff check kjax tests benchmarks experiments
+
+pytest: $(STAMP)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=15
+
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict --quiet --site-dir site
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) site .pytest_cache

@@ -1,0 +1,404 @@
+"""The blockwise map: evaluate a pairwise function on blocks of rows, any n, optionally sharded.
+
+Every pillar that touches an ``n x n`` object goes through here: Gram matrices of positive-definite
+kernels, kernel matvecs (Falkon, GPs, CG solves), and empirical NTKs over datasets.
+
+Two operations, one blocking scheme:
+
+* :func:`blockwise_gram` assembles ``F[i, j] = fn(x1[i], x2[j])`` from blocks
+  ``fn(x1[rows_a], x2[rows_b]) -> [ba, bb, *trailing]``. With ``x2 is None`` and ``symmetric``, only
+  block pairs ``a <= b`` are evaluated and the lower triangle is mirrored.
+* :func:`blockwise_matvec` returns ``F @ v`` without forming ``F``: each row block scans over column
+  blocks and accumulates ``fn(xa, xb) @ v_b`` in at least float32. Peak memory is
+  ``O(block_rows x block_cols)`` per device; the scan body is rematerialised under ``grad``.
+
+Any ``n`` works: the last block is padded with copies of the last real row (so a kernel never sees
+made-up values such as zero vectors) and the padding is cropped from the result; for matvecs the
+padded entries of ``v`` are zero.
+
+With ``mesh``, the list of block pairs (Gram) or of row blocks (matvec) is split over the devices of
+one mesh axis with ``shard_map``; the inputs are replicated, which is what one wants when ``d`` is
+small next to ``n``. With ``out`` (a NumPy array or memmap) or ``progress=True``, the blocks are
+computed by a host loop that streams results to ``out`` so an ``n x n`` result never lives on the
+device; that path cannot be traced (no ``jit``/``grad`` around it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+from kjax._src import dtypes
+from kjax._src.errors import KjaxError, KjaxTypeError, fail
+from kjax._src.sharding import check_mesh, replicate_explicit, shard_map_rows
+
+PyTree = Any
+BlockFn = Callable[[PyTree, PyTree], jax.Array]
+
+#: default rows per block for Gram assembly and matvecs
+DEFAULT_GRAM_BLOCK = 1024
+DEFAULT_MATVEC_BLOCK = (1024, 2048)
+
+
+# --------------------------------------------------------------------------------------------
+# small pieces
+
+
+def leading_dim(fn: str, arg: str, x: PyTree) -> int:
+    """The common leading axis length of the leaves of ``x``."""
+    leaves = jax.tree.leaves(x)
+    if not leaves:
+        fail(fn, arg, "contain at least one array", "an empty pytree")
+    ns = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
+    if None in ns:
+        fail(fn, arg, "have a leading batch axis on every leaf", "a scalar leaf")
+    if len(ns) != 1:
+        fail(fn, arg, "have the same leading (batch) size on every leaf", f"sizes {sorted(ns)}")
+    return ns.pop()
+
+
+def block_sizes(fn: str, block_size: Any, n1: int, n2: int, default: Any) -> tuple[int, int]:
+    """Normalise ``block_size`` (int, pair or None) and clamp it to the problem size."""
+    bs = default if block_size is None else block_size
+    if isinstance(bs, int | np.integer) and not isinstance(bs, bool):
+        b1 = b2 = int(bs)
+    elif isinstance(bs, tuple | list) and len(bs) == 2 and all(
+        isinstance(b, int | np.integer) and not isinstance(b, bool) for b in bs
+    ):
+        b1, b2 = int(bs[0]), int(bs[1])
+    else:
+        fail(fn, "block_size", "be a positive int, a pair of them, or None", repr(block_size),
+             cls=KjaxTypeError)
+    if b1 <= 0 or b2 <= 0:
+        fail(fn, "block_size", "be positive", repr(block_size))
+    return max(1, min(b1, n1)), max(1, min(b2, n2))
+
+
+def pad_rows(x: PyTree, n_to: int) -> PyTree:
+    """Pad every leaf along axis 0 to ``n_to`` rows by repeating its last row."""
+
+    def pad(a):
+        a = jnp.asarray(a)
+        extra = n_to - a.shape[0]
+        if extra == 0:
+            return a
+        return jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)], axis=0)
+
+    return jax.tree.map(pad, x)
+
+
+def take_block(x: PyTree, i: jax.Array, b: int) -> PyTree:
+    """Rows ``[i*b, (i+1)*b)`` of every leaf (``i`` may be traced)."""
+    return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, i * b, b, axis=0), x)
+
+
+def _is_traced(x: PyTree) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(x))
+
+
+def block_pairs(nb1: int, nb2: int, symmetric: bool) -> np.ndarray:
+    """Static list of (row block, column block) pairs: all of them, or ``a <= b`` if symmetric."""
+    if symmetric:
+        a, b = np.triu_indices(nb1)
+    else:
+        a, b = np.divmod(np.arange(nb1 * nb2), nb2)
+    return np.stack([a, b], axis=1).astype(np.int32)
+
+
+def _default_transpose(block: jax.Array) -> jax.Array:
+    return jnp.swapaxes(block, 0, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Gram assembly
+
+
+def blockwise_gram(
+    fn: BlockFn,
+    x1: PyTree,
+    x2: PyTree | None = None,
+    *,
+    block_size: int | tuple[int, int] | None = None,
+    symmetric: bool | None = None,
+    block_transpose: Callable[[jax.Array], jax.Array] | None = None,
+    mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
+    out: np.ndarray | None = None,
+    progress: bool = False,
+    fn_name: str = "kjax.blockwise_gram",
+) -> jax.Array | np.ndarray:
+    """Assemble ``F[i, j, ...] = fn(x1[i], x2[j])`` block by block.
+
+    Args:
+      fn: ``fn(xa, xb) -> [ba, bb, *trailing]`` on row blocks (pytrees with a leading axis).
+      x1: pytree of arrays with leading axis ``n1``.
+      x2: pytree with leading axis ``n2``, or None for ``x1``.
+      block_size: rows per block (int or ``(rows, cols)``); defaults to 1024, clamped to n.
+      symmetric: evaluate only block pairs ``a <= b`` and mirror; default: ``x2 is None``.
+      block_transpose: maps ``fn(xa, xb)`` to ``fn(xb, xa)`` for the mirrored blocks; default swaps
+        the two leading axes (right for scalar kernels).
+      mesh: a ``jax.sharding.Mesh``; block pairs are split over ``mesh_axis`` (the only axis by
+        default).
+      out: a writable NumPy array or memmap of shape ``[n1, n2, *trailing]``: blocks are streamed
+        there by a host loop and ``out`` is returned.
+      progress: show a tqdm bar (host loop).
+
+    Returns:
+      ``[n1, n2, *trailing]``: a jax array, or ``out``.
+    """
+    x1, x2 = replicate_explicit((x1, x2))
+    n1 = leading_dim(fn_name, "x1", x1)
+    same = x2 is None
+    x2_ = x1 if same else x2
+    n2 = n1 if same else leading_dim(fn_name, "x2", x2_)
+    symmetric = same if symmetric is None else bool(symmetric)
+    if symmetric and not same:
+        fail(fn_name, "symmetric", "be False when x2 is given (symmetry needs x2 = None)", True)
+    b1, b2 = block_sizes(fn_name, block_size, n1, n2, DEFAULT_GRAM_BLOCK)
+    if symmetric:
+        b1 = b2 = min(b1, b2)
+    nb1, nb2 = math.ceil(n1 / b1), math.ceil(n2 / b2)
+    xp1 = pad_rows(x1, nb1 * b1)
+    xp2 = xp1 if (same and b1 == b2) else pad_rows(x2_, nb2 * b2)
+    pairs = block_pairs(nb1, nb2, symmetric)
+    transpose = block_transpose or _default_transpose
+
+    def one_pair(xa_all, xb_all, ij):
+        return fn(take_block(xa_all, ij[0], b1), take_block(xb_all, ij[1], b2))
+
+    if mesh is not None:
+        mesh, mesh_axis = check_mesh(fn_name, mesh, mesh_axis)
+        ndev = mesh.shape[mesh_axis]
+    else:
+        ndev = 1
+
+    def compute(xa_all, xb_all, pair_chunk):
+        """Blocks for a chunk of pairs: [len(chunk), b1, b2, *trailing], sharded if mesh."""
+
+        def local(xa_all, xb_all, ps):
+            return jax.lax.map(lambda ij: one_pair(xa_all, xb_all, ij), ps)
+
+        if mesh is None:
+            return local(xa_all, xb_all, pair_chunk)
+        rep = jax.tree.map(lambda _: P(), xa_all)
+        repb = jax.tree.map(lambda _: P(), xb_all)
+        return shard_map_rows(local, mesh, mesh_axis, (rep, repb, P(mesh_axis)), P(mesh_axis),
+                              (xa_all, xb_all, pair_chunk))
+
+    if out is not None or progress:
+        if _is_traced((x1, x2)):
+            raise KjaxError(
+                f"{fn_name}: `out` and `progress` run a host loop and cannot be used under "
+                "jit/vmap/grad; call it outside of traced code or leave them unset."
+            )
+        return _gram_host_loop(compute, xp1, xp2, pairs, (n1, n2, b1, b2, ndev), symmetric,
+                               transpose, out, progress, fn_name)
+
+    npairs = len(pairs)
+    pad_to = math.ceil(npairs / ndev) * ndev
+    pairs_p = np.concatenate([pairs, np.repeat(pairs[:1], pad_to - npairs, axis=0)])
+    blocks = compute(xp1, xp2, jnp.asarray(pairs_p))[:npairs]
+    trailing = blocks.shape[3:]
+    if not symmetric:
+        full = blocks.reshape(nb1, nb2, b1, b2, *trailing)
+    else:
+        full = jnp.zeros((nb1, nb1, b1, b1, *trailing), blocks.dtype)
+        a, b = jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1])
+        full = full.at[b, a].set(jax.vmap(transpose)(blocks))
+        full = full.at[a, b].set(blocks)
+    full = jnp.moveaxis(full, 2, 1).reshape(nb1 * b1, nb2 * b2, *trailing)[:n1, :n2]
+    if symmetric:
+        full = _mirror_upper(full, transpose)
+    return full
+
+
+def _mirror_upper(full, transpose):
+    """Exact symmetry: keep the upper triangle, take the lower one from the transpose.
+
+    Blocks on the diagonal are computed as ``fn(xa, xa)``, which is symmetric only up to roundoff.
+    """
+    n = full.shape[0]
+    upper = jnp.triu(jnp.ones((n, n), dtype=bool))
+    upper = upper.reshape(n, n, *([1] * (full.ndim - 2)))
+    return jnp.where(upper, full, transpose(full))
+
+
+def _gram_host_loop(compute, xp1, xp2, pairs, sizes, symmetric, transpose, out, progress, fn_name):
+    n1, n2, b1, b2, ndev = sizes
+    # Blocks per device per step: enough work per call to amortise dispatch.
+    per_step = ndev
+    steps = math.ceil(len(pairs) / per_step)
+    pad_to = steps * per_step
+    pairs_p = np.concatenate([pairs, np.repeat(pairs[:1], pad_to - len(pairs), axis=0)])
+    step_fn = jax.jit(compute)
+    transpose_fn = jax.jit(jax.vmap(transpose))
+    mirror_fn = jax.jit(lambda blk: _mirror_upper(blk, transpose))
+
+    # Shape/dtype of one block, to allocate or check `out`.
+    probe = jax.eval_shape(step_fn, xp1, xp2, jnp.asarray(pairs_p[:per_step]))
+    trailing, dtype = probe.shape[3:], probe.dtype
+    if out is None:
+        out = np.empty((n1, n2, *trailing), dtype=dtype)
+    else:
+        expected = (n1, n2, *trailing)
+        if tuple(np.shape(out)) != expected:
+            fail(fn_name, "out", f"have shape {expected}", f"shape {tuple(np.shape(out))}")
+        if not isinstance(out, np.ndarray):
+            fail(fn_name, "out", "be a writable NumPy array or numpy.memmap",
+                 type(out).__name__, cls=KjaxTypeError)
+        if not np.can_cast(dtype, out.dtype, casting="same_kind") or (
+            np.dtype(out.dtype).itemsize < np.dtype(dtype).itemsize
+        ):
+            fail(fn_name, "out", f"have dtype {np.dtype(dtype)} (or wider)", f"dtype {out.dtype}")
+
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError as e:  # pragma: no cover - tqdm is a dev dependency
+            raise KjaxError(f"{fn_name}: `progress=True` needs tqdm (pip install tqdm).") from e
+        bar = tqdm(total=len(pairs), desc=fn_name, unit="block")
+
+    def write(chunk_pairs, blocks, blocks_t):
+        blocks = np.asarray(blocks)[: len(chunk_pairs)]
+        blocks_t = np.asarray(blocks_t)[: len(chunk_pairs)] if symmetric else blocks
+        for (a, b), blk, blk_t in zip(chunk_pairs, blocks, blocks_t, strict=True):
+            r0, c0 = a * b1, b * b2
+            r1, c1 = min(r0 + b1, n1), min(c0 + b2, n2)
+            if symmetric and a == b:
+                blk = np.asarray(mirror_fn(blk))
+            out[r0:r1, c0:c1] = blk[: r1 - r0, : c1 - c0]
+            if symmetric and a != b:
+                out[c0:c1, r0:r1] = blk_t[: c1 - c0, : r1 - r0]
+        if bar is not None:
+            bar.update(len(chunk_pairs))
+
+    # Dispatch step s+1 before copying step s to the host, so device work overlaps the copy.
+    pending = None
+    for s in range(steps):
+        chunk = pairs_p[s * per_step:(s + 1) * per_step]
+        real = chunk[: min(per_step, len(pairs) - s * per_step)]
+        blocks = step_fn(xp1, xp2, jnp.asarray(chunk))
+        blocks_t = transpose_fn(blocks) if symmetric else None
+        if pending is not None:
+            write(*pending)
+        pending = (real, blocks, blocks_t)
+    if pending is not None:
+        write(*pending)
+    if bar is not None:
+        bar.close()
+    if isinstance(out, np.memmap):
+        out.flush()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# matvec
+
+
+def blockwise_matvec(
+    fn: BlockFn,
+    x1: PyTree,
+    x2: PyTree,
+    v: jax.Array,
+    *,
+    block_size: int | tuple[int, int] | None = None,
+    mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
+    fn_name: str = "kjax.blockwise_matvec",
+) -> jax.Array:
+    """``F(x1, x2) @ v`` without forming ``F``; ``fn(xa, xb) -> [ba, bb]``, ``v: [n2] or [n2, k]``.
+
+    Each row block of ``x1`` scans over column blocks of ``x2`` and accumulates in at least float32.
+    With ``mesh`` the larger of the two block lists is split over the devices: row blocks (the
+    result comes back sharded by rows) or, when ``x1`` has fewer blocks than there are devices,
+    column blocks with a ``psum``.
+    """
+    x1, x2, v = replicate_explicit((x1, x2, v))
+    n1 = leading_dim(fn_name, "x1", x1)
+    n2 = leading_dim(fn_name, "x2", x2)
+    v = jnp.asarray(v)
+    if v.ndim not in (1, 2):
+        fail(fn_name, "v", "have shape [n2] or [n2, k]", f"shape {v.shape}")
+    if v.shape[0] != n2:
+        fail(fn_name, "v", f"have {n2} rows to match x2", f"shape {v.shape}")
+    vec = v.ndim == 1
+    v2 = v[:, None] if vec else v
+    b1, b2 = block_sizes(fn_name, block_size, n1, n2, DEFAULT_MATVEC_BLOCK)
+    nb1, nb2 = math.ceil(n1 / b1), math.ceil(n2 / b2)
+    acc = dtypes.accum_dtype(jnp.result_type(v2.dtype, *jax.tree.leaves(x1)))
+
+    if mesh is not None:
+        mesh, mesh_axis = check_mesh(fn_name, mesh, mesh_axis)
+        ndev = mesh.shape[mesh_axis]
+        by_rows = nb1 >= ndev
+        if by_rows:
+            nb1 = math.ceil(nb1 / ndev) * ndev
+        else:
+            nb2 = math.ceil(nb2 / ndev) * ndev
+    xp1 = pad_rows(x1, nb1 * b1)
+    xp2 = pad_rows(x2, nb2 * b2)
+    vp = jnp.zeros((nb2 * b2, v2.shape[1]), v2.dtype).at[:n2].set(v2)
+
+    # x1 row blocks: [nb1, b1, ...]; x2 / v column blocks: [nb2, b2, ...]
+    xb1 = jax.tree.map(lambda a: a.reshape(nb1, b1, *a.shape[1:]), xp1)
+    xb2 = jax.tree.map(lambda a: a.reshape(nb2, b2, *a.shape[1:]), xp2)
+    vb = vp.reshape(nb2, b2, -1)
+
+    @jax.checkpoint
+    def col_step(carry, xb_and_vb):
+        xa, (xb, vblk) = carry[1], xb_and_vb
+        k = fn(xa, xb)
+        prod = jnp.matmul(k.astype(acc), vblk.astype(acc), precision=jax.lax.Precision.HIGHEST)
+        return (carry[0] + prod, xa), None
+
+    def row_blocks(xb1_local, xb2_local, vb_local):
+        def one_row(xa):
+            init = (jnp.zeros((b1, vb_local.shape[-1]), acc), xa)
+            (res, _), _ = jax.lax.scan(col_step, init, (xb2_local, vb_local))
+            return res
+
+        return jax.lax.map(one_row, xb1_local)
+
+    if mesh is None:
+        res = row_blocks(xb1, xb2, vb)
+    elif by_rows:
+        rep = jax.tree.map(lambda _: P(), xb2)
+        row = jax.tree.map(lambda _: P(mesh_axis), xb1)
+        res = shard_map_rows(row_blocks, mesh, mesh_axis, (row, rep, P()), P(mesh_axis),
+                             (xb1, xb2, vb))
+    else:
+        def summed(a, b, c):
+            return jax.lax.psum(row_blocks(a, b, c), mesh_axis)
+
+        rep = jax.tree.map(lambda _: P(), xb1)
+        col = jax.tree.map(lambda _: P(mesh_axis), xb2)
+        res = shard_map_rows(summed, mesh, mesh_axis, (rep, col, P(mesh_axis)), P(),
+                             (xb1, xb2, vb))
+    res = res.reshape(nb1 * b1, -1)[:n1]
+    return res[:, 0] if vec else res
+
+
+def blockwise_diag(fn: BlockFn, x: PyTree, *, block_size: int | None = None,
+                   fn_name: str = "kjax.blockwise_diag") -> jax.Array:
+    """``[fn(x[i:i+1], x[i:i+1])[0, 0, ...] for i]`` in blocks: the diagonal without the matrix."""
+    x = replicate_explicit(x)
+    n = leading_dim(fn_name, "x", x)
+    b, _ = block_sizes(fn_name, block_size, n, n, DEFAULT_GRAM_BLOCK)
+    nb = math.ceil(n / b)
+    xp = pad_rows(x, nb * b)
+    xb = jax.tree.map(lambda a: a.reshape(nb, b, *a.shape[1:]), xp)
+
+    def one_row(xi):
+        xi = jax.tree.map(lambda a: a[None], xi)
+        return fn(xi, xi)[0, 0]
+
+    res = jax.lax.map(lambda blk: jax.vmap(one_row)(blk), xb)
+    return res.reshape(nb * b, *res.shape[2:])[:n]

@@ -1,0 +1,69 @@
+"""Random projection matrices shared by kernel attention (FAVOR+) and random Fourier features.
+
+``random_projection(key, M, d, kind=...)`` returns ``w: [M, d]`` whose rows are marginally
+``N(0, I_d)``; the kinds differ in how rows within a block of ``d`` are coupled:
+
+* ``"iid"``: independent Gaussian rows.
+* ``"orthogonal"``: each block of ``d`` rows is a Haar-random orthonormal basis (QR of a Gaussian
+  matrix with the sign fix) with rows rescaled by independent chi(d) norms, so each row is still
+  ``N(0, I)`` (Choromanski et al., *Rethinking Attention with Performers*, ICLR 2021; Yu et al.,
+  *Orthogonal Random Features*, NeurIPS 2016).
+* ``"simplex"``: each block's directions are the ``d`` vertices of a regular simplex
+  (``s_i . s_j = -1/(d-1)``) under a Haar-random rotation, with chi(d) norms (Reid et al.,
+  *Simplex Random Features*, ICML 2023).
+
+Any ``M``: independent blocks are stacked and the last one truncated.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kjax._src import dtypes
+from kjax._src.errors import check_in, check_int
+
+KINDS = ("iid", "orthogonal", "simplex")
+
+
+def _haar_orthogonal(key, d, dtype):
+    q, r = jnp.linalg.qr(jax.random.normal(key, (d, d), dtype))
+    return q * jnp.sign(jnp.diagonal(r))[None, :]
+
+
+def _chi_norms(key, d, dtype):
+    return jnp.linalg.norm(jax.random.normal(key, (d, d), dtype), axis=-1)
+
+
+def simplex_directions(d: int, dtype=np.float64) -> np.ndarray:
+    """``d`` unit vectors in R^d with pairwise dot products ``-1/(d-1)`` (rows)."""
+    if d == 1:
+        return np.ones((1, 1), dtype)
+    s = np.eye(d) - 1.0 / d
+    return (s * math.sqrt(d / (d - 1))).astype(dtype)
+
+
+def random_projection(key: jax.Array, num_features: int, dim: int, *, kind: str = "iid",
+                      dtype=None, fn_name: str = "kjax.attention.random_projection") -> jax.Array:
+    num_features = check_int(fn_name, "num_features", num_features, minimum=1)
+    dim = check_int(fn_name, "dim", dim, minimum=1)
+    check_in(fn_name, "kind", kind, KINDS)
+    dtype = dtypes.default_float() if dtype is None else np.dtype(dtype)
+    acc = dtypes.accum_dtype(dtype)
+    if kind == "iid":
+        return jax.random.normal(key, (num_features, dim), acc).astype(dtype)
+    nblocks = math.ceil(num_features / dim)
+    keys = jax.random.split(key, nblocks)
+    simplex = jnp.asarray(simplex_directions(dim), acc)
+
+    def block(k):
+        k_rot, k_norm = jax.random.split(k)
+        rot = _haar_orthogonal(k_rot, dim, acc)
+        dirs = rot.T if kind == "orthogonal" else simplex @ rot.T
+        return dirs * _chi_norms(k_norm, dim, acc)[:, None]
+
+    w = jax.vmap(block)(keys).reshape(nblocks * dim, dim)
+    return w[:num_features].astype(dtype)

@@ -1,0 +1,168 @@
+"""Gram matrices, kernel matvecs and diagonals of any kernel, blockwise and sharded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+from jaxtyping import Array, ArrayLike, Float
+
+from kjax._src import blockwise, dtypes
+from kjax._src.errors import KjaxTypeError, check_rank, check_same_dim, fail
+
+Kernel = Callable[..., jax.Array]
+
+
+def _inputs(fn: str, kernel: Any, x1, x2):
+    if not callable(kernel):
+        fail(fn, "kernel", "be a callable k(x1, x2) -> [n1, n2], e.g. "
+             "functools.partial(kjax.kernels.rbf, lengthscale=2.0)", type(kernel).__name__,
+             cls=KjaxTypeError)
+    x1 = dtypes.as_float_array(fn, "x1", x1)
+    check_rank(fn, "x1", x1, 2, layout="[n1, d]")
+    if x2 is not None:
+        x2 = dtypes.as_float_array(fn, "x2", x2)
+        check_rank(fn, "x2", x2, 2, layout="[n2, d]")
+        check_same_dim(fn, "x1", x1, "x2", x2, -1, what="the feature dimension d")
+    return x1, x2
+
+
+def gram(
+    kernel: Kernel,
+    x1: Float[ArrayLike, "n1 d"],
+    x2: Float[ArrayLike, "n2 d"] | None = None,
+    *,
+    block_size: int | tuple[int, int] | None = None,
+    mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
+    progress: bool = False,
+    out: np.ndarray | None = None,
+) -> Float[Array, "n1 n2"]:
+    r"""The Gram matrix :math:`K_{ij} = k(x_{1,i}, x_{2,j})`, assembled block by block.
+
+    Blocks of ``block_size`` rows are evaluated with ``lax.map`` (or a host loop when ``out`` or
+    ``progress`` is given), so temporaries are ``O(block_size x n)`` rather than a
+    ``[n1, n2, d]`` broadcast. With ``x2=None`` only the upper block triangle is evaluated and
+    mirrored. With ``mesh`` the blocks are split over the mesh's devices.
+
+    Args:
+      kernel: ``k(x1, x2) -> [n1, n2]``, e.g. ``functools.partial(kjax.kernels.rbf,
+        lengthscale=2.0)``.
+      x1: ``[n1, d]`` points.
+      x2: ``[n2, d]`` points, or None for ``x1`` (symmetric, half the kernel evaluations).
+      block_size: rows per block, int or ``(rows, cols)``; default 1024, clamped to n.
+      mesh: optional ``jax.sharding.Mesh`` to split the blocks over.
+      mesh_axis: the mesh axis to use (default: the mesh's only axis).
+      progress: show a tqdm progress bar (host loop; not under ``jit``).
+      out: optional writable NumPy array / ``np.memmap`` ``[n1, n2]`` to stream the result into
+        (host loop; returned instead of a jax array).
+
+    Returns:
+      ``[n1, n2]``, dtype at least float32.
+
+    Raises:
+      ValueError: ranks other than 2, mismatched ``d``, bad ``block_size``, ``out`` of the wrong
+        shape or dtype, ``out``/``progress`` under a transformation.
+      TypeError: ``kernel`` not callable.
+
+    Example:
+      >>> import functools, jax.numpy as jnp
+      >>> from kjax.kernels import gram, rbf
+      >>> x = jnp.linspace(0.0, 1.0, 10)[:, None]
+      >>> k = gram(functools.partial(rbf, lengthscale=0.5), x, block_size=4)
+      >>> bool(jnp.allclose(k, rbf(x, lengthscale=0.5), atol=1e-6))
+      True
+    """
+    fn = "kjax.kernels.gram"
+    x1, x2 = _inputs(fn, kernel, x1, x2)
+    return blockwise.blockwise_gram(kernel, x1, x2, block_size=block_size, mesh=mesh,
+                                    mesh_axis=mesh_axis, progress=progress, out=out,
+                                    fn_name=fn)
+
+
+def kernel_matvec(
+    kernel: Kernel,
+    x1: Float[ArrayLike, "n1 d"],
+    x2: Float[ArrayLike, "n2 d"] | None,
+    v: Float[ArrayLike, "n2 *k"],
+    *,
+    block_size: int | tuple[int, int] | None = None,
+    mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
+) -> Float[Array, "n1 *k"]:
+    r"""The product :math:`K(x_1, x_2)\, v` without forming :math:`K`.
+
+    Each block of ``x1`` rows scans over blocks of ``x2`` rows and accumulates
+    :math:`K_{ab} v_b` in at least float32; peak memory is ``O(rows x cols)`` per device for
+    ``block_size=(rows, cols)`` (default ``(1024, 2048)``), whatever n is. Differentiable in
+    ``x1``, ``x2``, ``v`` and the kernel's hyperparameters (the scan body is rematerialised in the
+    backward pass, so the gradient keeps the same memory bound). With ``mesh`` the row blocks (or,
+    when ``x1`` is short, the column blocks) are split over the devices.
+
+    Args:
+      kernel: ``k(x1, x2) -> [n1, n2]``.
+      x1: ``[n1, d]`` points.
+      x2: ``[n2, d]`` points, or None for ``x1``.
+      v: ``[n2]`` or ``[n2, k]``.
+      block_size: int or ``(rows, cols)``.
+      mesh: optional ``jax.sharding.Mesh``.
+      mesh_axis: the mesh axis to use (default: the mesh's only axis).
+
+    Returns:
+      ``[n1]`` or ``[n1, k]``, dtype at least float32.
+
+    Raises:
+      ValueError: ``v`` whose length is not ``n2``, ``v`` of rank other than 1 or 2, and the input
+        errors of :func:`gram`.
+
+    Example:
+      >>> import functools, jax.numpy as jnp
+      >>> from kjax.kernels import kernel_matvec, rbf
+      >>> x = jnp.linspace(0.0, 1.0, 100)[:, None]
+      >>> v = jnp.ones(100)
+      >>> mv = kernel_matvec(rbf, x, None, v, block_size=(16, 32))
+      >>> bool(jnp.allclose(mv, rbf(x) @ v, rtol=1e-5))
+      True
+    """
+    fn = "kjax.kernels.kernel_matvec"
+    x1, x2 = _inputs(fn, kernel, x1, x2)
+    x2 = x1 if x2 is None else x2
+    v = dtypes.as_float_array(fn, "v", v)
+    return blockwise.blockwise_matvec(kernel, x1, x2, v, block_size=block_size, mesh=mesh,
+                                      mesh_axis=mesh_axis, fn_name=fn)
+
+
+def kernel_diag(
+    kernel: Kernel,
+    x: Float[ArrayLike, "n d"],
+    *,
+    block_size: int | None = None,
+) -> Float[Array, " n"]:
+    r"""The diagonal :math:`k(x_i, x_i)` without the matrix, in blocks of ``block_size`` rows.
+
+    Args:
+      kernel: ``k(x1, x2) -> [n1, n2]``.
+      x: ``[n, d]`` points.
+      block_size: rows per block (default 1024).
+
+    Returns:
+      ``[n]``, dtype at least float32.
+
+    Raises:
+      ValueError: ``x`` of rank other than 2.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax.kernels import kernel_diag, linear
+      >>> print(kernel_diag(linear, jnp.array([[1.0, 2.0], [3.0, 0.0]])))
+      [5. 9.]
+    """
+    fn = "kjax.kernels.kernel_diag"
+    x, _ = _inputs(fn, kernel, x, None)
+    return blockwise.blockwise_diag(kernel, x, block_size=block_size, fn_name=fn)
+
+

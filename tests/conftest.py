@@ -1,0 +1,15 @@
+"""Shared fixtures: the 8-device mesh and a seeded key. Device setup lives in ../conftest.py."""
+
+import jax
+import pytest
+
+
+@pytest.fixture(scope="session")
+def mesh():
+    assert len(jax.devices()) == 8, "tests expect 8 CPU devices (see conftest.py)"
+    return jax.make_mesh((8,), ("data",))
+
+
+@pytest.fixture
+def key():
+    return jax.random.key(0)
