@@ -29,7 +29,7 @@ pytest: $(STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=15
 
 docs: $(STAMP)
-	$(PY) -m mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir site
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
