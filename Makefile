@@ -23,7 +23,7 @@ demo: $(STAMP)
 test: lint pytest docs
 
 lint: $(STAMP)
-	$(PY) -m ruff check kjax tests benchmarks experiments
+	$(PY) -m ruff check kjax tests benchmarks experiments conftest.py
 
 pytest: $(STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=15

@@ -82,7 +82,7 @@ def rbf(
     x1: Float[ArrayLike, "n1 d"],
     x2: Float[ArrayLike, "n2 d"] | None = None,
     *,
-    lengthscale: float | Float[ArrayLike, "d"] = 1.0,
+    lengthscale: float | Float[ArrayLike, " d"] = 1.0,
     variance: float = 1.0,
 ) -> Float[Array, "n1 n2"]:
     r"""Radial basis function (squared-exponential, Gaussian) kernel.
@@ -124,7 +124,7 @@ def matern(
     x1: Float[ArrayLike, "n1 d"],
     x2: Float[ArrayLike, "n2 d"] | None = None,
     *,
-    lengthscale: float | Float[ArrayLike, "d"] = 1.0,
+    lengthscale: float | Float[ArrayLike, " d"] = 1.0,
     nu: float = 1.5,
     variance: float = 1.0,
 ) -> Float[Array, "n1 n2"]:
@@ -180,7 +180,7 @@ def laplace(
     x1: Float[ArrayLike, "n1 d"],
     x2: Float[ArrayLike, "n2 d"] | None = None,
     *,
-    lengthscale: float | Float[ArrayLike, "d"] = 1.0,
+    lengthscale: float | Float[ArrayLike, " d"] = 1.0,
     variance: float = 1.0,
 ) -> Float[Array, "n1 n2"]:
     r"""Laplace (exponential) kernel with the Euclidean distance; equals Matern 1/2.
@@ -217,7 +217,7 @@ def rational_quadratic(
     x1: Float[ArrayLike, "n1 d"],
     x2: Float[ArrayLike, "n2 d"] | None = None,
     *,
-    lengthscale: float | Float[ArrayLike, "d"] = 1.0,
+    lengthscale: float | Float[ArrayLike, " d"] = 1.0,
     alpha: float = 1.0,
     variance: float = 1.0,
 ) -> Float[Array, "n1 n2"]:

@@ -87,12 +87,12 @@ def kernel_matvec(
     kernel: Kernel,
     x1: Float[ArrayLike, "n1 d"],
     x2: Float[ArrayLike, "n2 d"] | None,
-    v: Float[ArrayLike, "n2 *k"],
+    v: Float[ArrayLike, " n2 *batch"],
     *,
     block_size: int | tuple[int, int] | None = None,
     mesh: Mesh | None = None,
     mesh_axis: str | None = None,
-) -> Float[Array, "n1 *k"]:
+) -> Float[Array, " n1 *batch"]:
     r"""The product :math:`K(x_1, x_2)\, v` without forming :math:`K`.
 
     Each block of ``x1`` rows scans over blocks of ``x2`` rows and accumulates

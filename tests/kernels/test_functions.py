@@ -123,10 +123,10 @@ def test_matern_gradient_exact_at_coincident_points(nu):
 
 def test_hyperparameter_gradients_match_finite_differences():
     a, b = jnp.asarray(X1), jnp.asarray(X2)
-    for f in [lambda l: K.rbf(a, b, lengthscale=l).sum(),
-              lambda l: K.matern(a, b, lengthscale=l, nu=2.5).sum(),
-              lambda l: K.rational_quadratic(a, b, lengthscale=1.0, alpha=l).sum(),
-              lambda l: K.rbf(a, b, variance=l).sum()]:
+    for f in [lambda s: K.rbf(a, b, lengthscale=s).sum(),
+              lambda s: K.matern(a, b, lengthscale=s, nu=2.5).sum(),
+              lambda s: K.rational_quadratic(a, b, lengthscale=1.0, alpha=s).sum(),
+              lambda s: K.rbf(a, b, variance=s).sum()]:
         g = jax.grad(f)(1.3)
         fd = (f(1.3 + 1e-6) - f(1.3 - 1e-6)) / 2e-6
         np.testing.assert_allclose(g, fd, rtol=1e-6)
@@ -182,5 +182,5 @@ def test_bad_input(call, exc, msg):
 
 def test_traced_hyperparameters_are_not_checked():
     # documented: traced values cannot be validated at trace time, they pass through
-    out = jax.jit(lambda l: K.rbf(X1, X2, lengthscale=l))(2.0)
+    out = jax.jit(lambda s: K.rbf(X1, X2, lengthscale=s))(2.0)
     assert_close(out, skk.RBF(2.0)(X1, X2), 1e-10)
