@@ -5,16 +5,24 @@ batches are ``[n1, n2, ...]`` with neural-tangents' output-axis conventions: the
 output axis 0, traced axes are averaged, other axes come in zipped pairs.
 """
 
+from kjax.ntk import analysis
+from kjax.ntk._dataset import empirical_ntk, projected_ntk
 from kjax.ntk._empirical import (
     choose_implementation,
     empirical_kernel_fn,
     empirical_nngp_fn,
     empirical_ntk_fn,
 )
+from kjax.ntk._flax import from_linen, from_nnx
 
 __all__ = [
+    "analysis",
     "choose_implementation",
     "empirical_kernel_fn",
     "empirical_nngp_fn",
+    "empirical_ntk",
     "empirical_ntk_fn",
+    "from_linen",
+    "from_nnx",
+    "projected_ntk",
 ]

@@ -1,20 +1,10 @@
-"""Small pure-JAX models shared by the ntk tests: an MLP with NTK-style scaling, a CNN, a
-shared-weight model (falls back to the plain Jacobian), and the brute-force eNTK oracle."""
+"""Small pure-JAX models shared by the ntk tests and by the neural-tangents reference script
+(benchmarks/peers/nt_entk_reference.py runs this file under jax 0.4.23, so it imports jax only):
+an MLP with NTK-style scaling, a CNN, and a shared-weight model (which falls back to the plain
+Jacobian in the structured implementation)."""
 
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
-
-from kjax.ntk._empirical import trace_and_diagonal
-
-
-def brute_force_ntk(f, params, x1, x2, trace, diag):
-    """J1 J2^T from the Jacobian with respect to the raveled parameters (forward mode)."""
-    flat, unravel = ravel_pytree(params)
-    j1 = jax.jacfwd(lambda p: f(unravel(p), x1))(flat)
-    j2 = jax.jacfwd(lambda p: f(unravel(p), x2))(flat)
-    full = jnp.tensordot(j1, j2, axes=((j1.ndim - 1,), (j2.ndim - 1,)))
-    return trace_and_diagonal(full, trace, diag)
 
 
 def mlp(p, x):

@@ -8,9 +8,22 @@ import pytest
 from kjax.ntk import choose_implementation, empirical_kernel_fn, empirical_nngp_fn, empirical_ntk_fn
 from kjax.ntk._empirical import canonical_axes
 from tests.conformance import assert_close
-from tests.ntk.models import MODELS, brute_force_ntk, inputs, params
+from tests.ntk.models import MODELS, inputs, params
 
 P = params()
+
+
+def brute_force_ntk(f, params, x1, x2, trace, diag):
+    """J1 J2^T from the Jacobian with respect to the raveled parameters (forward mode)."""
+    from jax.flatten_util import ravel_pytree
+
+    from kjax.ntk._empirical import trace_and_diagonal
+
+    flat, unravel = ravel_pytree(params)
+    j1 = jax.jacfwd(lambda q: f(unravel(q), x1))(flat)
+    j2 = jax.jacfwd(lambda q: f(unravel(q), x2))(flat)
+    full = jnp.tensordot(j1, j2, axes=((j1.ndim - 1,), (j2.ndim - 1,)))
+    return trace_and_diagonal(full, trace, diag)
 AXES = [((-1,), ()), ((), ()), ((), (-1,)), ((), (0,)), ((-1, 0), ())]
 IMPLS = ["jacobian_contraction", "ntk_vector_products", "structured", None]
 

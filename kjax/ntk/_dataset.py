@@ -1,0 +1,259 @@
+"""The eNTK of a model over a dataset: blockwise, symmetric, sharded, streamed; and its sketches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from kjax._src import blockwise
+from kjax._src.errors import check_in, check_int, fail
+from kjax.ntk import _empirical as E
+
+PyTree = Any
+MODES = ("full", "trace", "diagonal", "pntk")
+
+
+def _mode_axes(mode: str, out_ndim: int) -> tuple[tuple, tuple]:
+    """(trace, diagonal) over the full output axes (batch axis 0) for each mode."""
+    rest = tuple(range(1, out_ndim))
+    if mode == "full":
+        return (), ()
+    if mode == "diagonal":
+        return (), rest
+    return rest, ()  # trace; pntk applies to the summed model, which has no other axes
+
+
+def _block_transpose(mode: str, n_out: int):
+    """Maps the block fn(xa, xb) to fn(xb, xa) for the mirrored half of a symmetric kernel."""
+
+    def t(block):
+        block = jnp.swapaxes(block, 0, 1)
+        if mode == "full":
+            for i in range(n_out):
+                block = jnp.swapaxes(block, 2 + 2 * i, 3 + 2 * i)
+        return block
+
+    return t
+
+
+def _summed(f: Callable, out_size: int) -> Callable:
+    def g(params, x, **kw):
+        out = f(params, x, **kw)
+        out = E._single("kjax.ntk.empirical_ntk", out)
+        return jnp.sum(out.reshape(out.shape[0], -1), axis=1, keepdims=True) / np.sqrt(out_size)
+
+    return g
+
+
+def empirical_ntk(
+    f: Callable,
+    params: PyTree,
+    x1: PyTree,
+    x2: PyTree | None = None,
+    *,
+    mode: str = "trace",
+    block_size: int | None = None,
+    mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
+    progress: bool = False,
+    out: np.ndarray | None = None,
+    implementation: None | str | int = None,
+    per_layer: bool = False,
+    params_filter: Callable[[str], bool] | None = None,
+    apply_kwargs: dict | None = None,
+) -> jax.Array | np.ndarray | dict[str, jax.Array]:
+    r"""The empirical NTK of ``f`` over a dataset, block by block.
+
+    Examples are processed in row blocks of ``block_size`` (any n: the last block is padded and
+    cropped), each block pair with the implementation the cost model picks; with ``x2=None`` only
+    the upper block triangle is computed. Blocks can be split over the devices of ``mesh``, and
+    streamed into ``out`` (a NumPy array or ``np.memmap``) by a host loop, so a 50k x 50k trace
+    kernel is written without ever being held on the device. ``f`` must treat examples
+    independently (it is evaluated on ``x[i:i+1]``; neural-tangents' ``vmap_axes=0``).
+
+    Modes, for ``f(params, x): [N, O]`` (more output axes are handled the same way):
+
+    * ``"full"``: :math:`\Theta(x_i, x_j) \in \mathbb R^{O\times O}`, shape ``[n1, n2, O, O]``.
+    * ``"trace"``: :math:`\frac1O\operatorname{tr}\Theta(x_i, x_j)`, ``[n1, n2]`` (Engel et al.'s
+      trace NTK; neural-tangents' default ``trace_axes=(-1,)``).
+    * ``"diagonal"``: the per-output kernels :math:`\Theta_{oo}`, ``[n1, n2, O]``.
+    * ``"pntk"``: the pseudo-NTK, the eNTK of :math:`\frac{1}{\sqrt O}\sum_o f_o`, ``[n1, n2]``
+      (Mohamadi, Bae, Sutherland 2023): one backward pass per example instead of O; it equals
+      ``"trace"`` plus the average of the off-diagonal blocks.
+
+    Args:
+      f: ``f(params, x, **apply_kwargs) -> [N, ...]``.
+      params: pytree of parameters; integer leaves are held fixed.
+      x1: inputs ``[n1, ...]`` (a pytree of such arrays is fine).
+      x2: inputs ``[n2, ...]`` or None for ``x1`` (symmetric: half the work).
+      mode: ``"full"``, ``"trace"``, ``"diagonal"`` or ``"pntk"``.
+      block_size: examples per block (default 256, clamped to n).
+      mesh: optional ``jax.sharding.Mesh``; block pairs are split over its devices.
+      mesh_axis: mesh axis to use (default: the only one).
+      progress: show a tqdm bar (host loop).
+      out: optional writable NumPy array / ``np.memmap`` of the result's shape (host loop).
+      implementation: as in :func:`empirical_ntk_fn` (None: the cost model picks).
+      per_layer: return a dict ``{parameter path: kernel}`` of each parameter leaf's contribution
+        (they sum to the kernel).
+      params_filter: predicate on parameter paths (e.g. ``lambda p: p.startswith("head")``):
+        the kernel of that subset only.
+      apply_kwargs: keyword arguments for ``f``.
+
+    Returns:
+      The kernel (a jax array, or ``out``), or a dict of them with ``per_layer=True``.
+
+    Raises:
+      ValueError: unknown mode, mismatched ``x1``/``x2`` example shapes, ``out`` of the wrong
+        shape or dtype, ``per_layer`` together with ``out``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from kjax.ntk import empirical_ntk
+      >>> f = lambda p, x: jnp.tanh(x @ p["w1"]) @ p["w2"]
+      >>> k1, k2 = jax.random.split(jax.random.key(0))
+      >>> p = {"w1": jax.random.normal(k1, (3, 32)), "w2": jax.random.normal(k2, (32, 4))}
+      >>> x = jax.random.normal(k1, (10, 3))
+      >>> empirical_ntk(f, p, x, block_size=4).shape
+      (10, 10)
+      >>> empirical_ntk(f, p, x, x[:3], mode="full").shape
+      (10, 3, 4, 4)
+      >>> sorted(empirical_ntk(f, p, x, per_layer=True))
+      ['w1', 'w2']
+
+    References:
+      Novak et al., *Fast Finite Width Neural Tangent Kernel*, ICML 2022; Mohamadi, Bae,
+      Sutherland, *A Fast, Well-Founded Approximation to the Empirical Neural Tangent Kernel*,
+      ICML 2023.
+    """
+    fn = "kjax.ntk.empirical_ntk"
+    check_in(fn, "mode", mode, MODES)
+    implementation = E.canonical_implementation(fn, implementation)
+    apply_kwargs = dict(apply_kwargs or {})
+    E._check_x_pair(fn, x1, x2)
+
+    if per_layer:
+        if out is not None:
+            fail(fn, "per_layer", "be False when `out` is given (one output per layer)", True)
+        paths = E.leaf_paths(params)
+        keep = paths if params_filter is None else [p for p in paths if params_filter(p)]
+        return {p: empirical_ntk(f, params, x1, x2, mode=mode, block_size=block_size, mesh=mesh,
+                                 mesh_axis=mesh_axis, progress=progress,
+                                 implementation=implementation, params_filter=lambda q, p=p: q == p,
+                                 apply_kwargs=apply_kwargs)
+                for p in keep}
+
+    probe = E.make_model(fn, f, params, apply_kwargs, 0, params_filter)
+    out_full = E._out_shape_full(probe, x1)
+    g = f
+    if mode == "pntk":
+        g = _summed(f, int(np.prod(out_full[1:])))
+    model = E.make_model(fn, g, params, apply_kwargs, 0, params_filter)
+    out_full = E._out_shape_full(model, x1)
+    trace, diag = _mode_axes(mode, len(out_full))
+
+    def block_fn(xa, xb):
+        return E.ntk_of(model, xa, xb, trace=trace, diag=diag, implementation=implementation,
+                        out_shape_full=(jax.tree.leaves(xa)[0].shape[0], *out_full[1:]), fn=fn)
+
+    n_out = len(out_full) - 1
+    bs = 256 if block_size is None else block_size
+    return blockwise.blockwise_gram(block_fn, x1, x2, block_size=bs, mesh=mesh,
+                                    mesh_axis=mesh_axis, out=out, progress=progress,
+                                    block_transpose=_block_transpose(mode, n_out), fn_name=fn)
+
+
+def projected_ntk(
+    key: jax.Array,
+    f: Callable,
+    params: PyTree,
+    x1: PyTree,
+    x2: PyTree | None = None,
+    *,
+    num_projections: int,
+    mode: str = "trace",
+    params_filter: Callable[[str], bool] | None = None,
+    apply_kwargs: dict | None = None,
+) -> jax.Array:
+    r"""A random-projection sketch of the eNTK: :math:`\hat\Theta = (J_1 R)(J_2 R)^\top / k`.
+
+    :math:`R` has ``k = num_projections`` i.i.d. standard Gaussian columns in parameter space, so
+    :math:`\mathbb E\hat\Theta = \Theta`; :math:`J R` is computed with ``k`` Jacobian-vector
+    products per example and the Jacobian is never formed. Memory is ``O(n O k)`` plus ``k``
+    directions the size of the parameters; relative error shrinks like :math:`1/\sqrt k`.
+
+    Args:
+      key: PRNG key for the projection.
+      f: ``f(params, x, **apply_kwargs) -> [N, ...]``, examples independent.
+      params: pytree of parameters (integer leaves fixed).
+      x1: inputs ``[n1, ...]``.
+      x2: inputs ``[n2, ...]`` or None.
+      num_projections: ``k >= 1``.
+      mode: ``"full"``, ``"trace"`` or ``"diagonal"`` as in :func:`empirical_ntk`.
+      params_filter: predicate on parameter paths selecting the parameters.
+      apply_kwargs: keyword arguments for ``f``.
+
+    Returns:
+      The sketched kernel with the layout of :func:`empirical_ntk`.
+
+    Raises:
+      ValueError: ``num_projections < 1``, unknown mode.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from kjax.ntk import empirical_ntk, projected_ntk
+      >>> f = lambda p, x: jnp.tanh(x @ p)
+      >>> p = jax.random.normal(jax.random.key(0), (3, 8))
+      >>> x = jax.random.normal(jax.random.key(1), (5, 3))
+      >>> est = projected_ntk(jax.random.key(2), f, p, x, num_projections=20000)
+      >>> exact = empirical_ntk(f, p, x)
+      >>> bool(jnp.linalg.norm(est - exact) / jnp.linalg.norm(exact) < 0.05)
+      True
+
+    References:
+      Park et al., *TRAK: Attributing Model Behavior at Scale*, ICML 2023 (random projections of
+      per-example gradients); Mohamadi et al. 2023 (eNTK approximations).
+    """
+    fn = "kjax.ntk.projected_ntk"
+    check_int(fn, "num_projections", num_projections, minimum=1)
+    check_in(fn, "mode", mode, ("full", "trace", "diagonal"))
+    E._check_x_pair(fn, x1, x2)
+    model = E.make_model(fn, f, params, dict(apply_kwargs or {}), 0, params_filter)
+    sel = [i for i, s in enumerate(model.selected) if s]
+    keys = jax.random.split(key, len(sel))
+
+    def directions(k):
+        return [jax.random.normal(kk, (k,) + model.leaves[i].shape, model.leaves[i].dtype)
+                for kk, i in zip(keys, sel, strict=True)]
+
+    dirs = directions(num_projections)
+
+    def sketch(x):
+        def one(xi):
+            def g(sub):
+                leaves = list(model.leaves)
+                for i, s in zip(sel, sub, strict=True):
+                    leaves[i] = s
+                return model.apply(leaves, xi)
+
+            p0 = [model.leaves[i] for i in sel]
+            jr = jax.vmap(lambda d: jax.jvp(g, (p0,), (d,))[1])(dirs)  # [k, *out]
+            return jnp.moveaxis(jr, 0, -1)
+
+        return jax.vmap(one)(x)  # [n, *out, k]
+
+    s1 = sketch(x1)
+    s2 = s1 if x2 is None else sketch(x2)
+    nd = s1.ndim - 1
+    trace, diag = _mode_axes(mode, nd)
+    L = E._Letters()
+    l1, l2, res = E._out_letters(nd, trace, diag, L)
+    r = L()
+    k = jnp.einsum(f"{''.join(l1)}{r},{''.join(l2)}{r}->{res}", s1, s2,
+                   precision=jax.lax.Precision.HIGHEST)
+    size = int(np.prod([s1.shape[i] for i in trace])) if trace else 1
+    return k / (size * num_projections)

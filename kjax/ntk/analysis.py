@@ -1,0 +1,358 @@
+"""Analysis of (empirical) kernels: spectra, effective rank, alignment, distances, kernel velocity.
+
+Kernels may be given as ``[n, n]`` matrices or in the ``[n, n, O, O]`` layout of
+:func:`kjax.ntk.empirical_ntk` with ``mode="full"``; the latter are flattened to ``[nO, nO]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from kjax._src.errors import check_in, check_int, fail
+
+__all__ = [
+    "alignment",
+    "centered_kernel_alignment",
+    "effective_rank",
+    "eigenspectrum",
+    "kernel_distance",
+    "label_alignment",
+    "lanczos_top_k",
+    "record_ntk",
+    "NTKRecord",
+]
+
+
+def as_matrix(fn: str, k: jax.Array) -> jax.Array:
+    """``[n, n]`` or ``[n, n, O, O]`` -> square matrix ``[n O, n O]``."""
+    k = jnp.asarray(k)
+    if k.ndim == 2 and k.shape[0] == k.shape[1]:
+        return k
+    if k.ndim == 4 and k.shape[0] == k.shape[1] and k.shape[2] == k.shape[3]:
+        n, _, o, _ = k.shape
+        return jnp.transpose(k, (0, 2, 1, 3)).reshape(n * o, n * o)
+    fail(fn, "k", "be a square kernel [n, n] or [n, n, O, O]", f"shape {k.shape}")
+
+
+def eigenspectrum(k: jax.Array, *, top_k: int | None = None) -> tuple[jax.Array, jax.Array]:
+    r"""Eigenvalues (descending) and eigenvectors of a symmetric kernel matrix, by dense ``eigh``.
+
+    Args:
+      k: ``[n, n]`` or ``[n, n, O, O]`` symmetric kernel.
+      top_k: keep only the ``top_k`` largest.
+
+    Returns:
+      ``(eigenvalues [m], eigenvectors [n, m])`` in descending order of eigenvalue.
+
+    Raises:
+      ValueError: a non-square kernel.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax.ntk.analysis import eigenspectrum
+      >>> vals, vecs = eigenspectrum(jnp.diag(jnp.array([1.0, 3.0, 2.0])))
+      >>> vals.tolist()
+      [3.0, 2.0, 1.0]
+    """
+    m = as_matrix("kjax.ntk.analysis.eigenspectrum", k)
+    vals, vecs = jnp.linalg.eigh((m + m.T) / 2)
+    vals, vecs = vals[::-1], vecs[:, ::-1]
+    if top_k is not None:
+        check_int("kjax.ntk.analysis.eigenspectrum", "top_k", top_k, minimum=1)
+        vals, vecs = vals[:top_k], vecs[:, :top_k]
+    return vals, vecs
+
+
+def lanczos_top_k(key: jax.Array, matvec: Callable[[jax.Array], jax.Array], n: int, k: int, *,
+                  num_iters: int | None = None, dtype=None) -> tuple[jax.Array, jax.Array]:
+    r"""Top-``k`` eigenpairs of a symmetric PSD operator given only by its matvec (Lanczos).
+
+    Runs ``num_iters`` (default ``min(n, 2k + 20)``) Lanczos steps with full
+    reorthogonalisation, then diagonalises the tridiagonal matrix. Use it for kernels too large
+    to factor: pass ``lambda v: kjax.kernels.kernel_matvec(kern, x, None, v)`` or the product with
+    an eNTK streamed to a memmap.
+
+    Args:
+      key: PRNG key for the starting vector.
+      matvec: ``v [n] -> K v [n]``.
+      n: operator size.
+      k: number of eigenpairs.
+      num_iters: Lanczos steps (``k <= num_iters <= n``).
+      dtype: working dtype (default: the default float).
+
+    Returns:
+      ``(eigenvalues [k] descending, eigenvectors [n, k])``.
+
+    Raises:
+      ValueError: ``k < 1`` or ``num_iters`` outside ``[k, n]``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from kjax.ntk.analysis import lanczos_top_k
+      >>> a = jnp.diag(jnp.arange(1.0, 101.0))
+      >>> vals, _ = lanczos_top_k(jax.random.key(0), lambda v: a @ v, 100, 3, num_iters=60)
+      >>> [round(float(v), 4) for v in vals]
+      [100.0, 99.0, 98.0]
+
+    References:
+      Golub & Van Loan, *Matrix Computations*, 4th ed., section 10.1.
+    """
+    fn = "kjax.ntk.analysis.lanczos_top_k"
+    check_int(fn, "k", k, minimum=1)
+    m = min(n, 2 * k + 20) if num_iters is None else num_iters
+    if not k <= m <= n:
+        fail(fn, "num_iters", f"be in [k, n] = [{k}, {n}]", m)
+    dtype = dtype or (jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+    v0 = jax.random.normal(key, (n,), dtype)
+    v0 = v0 / jnp.linalg.norm(v0)
+    V = jnp.zeros((m, n), dtype).at[0].set(v0)
+    alpha = jnp.zeros((m,), dtype)
+    beta = jnp.zeros((m,), dtype)
+
+    def step(i, carry):
+        V, alpha, beta = carry
+        w = matvec(V[i]).astype(dtype)
+        a = jnp.dot(w, V[i])
+        w = w - a * V[i] - jnp.where(i > 0, beta[i - 1], 0.0) * V[jnp.maximum(i - 1, 0)]
+        # full reorthogonalisation against all previous vectors (twice is enough)
+        mask = (jnp.arange(m) <= i)[:, None]
+        for _ in range(2):
+            w = w - (V * mask).T @ ((V * mask) @ w)
+        b = jnp.linalg.norm(w)
+        V = V.at[jnp.minimum(i + 1, m - 1)].set(
+            jnp.where(i + 1 < m, w / jnp.where(b > 0, b, 1.0), V[m - 1]))
+        return V, alpha.at[i].set(a), beta.at[i].set(b)
+
+    V, alpha, beta = jax.lax.fori_loop(0, m, step, (V, alpha, beta))
+    T = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
+    vals, vecs = jnp.linalg.eigh(T)
+    vals, vecs = vals[::-1][:k], vecs[:, ::-1][:, :k]
+    return vals, V.T @ vecs
+
+
+def effective_rank(k_or_eigenvalues: jax.Array, *, kind: str = "entropy") -> jax.Array:
+    r"""Effective rank of a kernel (or of its eigenvalues).
+
+    * ``"entropy"``: :math:`\exp(-\sum_i p_i\log p_i)`, :math:`p = \lambda / \sum\lambda`
+      (Roy & Vetterli 2007).
+    * ``"participation"``: :math:`(\sum\lambda)^2 / \sum\lambda^2`.
+
+    Args:
+      k_or_eigenvalues: a kernel ``[n, n]`` / ``[n, n, O, O]`` or a vector of eigenvalues.
+      kind: ``"entropy"`` or ``"participation"``.
+
+    Returns:
+      A scalar in ``[1, n]``.
+
+    Raises:
+      ValueError: unknown ``kind``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax.ntk.analysis import effective_rank
+      >>> round(float(effective_rank(jnp.ones(4))), 6), float(effective_rank(jnp.eye(3), kind="participation"))
+      (4.0, 3.0)
+    """
+    fn = "kjax.ntk.analysis.effective_rank"
+    check_in(fn, "kind", kind, ("entropy", "participation"))
+    lam = jnp.asarray(k_or_eigenvalues)
+    if lam.ndim != 1:
+        lam = jnp.linalg.eigvalsh(as_matrix(fn, lam))
+    lam = jnp.clip(lam, 0.0, None)
+    if kind == "participation":
+        return jnp.sum(lam) ** 2 / jnp.sum(lam**2)
+    p = lam / jnp.sum(lam)
+    return jnp.exp(-jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)))
+
+
+def _center(m):
+    return m - m.mean(0, keepdims=True) - m.mean(1, keepdims=True) + m.mean()
+
+
+def alignment(k1: jax.Array, k2: jax.Array) -> jax.Array:
+    r"""Uncentered kernel alignment :math:`\langle K_1, K_2\rangle_F/(\|K_1\|_F\|K_2\|_F)`
+    (Cristianini et al. 2002).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax.ntk.analysis import alignment
+      >>> float(alignment(jnp.eye(3), 2 * jnp.eye(3)))
+      1.0
+    """
+    a = as_matrix("kjax.ntk.analysis.alignment", k1)
+    b = as_matrix("kjax.ntk.analysis.alignment", k2)
+    return jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b))
+
+
+def centered_kernel_alignment(k1: jax.Array, k2: jax.Array) -> jax.Array:
+    r"""Centered kernel alignment :math:`\mathrm{CKA}(K_1, K_2) = \langle HK_1H, HK_2H\rangle_F /
+    (\|HK_1H\|_F \|HK_2H\|_F)` with :math:`H = I - \frac1n 11^\top` (Cortes et al. 2012;
+    Kornblith et al. 2019).
+
+    Args:
+      k1: ``[n, n]`` (or ``[n, n, O, O]``) kernel.
+      k2: kernel of the same shape.
+
+    Returns:
+      A scalar in ``[-1, 1]`` (``[0, 1]`` for PSD kernels).
+
+    Raises:
+      ValueError: kernels of different shapes.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax.ntk.analysis import centered_kernel_alignment
+      >>> x = jnp.array([[1.0], [2.0], [4.0]])
+      >>> round(float(centered_kernel_alignment(x @ x.T, 3.0 * x @ x.T)), 6)
+      1.0
+    """
+    fn = "kjax.ntk.analysis.centered_kernel_alignment"
+    a, b = as_matrix(fn, k1), as_matrix(fn, k2)
+    if a.shape != b.shape:
+        fail(fn, "k2", f"have the shape of k1 {a.shape}", f"shape {b.shape}")
+    a, b = _center(a), _center(b)
+    return jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b))
+
+
+def label_alignment(k: jax.Array, y: jax.Array, *, centered: bool = True) -> jax.Array:
+    r"""Alignment of a kernel with the labels' kernel :math:`YY^\top` (one-hot for integer labels).
+
+    Args:
+      k: ``[n, n]`` kernel.
+      y: ``[n]`` integer class labels, ``[n]`` real targets or ``[n, O]`` targets.
+      centered: centered (CKA, default) or uncentered alignment.
+
+    Returns:
+      A scalar.
+
+    Raises:
+      ValueError: ``y`` with a number of rows other than n.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax.ntk.analysis import label_alignment
+      >>> y = jnp.array([0, 0, 1, 1])
+      >>> k = jnp.array([[1., 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]])
+      >>> round(float(label_alignment(k, y)), 6)
+      1.0
+    """
+    fn = "kjax.ntk.analysis.label_alignment"
+    m = as_matrix(fn, k)
+    y = jnp.asarray(y)
+    if y.shape[0] != m.shape[0]:
+        fail(fn, "y", f"have {m.shape[0]} rows (one per example)", f"shape {y.shape}")
+    if jnp.issubdtype(y.dtype, jnp.integer):
+        y = jax.nn.one_hot(y, int(np.max(np.asarray(y))) + 1, dtype=m.dtype)
+    y = y.reshape(y.shape[0], -1).astype(m.dtype)
+    ky = y @ y.T
+    return centered_kernel_alignment(m, ky) if centered else alignment(m, ky)
+
+
+def kernel_distance(k1: jax.Array, k2: jax.Array) -> jax.Array:
+    r"""Kernel distance :math:`1 - \langle K_1, K_2\rangle_F/(\|K_1\|_F\|K_2\|_F)` between two
+    kernels on the same points, e.g. eNTKs of two checkpoints (Fort et al., NeurIPS 2020).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax.ntk.analysis import kernel_distance
+      >>> float(kernel_distance(jnp.eye(2), 5 * jnp.eye(2)))
+      0.0
+    """
+    return 1.0 - alignment(k1, k2)
+
+
+class NTKRecord(NamedTuple):
+    """What :func:`record_ntk` returns."""
+
+    steps: np.ndarray  #: training steps at which the kernel was recorded
+    kernels: np.ndarray  #: ``[len(steps), n, n]`` eNTKs on the probe set
+    losses: np.ndarray  #: training loss at those steps
+    distance_to_init: np.ndarray  #: kernel distance to the kernel at step 0
+    velocity: np.ndarray  #: kernel distance between consecutive records / steps between them
+    params: Any  #: final parameters
+
+
+def record_ntk(
+    f: Callable,
+    params: Any,
+    loss_fn: Callable,
+    optimizer: Any,
+    batches: Iterable,
+    x_probe: Any,
+    *,
+    num_steps: int,
+    every: int = 10,
+    mode: str = "trace",
+    implementation: Any = None,
+) -> NTKRecord:
+    r"""Train with optax and record the eNTK on a probe set along the way (kernel velocity).
+
+    Runs ``num_steps`` of ``optimizer`` on ``loss_fn(params, batch)`` over ``batches`` (an
+    iterable, cycled) and every ``every`` steps computes :func:`kjax.ntk.empirical_ntk` of ``f`` on
+    ``x_probe``; reports the distance of each kernel to the initial one and the kernel velocity
+    :math:`d(K_t, K_{t-\Delta}) / \Delta` (Fort et al. 2020).
+
+    Args:
+      f: ``f(params, x) -> [N, O]``.
+      params: initial parameters.
+      loss_fn: ``loss_fn(params, batch) -> scalar``.
+      optimizer: an ``optax.GradientTransformation``.
+      batches: iterable of batches (cycled).
+      x_probe: probe inputs ``[n, ...]``.
+      num_steps: training steps.
+      every: record period in steps.
+      mode: eNTK mode (``"trace"`` or ``"pntk"`` give ``[n, n]``).
+      implementation: eNTK implementation.
+
+    Returns:
+      An :class:`NTKRecord`.
+
+    Raises:
+      ValueError: ``num_steps < 1`` or ``every < 1``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> from kjax.ntk.analysis import record_ntk
+      >>> f = lambda p, x: jnp.tanh(x @ p["w1"]) @ p["w2"]
+      >>> p = {"w1": jax.random.normal(jax.random.key(0), (2, 16)), "w2": jnp.zeros((16, 1))}
+      >>> x = jax.random.normal(jax.random.key(1), (8, 2)); y = jnp.sin(x[:, :1])
+      >>> loss = lambda p, b: jnp.mean((f(p, b[0]) - b[1]) ** 2)
+      >>> rec = record_ntk(f, p, loss, optax.sgd(0.1), [(x, y)], x, num_steps=20, every=10)
+      >>> rec.kernels.shape, rec.steps.tolist()
+      ((3, 8, 8), [0, 10, 20])
+    """
+    from kjax.ntk._dataset import empirical_ntk
+
+    fn = "kjax.ntk.analysis.record_ntk"
+    check_int(fn, "num_steps", num_steps, minimum=1)
+    check_int(fn, "every", every, minimum=1)
+    opt_state = optimizer.init(params)
+
+    @jax.jit
+    def train_step(p, s, batch):
+        loss, g = jax.value_and_grad(loss_fn)(p, batch)
+        updates, s = optimizer.update(g, s, p)
+        return optax.apply_updates(p, updates), s, loss
+
+    kernel = jax.jit(lambda p: empirical_ntk(f, p, x_probe, mode=mode,
+                                             implementation=implementation))
+    batch_list = list(batches)
+    steps, kernels, losses = [0], [np.asarray(kernel(params))], [float(loss_fn(params,
+                                                                               batch_list[0]))]
+    for t in range(1, num_steps + 1):
+        params, opt_state, loss = train_step(params, opt_state, batch_list[(t - 1) % len(batch_list)])
+        if t % every == 0 or t == num_steps:
+            steps.append(t)
+            kernels.append(np.asarray(kernel(params)))
+            losses.append(float(loss))
+    kernels = np.stack(kernels)
+    d0 = np.array([float(kernel_distance(kernels[0], k)) for k in kernels])
+    vel = np.array([0.0] + [float(kernel_distance(kernels[i - 1], kernels[i])) /
+                            (steps[i] - steps[i - 1]) for i in range(1, len(steps))])
+    return NTKRecord(np.array(steps), kernels, np.array(losses), d0, vel, params)
