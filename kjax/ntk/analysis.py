@@ -156,8 +156,10 @@ def effective_rank(k_or_eigenvalues: jax.Array, *, kind: str = "entropy") -> jax
     Example:
       >>> import jax.numpy as jnp
       >>> from kjax.ntk.analysis import effective_rank
-      >>> round(float(effective_rank(jnp.ones(4))), 6), float(effective_rank(jnp.eye(3), kind="participation"))
-      (4.0, 3.0)
+      >>> round(float(effective_rank(jnp.ones(4))), 6)
+      4.0
+      >>> float(effective_rank(jnp.eye(3), kind="participation"))
+      3.0
     """
     fn = "kjax.ntk.analysis.effective_rank"
     check_in(fn, "kind", kind, ("entropy", "participation"))
