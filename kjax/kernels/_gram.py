@@ -97,7 +97,7 @@ def kernel_matvec(
 
     Each block of ``x1`` rows scans over blocks of ``x2`` rows and accumulates
     :math:`K_{ab} v_b` in at least float32; peak memory is ``O(rows x cols)`` per device for
-    ``block_size=(rows, cols)`` (default ``(1024, 2048)``), whatever n is. Differentiable in
+    ``block_size=(rows, cols)`` (default ``(256, 4096)``), whatever n is. Differentiable in
     ``x1``, ``x2``, ``v`` and the kernel's hyperparameters (the scan body is rematerialised in the
     backward pass, so the gradient keeps the same memory bound). With ``mesh`` the row blocks (or,
     when ``x1`` is short, the column blocks) are split over the devices.
