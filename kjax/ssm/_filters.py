@@ -172,6 +172,11 @@ def s4d_filter(params: S4DParams, L: int, *, discretization: str = "zoh") -> Flo
     fn = "kjax.ssm.s4d_filter"
     L = check_int(fn, "L", L, minimum=1)
     check_in(fn, "discretization", discretization, ("zoh", "bilinear"))
+    return _s4d_filter(params, L, discretization)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _s4d_filter(params, L, discretization):
     da, db, c = _s4d_discrete(params, discretization)
     ell = jnp.arange(L, dtype=params.log_a_real.dtype)
     vander = jnp.exp(jnp.log(da)[..., None] * ell)  # [D, M, L]
@@ -319,6 +324,11 @@ def rtf_filter(params: RTFParams, L: int) -> Float[Array, "L D"]:
     n = params.a.shape[-1]
     if L <= n:
         fail(fn, "L", f"be larger than the order N={n} of the transfer function", repr(L))
+    return _rtf_filter(params, L)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _rtf_filter(params, L):
     acc = dtypes.accum_dtype(params.a.dtype)
     d = params.a.shape[0]
     one = jnp.ones((1, d), acc)
@@ -556,6 +566,11 @@ def hyena_filter(params: HyenaFilterParams, L: int, *, shift: float = 0.0) -> Fl
       Poli et al., *Hyena Hierarchy: Towards Larger Convolutional Language Models*, ICML 2023.
     """
     L = check_int("kjax.ssm.hyena_filter", "L", L, minimum=1)
+    return _hyena_filter(params, L, shift)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _hyena_filter(params, L, shift):
     dt = params.w_in.dtype
     z = hyena_positional(L, params.w_in.shape[0], dt)
     h = jnp.sin(params.freq * (z @ params.w_in + params.b_in))
@@ -652,6 +667,11 @@ def sgconv_filter(params: SGConvParams, L: int, *, decay: float = 0.5) -> Float[
     fn = "kjax.ssm.sgconv_filter"
     L = check_int(fn, "L", L, minimum=1)
     check_positive(fn, "decay", decay)
+    return _sgconv_filter(params, L, decay)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _sgconv_filter(params, L, decay):
     s, d, _ = params.kernels.shape
     pieces, total = [], 0
     for i in range(s):
