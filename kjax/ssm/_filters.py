@@ -111,12 +111,19 @@ def s4d_init(key: Array, d_model: int, state_size: int = 64, *, init: str = "lin
     else:
         lam, b = _legs_diagonal(n)
     dt = dtypes.default_float()
-    kc, kd = jax.random.split(key)
-    c = jax.random.normal(kc, (2, d_model, m), dt) * math.sqrt(0.5)
-    log_dt = jax.random.uniform(kd, (d_model,), dt, math.log(dt_min), math.log(dt_max))
+    c, log_dt = _s4d_random(key, d_model, m, float(dt_min), float(dt_max))
     tile = lambda x: jnp.broadcast_to(jnp.asarray(x, dt), (d_model, m))
     return S4DParams(log_dt=log_dt, log_a_real=tile(np.log(-lam.real)), a_imag=tile(lam.imag),
                      b_re=tile(b.real), b_im=tile(b.imag), c_re=c[0], c_im=c[1])
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _s4d_random(key, d_model, m, dt_min, dt_max):
+    dt = dtypes.default_float()
+    kc, kd = jax.random.split(key)
+    c = jax.random.normal(kc, (2, d_model, m), dt) * math.sqrt(0.5)
+    log_dt = jax.random.uniform(kd, (d_model,), dt, math.log(dt_min), math.log(dt_max))
+    return c, log_dt
 
 
 def _s4d_discrete(params: S4DParams, discretization: str):
@@ -511,19 +518,27 @@ def hyena_init(key: Array, d_model: int, *, emb_dim: int = 33, width: int = 64, 
         fail(fn, "emb_dim", "be odd (time plus (E-1)/2 cosine/sine pairs)", repr(e))
     w = check_int(fn, "width", width, minimum=1)
     depth = check_int(fn, "depth", depth, minimum=0)
-    dt = dtypes.default_float()
-    ks = jax.random.split(key, 6)
+    return _hyena_init(key, d_model, e, w, depth, float(fast_decay_pct), float(slow_decay_pct),
+                       float(target))
 
-    def lin(k, fan_in, shape):
-        bound = 1.0 / math.sqrt(fan_in)
-        return jax.random.uniform(k, shape, dt, -bound, bound)
+
+@functools.partial(jax.jit, static_argnums=tuple(range(1, 8)))
+def _hyena_init(key, d_model, e, w, depth, fast_decay_pct, slow_decay_pct, target):
+    dt = dtypes.default_float()
+    # one random draw, sliced (each separate draw is a separate threefry program to compile)
+    shapes = [(e, w), (w,), (depth, w, w), (depth, w), (w, d_model)]
+    fans = [e, e, w, w, w]
+    sizes = [math.prod(sh) for sh in shapes]
+    flat = jax.random.uniform(key, (sum(sizes),), dt, -1.0, 1.0)
+    starts = np.cumsum([0] + sizes).tolist()
+    w_in, b_in, w_hidden, b_hidden, w_out = (
+        flat[starts[i]:starts[i + 1]].reshape(shapes[i]) / math.sqrt(fans[i]) for i in range(5))
 
     decay = jnp.abs(jnp.linspace(math.log(target) / slow_decay_pct, math.log(target) / fast_decay_pct,
                                  d_model, dtype=dt))
     return HyenaFilterParams(
-        w_in=lin(ks[0], e, (e, w)), b_in=lin(ks[1], e, (w,)),
-        w_hidden=lin(ks[2], w, (depth, w, w)), b_hidden=lin(ks[3], w, (depth, w)),
-        w_out=lin(ks[4], w, (w, d_model)), freq=jnp.ones((w,), dt), decay=decay)
+        w_in=w_in, b_in=b_in, w_hidden=w_hidden, b_hidden=b_hidden, w_out=w_out,
+        freq=jnp.ones((w,), dt), decay=decay)
 
 
 def hyena_positional(L: int, emb_dim: int, dtype) -> jax.Array:
