@@ -242,6 +242,11 @@ def s4d_step(params: S4DParams, state: S4DState, u_t: Float[Array, "B D"], *,
     if tuple(u_t.shape) != tuple(state.x.shape[:2]):
         fail(fn, "u_t", f"have shape {tuple(state.x.shape[:2])} [B, D] matching the state",
              f"shape {tuple(u_t.shape)}")
+    return _s4d_step(params, state, u_t, discretization)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _s4d_step(params, state, u_t, discretization):
     da, db, c = _s4d_discrete(params, discretization)
     x = da * state.x + db * u_t[..., None].astype(state.x.dtype)
     y = 2.0 * jnp.sum(c * x, axis=-1).real
@@ -396,6 +401,11 @@ def rtf_step(params: RTFParams, state: RTFState, u_t: Float[Array, "B D"]
     if tuple(u_t.shape) != tuple(state.w.shape[:2]):
         fail(fn, "u_t", f"have shape {tuple(state.w.shape[:2])} [B, D] matching the state",
              f"shape {tuple(u_t.shape)}")
+    return _rtf_step(params, state, u_t)
+
+
+@jax.jit
+def _rtf_step(params, state, u_t):
     u = u_t.astype(state.w.dtype)
     y = params.h0 * u + jnp.sum(params.b * state.w, axis=-1)
     w_t = u - jnp.sum(params.a * state.w, axis=-1)

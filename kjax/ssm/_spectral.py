@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Complex, Float
@@ -73,10 +76,7 @@ def spectral_conv(
         if w.ndim != 3 or w.shape[:2] != (m, ci):
             fail(_FN, "weights", f"have shape ({m}, {ci}, Co) for modes={m} and Ci={ci}",
                  f"shape {tuple(w.shape)}")
-        uh = jnp.fft.rfft(u.astype(acc), axis=1)[:, :m]
-        yh = jnp.einsum("bmi,mio->bmo", uh, w)
-        yh = jnp.pad(yh, ((0, 0), (0, L // 2 + 1 - m), (0, 0)))
-        return jnp.fft.irfft(yh, n=L, axis=1).astype(u.dtype)
+        return _conv_1d(u, w, m)
     if u.ndim == 4:
         if not (isinstance(modes, tuple | list) and len(modes) == 2):
             fail(_FN, "modes", "be a pair (m1, m2) for 2D input [B, H, W, Ci]", repr(modes))
@@ -87,11 +87,26 @@ def spectral_conv(
                  f"{W // 2 + 1}", repr(tuple(modes)))
         if w.ndim != 5 or w.shape[:4] != (2, m1, m2, ci):
             fail(_FN, "weights", f"have shape (2, {m1}, {m2}, {ci}, Co)", f"shape {tuple(w.shape)}")
-        uh = jnp.fft.rfft2(u.astype(acc), axes=(1, 2))
-        lo = jnp.einsum("bxyi,xyio->bxyo", uh[:, :m1, :m2], w[0])
-        hi = jnp.einsum("bxyi,xyio->bxyo", uh[:, H - m1:, :m2], w[1])
-        yh = jnp.zeros((B, H, W // 2 + 1, w.shape[-1]), lo.dtype)
-        yh = yh.at[:, :m1, :m2].set(lo).at[:, H - m1:, :m2].set(hi)
-        return jnp.fft.irfft2(yh, s=(H, W), axes=(1, 2)).astype(u.dtype)
+        return _conv_2d(u, w, m1, m2)
     fail(_FN, "u", "have rank 3 [B, L, Ci] (1D) or 4 [B, H, W, Ci] (2D)",
          f"shape {tuple(u.shape)} (rank {np.ndim(u)})")
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _conv_1d(u, w, m):
+    L = u.shape[1]
+    uh = jnp.fft.rfft(u.astype(dtypes.accum_dtype(u.dtype)), axis=1)[:, :m]
+    yh = jnp.einsum("bmi,mio->bmo", uh, w)
+    yh = jnp.pad(yh, ((0, 0), (0, L // 2 + 1 - m), (0, 0)))
+    return jnp.fft.irfft(yh, n=L, axis=1).astype(u.dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _conv_2d(u, w, m1, m2):
+    B, H, W, _ = u.shape
+    uh = jnp.fft.rfft2(u.astype(dtypes.accum_dtype(u.dtype)), axes=(1, 2))
+    lo = jnp.einsum("bxyi,xyio->bxyo", uh[:, :m1, :m2], w[0])
+    hi = jnp.einsum("bxyi,xyio->bxyo", uh[:, H - m1:, :m2], w[1])
+    yh = jnp.zeros((B, H, W // 2 + 1, w.shape[-1]), lo.dtype)
+    yh = yh.at[:, :m1, :m2].set(lo).at[:, H - m1:, :m2].set(hi)
+    return jnp.fft.irfft2(yh, s=(H, W), axes=(1, 2)).astype(u.dtype)
