@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -143,10 +144,55 @@ def empirical_ntk(
         keep = paths if params_filter is None else [p for p in paths if params_filter(p)]
         return {p: empirical_ntk(f, params, x1, x2, mode=mode, block_size=block_size, mesh=mesh,
                                  mesh_axis=mesh_axis, progress=progress,
-                                 implementation=implementation, params_filter=lambda q, p=p: q == p,
+                                 implementation=implementation, params_filter=_PathIs(p),
                                  apply_kwargs=apply_kwargs)
                 for p in keep}
 
+    if out is None and not progress and not apply_kwargs and _hashable(f, params_filter, mesh):
+        # the device path: one compiled function per (model, configuration), reused across calls
+        run = _compiled(f, mode, block_size, implementation, params_filter, mesh, mesh_axis)
+        return run(params, x1, x2)
+    return _empirical_ntk(f, params, x1, x2, mode, block_size, mesh, mesh_axis, progress, out,
+                          implementation, params_filter, apply_kwargs)
+
+
+class _PathIs:
+    """A hashable parameter-path predicate (so per-layer calls reuse compiled functions)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __call__(self, q: str) -> bool:
+        return q == self.path
+
+    def __eq__(self, other):
+        return isinstance(other, _PathIs) and other.path == self.path
+
+    def __hash__(self):
+        return hash(("_PathIs", self.path))
+
+
+def _hashable(*objs) -> bool:
+    try:
+        for o in objs:
+            hash(o)
+    except TypeError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(f, mode, block_size, implementation, params_filter, mesh, mesh_axis):
+    def run(params, x1, x2):
+        return _empirical_ntk(f, params, x1, x2, mode, block_size, mesh, mesh_axis, False, None,
+                              implementation, params_filter, {})
+
+    return jax.jit(run)
+
+
+def _empirical_ntk(f, params, x1, x2, mode, block_size, mesh, mesh_axis, progress, out,
+                   implementation, params_filter, apply_kwargs):
+    fn = "kjax.ntk.empirical_ntk"
     probe = E.make_model(fn, f, params, apply_kwargs, 0, params_filter)
     out_full = E._out_shape_full(probe, x1)
     g = f
