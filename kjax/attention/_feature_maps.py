@@ -44,6 +44,12 @@ def _project(x, w):
     return jnp.einsum("...d,md->...m", x.astype(acc), w.astype(acc), precision=_HI)
 
 
+def weight_stabilizer(w, dtype):
+    """``c = max(0, max_m |w_m|^2 / 2 - log(finfo(dtype).max) / 2)`` (see :func:`favor_positive`)."""
+    half_log_max = 0.5 * math.log(float(jnp.finfo(dtype).max))
+    return jnp.maximum(0.5 * jnp.max(jnp.sum(w * w, axis=-1)) - half_log_max, 0.0)
+
+
 def favor_positive(
     x: Float[ArrayLike, "... D"],
     w: Float[ArrayLike, "M D"],
@@ -60,11 +66,15 @@ def favor_positive(
     for rows of ``W`` drawn from :math:`\mathcal N(0, I_D)` (see :func:`random_projection`). The
     stabiliser :math:`c` only rescales the estimate:
 
-    * ``"weights"`` (default): :math:`c = \max_m \lVert w_m\rVert^2 / 2`, a constant of ``w`` alone.
-      Since :math:`w^\top x - \lVert x\rVert^2/2 \le \lVert w\rVert^2/2`, every feature is at most
-      :math:`1/\sqrt M`: nothing can overflow, for queries or keys, in a full pass or while
-      streaming/decoding token by token (the constant does not depend on the data), and the common
-      factor :math:`e^{-2c}` cancels in normalised attention.
+    * ``"weights"`` (default): :math:`c = \max\big(0, \max_m \lVert w_m\rVert^2/2 - L/2\big)`
+      with :math:`L` the log of the largest finite number of ``x.dtype`` (88.7 for float32), a
+      constant of ``w`` alone. Since :math:`w^\top x - \lVert x\rVert^2/2 \le \lVert
+      w\rVert^2/2`, every feature is at most :math:`e^{L/2}/\sqrt M`, so neither features nor
+      their products :math:`\phi(q)^\top\phi(k)` can overflow, for queries or keys, in a full pass
+      or while streaming/decoding token by token (the constant does not depend on the data). The
+      common factor :math:`e^{-2c}` cancels in normalised attention, and for moderate projections
+      (float32 and :math:`\lVert w_m\rVert^2 \le 88`, e.g. ``D <= 64`` in practice) :math:`c = 0`:
+      the estimator is exactly the unbiased one and ``eps`` keeps its meaning.
     * ``"row"``: :math:`c` is the maximum over features of each row's exponent (per token). This
       factor cancels in normalised attention only on the *query* side; use it for queries (as
       :func:`kernel_attention` does), never for keys.
@@ -74,7 +84,8 @@ def favor_positive(
     :math:`D^{-1/4}` before the map.
 
     Non-finite inputs are not checked (values are traced): a row of ``x`` holding ``inf`` or
-    ``NaN`` gives a row of ``NaN`` features, other rows are unaffected.
+    ``NaN`` gives a row of ``NaN`` features (always all NaN, never a mix of 0 and inf), other rows
+    are unaffected.
 
     Args:
       x: ``[..., D]`` inputs (queries or keys).
@@ -105,10 +116,11 @@ def favor_positive(
     check_in(fn, "stabilize", stabilize, ("weights", "row", None))
     wx = _project(x, w)
     xx = x.astype(wx.dtype)
-    expo = wx - 0.5 * jnp.sum(xx * xx, axis=-1, keepdims=True)
+    sq = jnp.sum(xx * xx, axis=-1, keepdims=True)
+    # 0 * |x|^2 is NaN exactly when a row holds inf/NaN: such rows become all-NaN, deterministically
+    expo = wx - 0.5 * sq + 0 * sq
     if stabilize == "weights":
-        ww = w.astype(wx.dtype)
-        expo = expo - 0.5 * jnp.max(jnp.sum(ww * ww, axis=-1))
+        expo = expo - weight_stabilizer(w.astype(wx.dtype), x.dtype)
     elif stabilize == "row":
         expo = expo - jax.lax.stop_gradient(jnp.max(expo, axis=-1, keepdims=True))
     m = w.shape[0]

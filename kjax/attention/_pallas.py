@@ -38,7 +38,7 @@ from kjax.attention import _feature_maps as fm
 MAPS = ("identity", "elu_plus_one", "favor_positive")
 
 
-def _phi(x, w, feature_map: str, is_query: bool):
+def _phi(x, w, feature_map: str, is_query: bool, dtype):
     """The feature map on a loaded ``[C, D]`` tile (same maths as ``_feature_maps``)."""
     if feature_map == "identity":
         return x
@@ -49,7 +49,7 @@ def _phi(x, w, feature_map: str, is_query: bool):
     if is_query:
         expo = expo - jnp.max(expo, axis=1, keepdims=True)
     else:
-        expo = expo - 0.5 * jnp.max(jnp.sum(w * w, axis=1))
+        expo = expo - fm.weight_stabilizer(w, dtype)
     return jnp.exp(expo) * (1.0 / math.sqrt(w.shape[0]))
 
 
@@ -67,8 +67,8 @@ def _kernel(q_ref, k_ref, v_ref, w_ref, o_ref, den_ref, *, chunk: int, length: i
     def body(c, carry):
         s, z = carry
         sl = pl.ds(c * chunk, chunk)
-        pq = _phi(q_ref[sl, :].astype(acc), w, feature_map, True)
-        pk = _phi(k_ref[sl, :].astype(acc), w, feature_map, False)
+        pq = _phi(q_ref[sl, :].astype(acc), w, feature_map, True, q_ref.dtype)
+        pk = _phi(k_ref[sl, :].astype(acc), w, feature_map, False, k_ref.dtype)
         valid = (c * chunk + jax.lax.broadcasted_iota(jnp.int32, (chunk, 1), 0)) < length
         pk = jnp.where(valid, pk, 0)
         vv = v_ref[sl, :].astype(acc)
