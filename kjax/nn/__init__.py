@@ -1,3 +1,5 @@
 """Thin flax.nnx layers over kjax's pure functions (no maths lives here)."""
 
-__all__: list[str] = []
+from kjax.nn._attention import KernelAttention
+
+__all__: list[str] = ["KernelAttention"]
