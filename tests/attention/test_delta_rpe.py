@@ -21,7 +21,7 @@ def _delta_inputs(seed=0, t=T):
     return q, k, v, beta
 
 
-@pytest.mark.parametrize("chunk_size", [1, 4, 16])
+@pytest.mark.parametrize("chunk_size", [1, 4])
 def test_delta_rule_equals_token_recurrence(chunk_size):
     q, k, v, beta = _delta_inputs()
     s0 = np.random.default_rng(0).normal(size=(B, H, M, DV))
@@ -51,7 +51,7 @@ def test_delta_rule_step_and_beta_one_overwrites():
 def test_delta_rule_gradients_and_conformance(mesh):
     q, k, v, beta = _delta_inputs(2, t=5)
     f = lambda q, k, v, beta: A.delta_rule_attention(q, k, v, beta, chunk_size=2)
-    check_grads(f, (q, k, v, beta), order=1, modes=("rev",))
+    check_grads(jax.jit(f), (q, k, v, beta), order=1, modes=("rev",))
     check_op(f, q, k, v, beta, grad_argnums=(1, 3), mesh=mesh)
 
 
@@ -64,8 +64,7 @@ def _rpe_inputs(seed=0):
     return q, k, v, rpe
 
 
-@pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize(("causal", "shared"), [(True, False), (False, True)])
 def test_rpe_matches_quadratic_formula(causal, shared):
     q, k, v, rpe = _rpe_inputs()
     if shared:
@@ -84,5 +83,5 @@ def test_rpe_matches_quadratic_formula(causal, shared):
 def test_rpe_gradients_and_conformance(mesh):
     q, k, v, rpe = _rpe_inputs(1)
     f = lambda q, k, v, rpe: A.rpe_kernel_attention(q, k, v, rpe, feature_map="elu_plus_one")
-    check_grads(f, (q, k, v, rpe), order=1, modes=("rev",))
+    check_grads(jax.jit(f), (q, k, v, rpe), order=1, modes=("rev",))
     check_op(f, q, k, v, rpe, grad_argnums=(3,), mesh=mesh)

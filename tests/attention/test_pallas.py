@@ -42,9 +42,9 @@ class TestPallasInterpret:
         if feature_map == "elu_plus_one":  # and against the NumPy oracle directly
             assert_close(out, oracle.linear_attention(A.elu_plus_one(q), A.elu_plus_one(k), v), 1e-12, "oracle")
 
-    @pytest.mark.parametrize("shape", SHAPES[:2])
-    @pytest.mark.parametrize("feature_map", ["identity", "elu_plus_one", "favor_positive"])
-    @pytest.mark.parametrize("normalize", [True, False])
+    @pytest.mark.parametrize(("shape", "feature_map", "normalize"), [
+        (SHAPES[0], "identity", False), (SHAPES[1], "elu_plus_one", True), (SHAPES[1], "favor_positive", True),
+        (SHAPES[3], "favor_positive", False)])
     def test_vjp_matches_reference(self, shape, feature_map, normalize):
         q, k, v, w = _inputs(shape, 1)
         if feature_map == "identity":
@@ -56,10 +56,10 @@ class TestPallasInterpret:
         ref = lambda q, k, v, w: A.kernel_attention(q, k, v, feature_map=fmap, feature_params=w,
                                                     normalize=normalize, chunk_size=c)
         ct = jax.random.normal(jax.random.key(5), v.shape, v.dtype)
-        _, vjp_p = jax.vjp(pallas, q, k, v, w)
-        _, vjp_r = jax.vjp(ref, q, k, v, w)
+        vjp_p = jax.jit(lambda *a: jax.vjp(pallas, *a)[1](ct))
+        vjp_r = jax.jit(lambda *a: jax.vjp(ref, *a)[1](ct))
         argnames = ("q", "k", "v", "w") if feature_map == "favor_positive" else ("q", "k", "v")
-        for name, gp, gr in zip(argnames, vjp_p(ct), vjp_r(ct), strict=False):
+        for name, gp, gr in zip(argnames, vjp_p(q, k, v, w), vjp_r(q, k, v, w), strict=False):
             assert_close(gp, gr, 1e-11, f"d{name}")
 
     def test_dispatch_and_float32(self):
