@@ -69,8 +69,6 @@ class TestPallasInterpret:
         out = jax.jit(lambda q, k, v: f(q, k, v, implementation="pallas_interpret"))(q, k, v)
         assert out.dtype == jnp.float32
         assert_close(out, f(q, k, v), 1e-5, "dispatch, float32")
-        g = jax.grad(lambda q: jnp.sum(f(q, k, v, implementation="pallas_interpret") ** 2))(q)
-        assert_close(g, jax.grad(lambda q: jnp.sum(f(q, k, v) ** 2))(q), 1e-4, "grad, float32")
         # linear_attention on features and a callable map go through the identity kernel
         pq, pk = A.elu_plus_one(q), A.elu_plus_one(k)
         out = A.linear_attention(pq, pk, v, chunk_size=4, implementation="pallas_interpret")

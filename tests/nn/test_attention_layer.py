@@ -47,7 +47,7 @@ def test_random_features_redrawn_only_by_key():
     np.testing.assert_array_equal(layer.random_features[...], w5)
 
 
-@pytest.mark.parametrize("fmap", ["hedgehog", "learned_spectral", "dpfp"])
+@pytest.mark.parametrize("fmap", ["hedgehog", "learned_spectral"])
 def test_learnable_maps_train(fmap):
     x = jax.random.normal(jax.random.key(2), (1, 5, 8))
     layer = KernelAttention(8, 2, feature_map=fmap, rngs=nnx.Rngs(0))
