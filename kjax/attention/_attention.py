@@ -202,7 +202,7 @@ def linear_attention(
       normalize: divide by :math:`\phi(q_t)^\top z_t + \varepsilon` (softmax-like weights).
       eps: :math:`\varepsilon \ge 0` added to the denominator, so rows whose features vanish
         (e.g. :func:`relu_features`) give 0 instead of NaN.
-      chunk_size: tokens per chunk of the causal form (>= 1; 64 is a good default on CPU and GPU).
+      chunk_size: tokens per chunk of the causal form (>= 1); see docs/benchmarks.md for tuning.
       initial_state: a :class:`LinearAttentionState` ``(S_0, z_0)`` to continue from (e.g. the state
         returned for a prompt), or None for zeros.
       return_state: also return the final :class:`LinearAttentionState` (for decoding with
