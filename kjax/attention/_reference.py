@@ -1,6 +1,7 @@
 """Pure-jnp reference implementations (the spec): linear attention in its forms, the delta rule, RPE.
 
-Inputs here are already validated and in their compute dtype; the public functions in
+Inputs here are already validated and in their compute dtype (the heavy functions are jitted with
+static configuration, so eager calls compile once per shape instead of op by op); the public functions in
 ``_attention.py`` check arguments, cast and dispatch. Layout ``[B, T, H, M]`` for feature-mapped
 queries/keys and ``[B, T, H, Dv]`` for values. States are ``[B, H, M, Dv + 1]`` internally: the last
 column is the running sum of keys (the normaliser), so numerator and denominator share one matmul.
@@ -8,6 +9,7 @@ column is the running sum of keys (the normaliser), so numerator and denominator
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -54,6 +56,7 @@ def _from_chunks(y, t: int):
     return y.transpose(1, 0, 3, 2, 4).reshape(b, n * c, h, f)[:, :t]
 
 
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
 def causal_chunked(q, k, va, state, *, chunk_size: int, runs=None):
     """Causal chunked linear attention on augmented values ``va: [B, T, H, F]``.
 
@@ -104,6 +107,7 @@ def causal_chunked(q, k, va, state, *, chunk_size: int, runs=None):
     return _from_chunks(out, t), state
 
 
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
 def noncausal(q, k, va, state, *, chunk_size: int, runs=None):
     """Non-causal linear attention: every token sees every token of its run (and ``state``)."""
     if runs is None:
@@ -123,6 +127,7 @@ def step(s, q, k, va):
     return jnp.einsum("bhm,bhmf->bhf", q, s), s
 
 
+@jax.jit
 def delta_rule_recurrent(q, k, v, beta, s):
     """Token recurrence ``S_t = S_{t-1} + beta_t k_t (v_t - S_{t-1}^T k_t)^T``, ``o_t = S_t^T q_t``."""
 
@@ -137,6 +142,7 @@ def delta_rule_recurrent(q, k, v, beta, s):
     return jnp.moveaxis(out, 0, 1), s
 
 
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
 def delta_rule_chunked(q, k, v, beta, s, *, chunk_size: int):
     """The delta rule in chunks, WY representation (Yang et al. 2024).
 
@@ -172,6 +178,7 @@ def delta_rule_chunked(q, k, v, beta, s, *, chunk_size: int):
     return _from_chunks(out, t), s
 
 
+@functools.partial(jax.jit, static_argnames=("causal",))
 def rpe_linear(q, k, va, weights, *, causal: bool):
     """``out_i = sum_j c_{i-j} (q_i . k_j) va_j`` with Toeplitz products via FFT.
 
@@ -188,6 +195,7 @@ def rpe_linear(q, k, va, weights, *, causal: bool):
     return jnp.einsum("bthm,bthmf->bthf", q, acc)
 
 
+@functools.partial(jax.jit, static_argnames=("causal", "scale"))
 def softmax_attention(q, k, v, *, causal: bool, scale: float | None, runs=None):
     """Quadratic softmax attention ``softmax(scale q k^T + mask) v`` (float32 or wider logits)."""
     d = q.shape[-1]
