@@ -48,6 +48,48 @@ def simplex_directions(d: int, dtype=np.float64) -> np.ndarray:
 
 def random_projection(key: jax.Array, num_features: int, dim: int, *, kind: str = "iid",
                       dtype=None, fn_name: str = "kjax.attention.random_projection") -> jax.Array:
+    r"""Random projection ``w: [num_features, dim]`` with rows marginally :math:`\mathcal N(0, I_d)`.
+
+    The rows feed random-feature maps (:func:`kjax.attention.favor_positive`, random Fourier
+    features). Within each block of ``dim`` rows the kinds differ in how rows are coupled:
+
+    * ``"iid"``: independent Gaussian rows.
+    * ``"orthogonal"``: the block's directions are an orthonormal basis (Haar-random, QR with the
+      sign fix) and the norms independent :math:`\chi_d` draws, so each row stays Gaussian while
+      rows are exactly orthogonal; lowers the variance of kernel estimates.
+    * ``"simplex"``: the block's directions are the ``dim`` vertices of a regular simplex
+      (:math:`s_i^\top s_j = -1/(d-1)`) under a Haar-random rotation, with :math:`\chi_d` norms;
+      lower variance still for positive random features.
+
+    ``num_features`` may exceed ``dim``: independent blocks are stacked and the last one cut.
+
+    Args:
+      key: PRNG key.
+      num_features: number of rows ``M >= 1``.
+      dim: input dimension ``d >= 1``.
+      kind: ``"iid"``, ``"orthogonal"`` or ``"simplex"``.
+      dtype: output dtype (default: the default float); drawn in at least float32.
+      fn_name: name used in error messages (for pillars that re-export it).
+
+    Returns:
+      ``[num_features, dim]`` projection.
+
+    Raises:
+      ValueError: ``num_features`` or ``dim`` < 1, unknown ``kind``.
+      TypeError: ``num_features`` or ``dim`` not an int.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from kjax.attention import random_projection
+      >>> w = random_projection(jax.random.key(0), 6, 4, kind="orthogonal")
+      >>> u = w[:4] / jnp.linalg.norm(w[:4], axis=1, keepdims=True)
+      >>> print(w.shape, bool(jnp.allclose(u @ u.T, jnp.eye(4), atol=1e-5)))
+      (6, 4) True
+
+    References:
+      Choromanski et al., *Rethinking Attention with Performers*, ICLR 2021; Yu et al.,
+      *Orthogonal Random Features*, NeurIPS 2016; Reid et al., *Simplex Random Features*, ICML 2023.
+    """
     num_features = check_int(fn_name, "num_features", num_features, minimum=1)
     dim = check_int(fn_name, "dim", dim, minimum=1)
     check_in(fn_name, "kind", kind, KINDS)

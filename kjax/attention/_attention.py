@@ -1,0 +1,674 @@
+"""Public kernel-attention functions: validation, dtype policy and dispatch over implementations."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float, Int
+
+from kjax._src import dispatch, dtypes
+from kjax._src.errors import check_int, check_positive, check_rank, fail, shape_of
+from kjax.attention import _feature_maps as fm
+from kjax.attention import _reference as ref
+
+
+class LinearAttentionState(NamedTuple):
+    """Recurrent state of (normalised) linear attention.
+
+    Attributes:
+      kv: ``[B, H, M, Dv]``, :math:`S = \\sum_s \\phi(k_s) v_s^\\top`.
+      k_sum: ``[B, H, M]``, :math:`z = \\sum_s \\phi(k_s)` (the normaliser).
+    """
+
+    kv: jax.Array
+    k_sum: jax.Array
+
+
+class DeltaRuleState(NamedTuple):
+    """Recurrent state of the delta rule: the fast weights ``kv: [B, H, M, Dv]``."""
+
+    kv: jax.Array
+
+
+# ----------------------------------------------------------------------------------- validation
+
+
+def _check_qkv(fn: str, q, k, v):
+    q = dtypes.as_float_array(fn, "q", q)
+    k = dtypes.as_float_array(fn, "k", k)
+    v = dtypes.as_float_array(fn, "v", v)
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check_rank(fn, name, x, 4, layout="[B, T, H, D]")
+    if k.shape[-1] != q.shape[-1]:
+        fail(fn, "k", f"have the feature size of `q` (M={q.shape[-1]}) in its last axis",
+             f"shape {k.shape}")
+    if k.shape[:3] != q.shape[:3]:
+        fail(fn, "k", f"have the batch, time and head sizes of `q` {q.shape[:3]}", f"shape {k.shape}")
+    if v.shape[:3] != q.shape[:3]:
+        fail(fn, "v", f"have the batch, time and head sizes [B, T, H] = {q.shape[:3]} of `q`",
+             f"shape {v.shape}")
+    return q, k, v
+
+
+def _check_segments(fn: str, segment_ids, q):
+    if segment_ids is None:
+        return None
+    seg = jnp.asarray(segment_ids)
+    if seg.shape != q.shape[:2]:
+        fail(fn, "segment_ids", f"have shape [B, T] = {q.shape[:2]}", f"shape {seg.shape}")
+    if not jnp.issubdtype(seg.dtype, jnp.integer):
+        fail(fn, "segment_ids", "be an integer array", f"dtype {seg.dtype}", cls=TypeError)
+    return ref.run_ids(seg, q.shape[1])
+
+
+def _check_state(fn: str, state, q, v, acc):
+    b, _, h, m = q.shape
+    dv = v.shape[-1]
+    if state is None:
+        return jnp.zeros((b, h, m, dv + 1), acc)
+    if not isinstance(state, LinearAttentionState):
+        fail(fn, "initial_state", "be a LinearAttentionState(kv, k_sum) or None", type(state).__name__,
+             cls=TypeError)
+    if shape_of(state.kv) != (b, h, m, dv) or shape_of(state.k_sum) != (b, h, m):
+        fail(fn, "initial_state", f"have kv of shape {(b, h, m, dv)} and k_sum of shape {(b, h, m)}",
+             f"kv {shape_of(state.kv)}, k_sum {shape_of(state.k_sum)}")
+    return jnp.concatenate([state.kv.astype(acc), state.k_sum.astype(acc)[..., None]], axis=-1)
+
+
+def _split_state(s, dtype) -> LinearAttentionState:
+    return LinearAttentionState(kv=s[..., :-1].astype(dtype), k_sum=s[..., -1].astype(dtype))
+
+
+def _chunk(fn: str, chunk_size) -> int:
+    return check_int(fn, "chunk_size", chunk_size, minimum=1)
+
+
+def _eps(fn: str, eps) -> float:
+    check_positive(fn, "eps", eps, allow_zero=True)
+    return eps
+
+
+# ----------------------------------------------------------------------------------- linear attention
+
+_LA = "kjax.attention.linear_attention"
+
+
+def _la_xla(q, k, v, *, causal, normalize, eps, chunk_size, state, runs):
+    va = ref.augment(v)
+    if causal:
+        out, s = ref.causal_chunked(q, k, va, state, chunk_size=chunk_size, runs=runs)
+    else:
+        out, s = ref.noncausal(q, k, va, state, chunk_size=chunk_size, runs=runs)
+    return ref.finish(out, normalize, eps), s
+
+
+def _la_pallas(q, k, v, *, causal, normalize, eps, chunk_size, state, runs, interpret=False,
+               feature_map="identity", feature_params=None):
+    from kjax.attention import _pallas
+
+    if not causal or runs is not None or state is not None:
+        what = ("causal=False" if not causal else "segment_ids" if runs is not None
+                else "initial_state/return_state")
+        raise dispatch.KjaxError(f"{_LA}: implementation 'pallas' does not support {what}; use "
+                                 f"implementation='xla' or a list such as ['pallas', 'xla'].")
+    out = _pallas.causal_linear_attention(q, k, v, feature_params, feature_map=feature_map,
+                                          normalize=normalize, eps=float(eps), chunk_size=chunk_size,
+                                          interpret=interpret)
+    return out, None
+
+
+IMPLEMENTATIONS = (
+    dispatch.Implementation("xla", _la_xla),
+    dispatch.Implementation("pallas", _la_pallas, supported=dispatch.gpu_only),
+    dispatch.Implementation("pallas_interpret", functools.partial(_la_pallas, interpret=True), auto=False),
+)
+
+
+def _attend(fn, q, k, v, *, causal, normalize, eps, chunk_size, initial_state, return_state,
+            segment_ids, implementation, feature_map="identity", feature_params=None, raw=None):
+    """Shared body of :func:`linear_attention` and :func:`kernel_attention` (q, k already mapped
+    unless ``raw`` carries the unmapped inputs for a Pallas kernel that fuses the map)."""
+    dtype = dtypes.result_dtype(q, k, v)
+    acc = dtypes.accum_dtype(dtype)
+    chunk_size = _chunk(fn, chunk_size)
+    eps = _eps(fn, eps)
+    runs = _check_segments(fn, segment_ids, q)
+    impl = dispatch.select(fn, implementation, IMPLEMENTATIONS)
+    needs_state = initial_state is not None or return_state
+    if impl.name == "xla":
+        state = _check_state(fn, initial_state, q, v, acc)
+        out, s = _la_xla(q.astype(acc), k.astype(acc), v.astype(acc), causal=causal, normalize=normalize,
+                         eps=eps, chunk_size=chunk_size, state=state, runs=runs)
+    else:
+        if needs_state:
+            _check_state(fn, initial_state, q, v, acc)
+        fused = raw is not None and feature_map in FUSED_MAPS
+        qq, kk = raw if fused else (q, k)
+        out, s = impl.fn(qq, kk, v, causal=causal, normalize=normalize, eps=eps, chunk_size=chunk_size,
+                         state=True if needs_state else None, runs=runs,
+                         feature_map=feature_map if fused else "identity",
+                         feature_params=feature_params)
+    out = out.astype(dtype)
+    return (out, _split_state(s, dtype)) if return_state else out
+
+
+def linear_attention(
+    q: Float[ArrayLike, "B T H M"],
+    k: Float[ArrayLike, "B T H M"],
+    v: Float[ArrayLike, "B T H Dv"],
+    *,
+    causal: bool = True,
+    normalize: bool = True,
+    eps: float = 1e-6,
+    chunk_size: int = 64,
+    initial_state: LinearAttentionState | None = None,
+    return_state: bool = False,
+    segment_ids: Int[ArrayLike, "B T"] | None = None,
+    implementation: None | str | Sequence[str] = None,
+) -> Float[Array, "B T H Dv"] | tuple[Float[Array, "B T H Dv"], LinearAttentionState]:
+    r"""Linear attention on feature-mapped queries and keys.
+
+    With :math:`\phi(q_t), \phi(k_s) \in \mathbb R^M` given as ``q`` and ``k``:
+
+    .. math::
+        o_t = \frac{\phi(q_t)^\top S_t}{\phi(q_t)^\top z_t + \varepsilon},\qquad
+        S_t = S_0 + \sum_{s \in \mathcal N(t)} \phi(k_s) v_s^\top,\quad
+        z_t = z_0 + \sum_{s \in \mathcal N(t)} \phi(k_s)
+
+    where :math:`\mathcal N(t) = \{s \le t\}` (``causal=True``) or all :math:`s`, restricted to the
+    segment of :math:`t` when ``segment_ids`` is given; without normalisation
+    :math:`o_t = \phi(q_t)^\top S_t`. This equals the masked quadratic form
+    :math:`(\phi(Q)\phi(K)^\top \odot \text{mask})\,V` row-normalised, in :math:`O(T)` memory.
+
+    The causal form is chunked: the sequence is split into chunks of ``chunk_size`` tokens, inside a
+    chunk attention is a masked ``[C, C]`` matmul, and the state :math:`(S, z)` is carried from
+    chunk to chunk by a ``lax.scan`` (``T / C`` steps of matmuls instead of ``T`` steps of outer
+    products). ``T`` need not be a multiple of ``chunk_size``.
+
+    Packed sequences: ``segment_ids`` marks which sequence each token belongs to; a new segment
+    starts wherever the id changes from one token to the next (so segments are contiguous runs and
+    an id reused later starts a new segment). ``initial_state`` belongs to the first segment;
+    the returned state to the last one.
+
+    Args:
+      q: ``[B, T, H, M]`` feature-mapped queries :math:`\phi(q)`.
+      k: ``[B, T, H, M]`` feature-mapped keys :math:`\phi(k)`.
+      v: ``[B, T, H, Dv]`` values.
+      causal: causal (autoregressive) or full attention.
+      normalize: divide by :math:`\phi(q_t)^\top z_t + \varepsilon` (softmax-like weights).
+      eps: :math:`\varepsilon \ge 0` added to the denominator, so rows whose features vanish
+        (e.g. :func:`relu_features`) give 0 instead of NaN.
+      chunk_size: tokens per chunk of the causal form (>= 1); see docs/benchmarks.md for tuning.
+      initial_state: a :class:`LinearAttentionState` ``(S_0, z_0)`` to continue from (e.g. the state
+        returned for a prompt), or None for zeros.
+      return_state: also return the final :class:`LinearAttentionState` (for decoding with
+        :func:`linear_attention_step`).
+      segment_ids: ``[B, T]`` integer ids of packed sequences, or None.
+      implementation: None (XLA on CPU), ``"xla"``, ``"pallas"`` (GPU; causal, without segments or
+        states), ``"pallas_interpret"`` (the Pallas kernel in interpret mode, any backend, for tests)
+        or a list tried in order.
+
+    Returns:
+      ``[B, T, H, Dv]`` outputs with the dtype of the inputs, and the final state if
+      ``return_state``.
+
+    Raises:
+      ValueError: ranks other than 4; ``q`` and ``k`` of different shapes; ``v`` with another
+        ``[B, T, H]``; ``chunk_size < 1``; ``eps < 0``; ``segment_ids`` not ``[B, T]``;
+        ``initial_state`` of the wrong shapes; an implementation that cannot run here.
+      TypeError: complex inputs, non-integer ``segment_ids``, ``chunk_size`` not an int.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from kjax.attention import elu_plus_one, linear_attention
+      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 2, 10, 4, 8))
+      >>> out = linear_attention(elu_plus_one(q), elu_plus_one(k), v, chunk_size=4)
+      >>> print(out.shape)
+      (2, 10, 4, 8)
+
+    References:
+      Katharopoulos et al., *Transformers are RNNs*, ICML 2020; Yang et al., *Gated Linear Attention
+      Transformers with Hardware-Efficient Training*, ICML 2024 (the chunked form).
+    """
+    q, k, v = _check_qkv(_LA, q, k, v)
+    return _attend(_LA, q, k, v, causal=causal, normalize=normalize, eps=eps, chunk_size=chunk_size,
+                   initial_state=initial_state, return_state=return_state, segment_ids=segment_ids,
+                   implementation=implementation)
+
+
+def linear_attention_step(
+    state: LinearAttentionState,
+    q_t: Float[ArrayLike, "B H M"],
+    k_t: Float[ArrayLike, "B H M"],
+    v_t: Float[ArrayLike, "B H Dv"],
+    *,
+    normalize: bool = True,
+    eps: float = 1e-6,
+) -> tuple[Float[Array, "B H Dv"], LinearAttentionState]:
+    r"""One recurrent step of causal linear attention (decoding).
+
+    .. math:: S \leftarrow S + \phi(k_t) v_t^\top,\quad z \leftarrow z + \phi(k_t),\quad
+        o_t = \frac{\phi(q_t)^\top S}{\phi(q_t)^\top z + \varepsilon}
+
+    Running it over ``t`` from a state equals :func:`linear_attention` (causal) from that state.
+
+    Args:
+      state: :class:`LinearAttentionState` with ``kv: [B, H, M, Dv]`` and ``k_sum: [B, H, M]``
+        (zeros to start, or the state returned by :func:`linear_attention`).
+      q_t: ``[B, H, M]`` feature-mapped query of this token.
+      k_t: ``[B, H, M]`` feature-mapped key.
+      v_t: ``[B, H, Dv]`` value.
+      normalize: divide by the normaliser (as in :func:`linear_attention`).
+      eps: :math:`\varepsilon \ge 0` in the denominator.
+
+    Returns:
+      ``(o_t [B, H, Dv], new_state)``, in the dtype of the inputs.
+
+    Raises:
+      ValueError: shapes that do not match each other or the state.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax.attention import LinearAttentionState, linear_attention_step
+      >>> s = LinearAttentionState(jnp.zeros((1, 2, 4, 3)), jnp.zeros((1, 2, 4)))
+      >>> o, s = linear_attention_step(s, jnp.ones((1, 2, 4)), jnp.ones((1, 2, 4)), jnp.ones((1, 2, 3)))
+      >>> print(o.shape, s.kv.shape)
+      (1, 2, 3) (1, 2, 4, 3)
+
+    References:
+      Katharopoulos et al., *Transformers are RNNs*, ICML 2020, sec. 3.4.
+    """
+    fn = "kjax.attention.linear_attention_step"
+    q_t, k_t, v_t = (dtypes.as_float_array(fn, n, x) for n, x in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)))
+    for name, x in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)):
+        check_rank(fn, name, x, 3, layout="[B, H, D]")
+    if k_t.shape != q_t.shape:
+        fail(fn, "k_t", f"have the shape of `q_t` {q_t.shape}", f"shape {k_t.shape}")
+    if v_t.shape[:2] != q_t.shape[:2]:
+        fail(fn, "v_t", f"have the [B, H] = {q_t.shape[:2]} of `q_t`", f"shape {v_t.shape}")
+    _eps(fn, eps)
+    dtype = dtypes.result_dtype(q_t, k_t, v_t)
+    acc = dtypes.accum_dtype(dtype)
+    s = _check_state(fn, state, q_t[:, None], v_t[:, None], acc)
+    out, s = ref.step(s, q_t.astype(acc), k_t.astype(acc), ref.augment(v_t.astype(acc)))
+    return ref.finish(out, normalize, eps).astype(dtype), _split_state(s, dtype)
+
+
+# ----------------------------------------------------------------------------------- feature maps by name
+
+#: maps that take no parameters, by name
+_PLAIN = {"elu_plus_one": fm.elu_plus_one, "relu": fm.relu_features, "taylor2": fm.taylor2}
+#: maps that take ``feature_params`` (the projection ``w``, the params dict, or ``nu``)
+_PARAM = ("favor_positive", "favor_trig", "dpfp", "hedgehog", "learned_spectral")
+FEATURE_MAPS = tuple(_PLAIN) + _PARAM
+#: maps the Pallas kernel applies inside the kernel
+FUSED_MAPS = ("elu_plus_one", "favor_positive")
+
+
+def apply_feature_map(fn: str, feature_map, feature_params, x, *, is_query: bool):
+    """``phi(x)`` for a feature map given by name (with ``feature_params``) or as a callable."""
+    if callable(feature_map):
+        return feature_map(x)
+    if feature_map not in FEATURE_MAPS:
+        fail(fn, "feature_map", f"be a callable or one of {FEATURE_MAPS!r}", repr(feature_map))
+    if feature_map in _PLAIN:
+        return _PLAIN[feature_map](x)
+    if feature_params is None and feature_map != "dpfp":
+        fail(fn, "feature_params", f"be given for feature_map={feature_map!r}", "None")
+    if feature_map == "favor_positive":
+        return fm.favor_positive(x, feature_params, stabilize="row" if is_query else "weights")
+    if feature_map == "favor_trig":
+        return fm.favor_trig(x, feature_params)
+    if feature_map == "dpfp":
+        return fm.dpfp(x, nu=1 if feature_params is None else feature_params)
+    if feature_map == "hedgehog":
+        return fm.hedgehog(feature_params, x)
+    return fm.learned_spectral(feature_params, x)
+
+
+_KA = "kjax.attention.kernel_attention"
+
+
+def kernel_attention(
+    q: Float[ArrayLike, "B T H D"],
+    k: Float[ArrayLike, "B T H D"],
+    v: Float[ArrayLike, "B T H Dv"],
+    *,
+    feature_map: str | Callable[[jax.Array], jax.Array],
+    feature_params: Any = None,
+    causal: bool = True,
+    normalize: bool = True,
+    eps: float = 1e-6,
+    chunk_size: int = 64,
+    initial_state: LinearAttentionState | None = None,
+    return_state: bool = False,
+    segment_ids: Int[ArrayLike, "B T"] | None = None,
+    implementation: None | str | Sequence[str] = None,
+) -> Float[Array, "B T H Dv"] | tuple[Float[Array, "B T H Dv"], LinearAttentionState]:
+    r"""Kernel attention: apply a feature map to queries and keys, then :func:`linear_attention`.
+
+    .. math:: o_t = \frac{\sum_{s} \phi(q_t)^\top\phi(k_s)\, v_s}{\sum_s \phi(q_t)^\top\phi(k_s)
+        + \varepsilon}
+
+    (sums over :math:`s \le t` when causal), i.e. attention with the kernel
+    :math:`\kappa(q, k) = \phi(q)^\top\phi(k)` in place of :math:`e^{q^\top k}`.
+
+    ``feature_map`` is a callable ``[..., D] -> [..., M]`` (e.g.
+    ``functools.partial(dpfp, nu=2)``) or a name: ``"elu_plus_one"``, ``"relu"``, ``"taylor2"``,
+    or, with ``feature_params``, ``"favor_positive"`` / ``"favor_trig"`` (``w: [M, D]``),
+    ``"dpfp"`` (``nu``), ``"hedgehog"`` / ``"learned_spectral"`` (their params dicts). For
+    ``"favor_positive"`` queries use the per-row stabiliser and keys the weight stabiliser (both
+    cancel in normalised attention). The Pallas kernel fuses the map for ``"elu_plus_one"`` and
+    ``"favor_positive"``.
+
+    Args:
+      q: ``[B, T, H, D]`` queries (before the feature map).
+      k: ``[B, T, H, D]`` keys.
+      v: ``[B, T, H, Dv]`` values.
+      feature_map: a callable or a name (see above).
+      feature_params: the map's parameters, if it has any.
+      causal, normalize, eps, chunk_size, initial_state, return_state, segment_ids, implementation:
+        as in :func:`linear_attention` (the state is in feature space, ``M`` features).
+
+    Returns:
+      ``[B, T, H, Dv]`` outputs (and the final state if ``return_state``).
+
+    Raises:
+      ValueError: as :func:`linear_attention`; an unknown ``feature_map`` name; missing
+        ``feature_params``.
+
+    Example:
+      >>> import jax
+      >>> from kjax.attention import kernel_attention, random_projection
+      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 1, 12, 2, 8)) * 8 ** -0.25
+      >>> w = random_projection(jax.random.key(1), 16, 8, kind="orthogonal")
+      >>> out = kernel_attention(q, k, v, feature_map="favor_positive", feature_params=w)
+      >>> print(out.shape)
+      (1, 12, 2, 8)
+
+    References:
+      Tsai et al., *Transformer Dissection: A Unified Understanding of Transformer's Attention via
+      the Lens of Kernel*, EMNLP 2019; Choromanski et al., *Rethinking Attention with Performers*,
+      ICLR 2021.
+    """
+    q, k, v = _check_qkv(_KA, q, k, v)
+    phi_q = apply_feature_map(_KA, feature_map, feature_params, q, is_query=True)
+    phi_k = apply_feature_map(_KA, feature_map, feature_params, k, is_query=False)
+    fused = feature_map if isinstance(feature_map, str) else None
+    return _attend(_KA, phi_q, phi_k, v, causal=causal, normalize=normalize, eps=eps,
+                   chunk_size=chunk_size, initial_state=initial_state, return_state=return_state,
+                   segment_ids=segment_ids, implementation=implementation,
+                   feature_map=fused, feature_params=feature_params, raw=(q, k))
+
+
+# ----------------------------------------------------------------------------------- delta rule
+
+_DR = "kjax.attention.delta_rule_attention"
+
+
+def delta_rule_attention(
+    q: Float[ArrayLike, "B T H M"],
+    k: Float[ArrayLike, "B T H M"],
+    v: Float[ArrayLike, "B T H Dv"],
+    beta: Float[ArrayLike, "B T H"],
+    *,
+    chunk_size: int = 64,
+    initial_state: DeltaRuleState | None = None,
+    return_state: bool = False,
+) -> Float[Array, "B T H Dv"] | tuple[Float[Array, "B T H Dv"], DeltaRuleState]:
+    r"""Causal attention with the delta rule (fast weight programmers), in chunked form.
+
+    .. math:: S_t = S_{t-1} + \beta_t\, k_t\big(v_t - S_{t-1}^\top k_t\big)^\top,\qquad
+        o_t = S_t^\top q_t
+
+    with :math:`S \in \mathbb R^{M \times D_v}`: each token writes :math:`v_t` at key :math:`k_t`,
+    replacing (for :math:`\beta_t = 1` and unit :math:`k_t`) what was stored there instead of adding
+    to it. Computed in chunks with the WY representation: inside a chunk the updates are a
+    unit-triangular solve and matmuls, and the state is carried across chunks; the result equals
+    the token recurrence. Keys are used as given: normalise them (e.g. ``k / |k|``) and keep
+    :math:`\beta \in (0, 2)` for a stable recurrence.
+
+    Args:
+      q: ``[B, T, H, M]`` queries (feature-mapped if desired).
+      k: ``[B, T, H, M]`` keys (typically L2-normalised).
+      v: ``[B, T, H, Dv]`` values.
+      beta: ``[B, T, H]`` write strengths (e.g. a sigmoid).
+      chunk_size: tokens per chunk (>= 1).
+      initial_state: a :class:`DeltaRuleState` to continue from, or None for zeros.
+      return_state: also return the final :class:`DeltaRuleState`.
+
+    Returns:
+      ``[B, T, H, Dv]`` outputs (and the final state if ``return_state``), in the input dtype.
+
+    Raises:
+      ValueError: shapes that do not match (as in :func:`linear_attention`), ``beta`` not
+        ``[B, T, H]``, ``chunk_size < 1``, a state of the wrong shape.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from kjax.attention import delta_rule_attention
+      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 1, 10, 2, 4))
+      >>> k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+      >>> out = delta_rule_attention(q, k, v, jnp.full((1, 10, 2), 0.5), chunk_size=4)
+      >>> print(out.shape)
+      (1, 10, 2, 4)
+
+    References:
+      Schlag, Irie & Schmidhuber, *Linear Transformers Are Secretly Fast Weight Programmers*, ICML
+      2021; Yang et al., *Parallelizing Linear Transformers with the Delta Rule over Sequence
+      Length*, NeurIPS 2024 (chunked WY form).
+    """
+    q, k, v = _check_qkv(_DR, q, k, v)
+    beta = dtypes.as_float_array(_DR, "beta", beta)
+    if beta.shape != q.shape[:3]:
+        fail(_DR, "beta", f"have shape [B, T, H] = {q.shape[:3]}", f"shape {beta.shape}")
+    chunk_size = _chunk(_DR, chunk_size)
+    dtype = dtypes.result_dtype(q, k, v, beta)
+    acc = dtypes.accum_dtype(dtype)
+    b, _, h, m = q.shape
+    dv = v.shape[-1]
+    if initial_state is None:
+        s = jnp.zeros((b, h, m, dv), acc)
+    else:
+        if not isinstance(initial_state, DeltaRuleState) or shape_of(initial_state.kv) != (b, h, m, dv):
+            fail(_DR, "initial_state", f"be a DeltaRuleState with kv of shape {(b, h, m, dv)}",
+                 repr(jax.tree.map(shape_of, initial_state)))
+        s = initial_state.kv.astype(acc)
+    out, s = ref.delta_rule_chunked(q.astype(acc), k.astype(acc), v.astype(acc), beta.astype(acc), s,
+                                    chunk_size=chunk_size)
+    out = out.astype(dtype)
+    return (out, DeltaRuleState(s.astype(dtype))) if return_state else out
+
+
+def delta_rule_step(
+    state: DeltaRuleState,
+    q_t: Float[ArrayLike, "B H M"],
+    k_t: Float[ArrayLike, "B H M"],
+    v_t: Float[ArrayLike, "B H Dv"],
+    beta_t: Float[ArrayLike, "B H"],
+) -> tuple[Float[Array, "B H Dv"], DeltaRuleState]:
+    r"""One token of the delta rule (decoding): :math:`S \leftarrow S + \beta_t k_t (v_t -
+    S^\top k_t)^\top`, :math:`o_t = S^\top q_t`.
+
+    Args:
+      state: :class:`DeltaRuleState` with ``kv: [B, H, M, Dv]``.
+      q_t: ``[B, H, M]`` query.
+      k_t: ``[B, H, M]`` key.
+      v_t: ``[B, H, Dv]`` value.
+      beta_t: ``[B, H]`` write strength.
+
+    Returns:
+      ``(o_t [B, H, Dv], new_state)``.
+
+    Raises:
+      ValueError: shapes that do not match the state.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax.attention import DeltaRuleState, delta_rule_step
+      >>> s = DeltaRuleState(jnp.zeros((1, 1, 2, 2)))
+      >>> e0 = jnp.array([[[1.0, 0.0]]])
+      >>> o, s = delta_rule_step(s, e0, e0, jnp.array([[[3.0, 4.0]]]), jnp.ones((1, 1)))
+      >>> print(o)
+      [[[3. 4.]]]
+
+    References:
+      Schlag, Irie & Schmidhuber, *Linear Transformers Are Secretly Fast Weight Programmers*, ICML
+      2021, eq. 29.
+    """
+    fn = "kjax.attention.delta_rule_step"
+    q_t, k_t, v_t, beta_t = (dtypes.as_float_array(fn, n, x) for n, x in
+                             (("q_t", q_t), ("k_t", k_t), ("v_t", v_t), ("beta_t", beta_t)))
+    b, h, m = q_t.shape if q_t.ndim == 3 else (None, None, None)
+    if q_t.ndim != 3 or k_t.shape != q_t.shape:
+        fail(fn, "k_t", "have the shape [B, H, M] of `q_t`", f"{q_t.shape} and {k_t.shape}")
+    dv = v_t.shape[-1]
+    if shape_of(state.kv) != (b, h, m, dv) or v_t.shape != (b, h, dv) or beta_t.shape != (b, h):
+        fail(fn, "state", f"have kv of shape {(b, h, m, dv)} with v_t {(b, h, dv)} and beta_t {(b, h)}",
+             f"kv {shape_of(state.kv)}, v_t {v_t.shape}, beta_t {beta_t.shape}")
+    dtype = dtypes.result_dtype(q_t, k_t, v_t, beta_t)
+    acc = dtypes.accum_dtype(dtype)
+    out, s = ref.delta_rule_recurrent(*(x.astype(acc)[:, None] for x in (q_t, k_t, v_t, beta_t)),
+                                      state.kv.astype(acc))
+    return out[:, 0].astype(dtype), DeltaRuleState(s.astype(dtype))
+
+
+# ----------------------------------------------------------------------------------- RPE
+
+_RPE = "kjax.attention.rpe_kernel_attention"
+
+
+def rpe_kernel_attention(
+    q: Float[ArrayLike, "B T H D"],
+    k: Float[ArrayLike, "B T H D"],
+    v: Float[ArrayLike, "B T H Dv"],
+    rpe: Float[ArrayLike, "H 2T-1"],
+    *,
+    feature_map: str | Callable[[jax.Array], jax.Array] | None = None,
+    feature_params: Any = None,
+    causal: bool = True,
+    normalize: bool = True,
+    eps: float = 1e-6,
+) -> Float[Array, "B T H Dv"]:
+    r"""Kernelized attention with relative positional encoding, by FFT Toeplitz products.
+
+    .. math::
+        o_i = \frac{\sum_j e^{b_{i-j}}\,\phi(q_i)^\top\phi(k_j)\, v_j}
+                   {\sum_j e^{b_{i-j}}\,\phi(q_i)^\top\phi(k_j) + \varepsilon}
+            = \frac{\phi(q_i)^\top \big[\,C\,(\phi(K) \otimes [V, 1])\big]_i}{\cdots}
+
+    (sums over :math:`j \le i` when causal), where :math:`C_{ij} = e^{b_{i-j}}` is Toeplitz, so
+    :math:`C` applied to the ``T`` outer products :math:`\phi(k_j) [v_j, 1]^\top` costs
+    :math:`O(T \log T\, M D_v)` by FFT (``kjax._src.fft.toeplitz_matmul``, shared with kjax.ssm)
+    instead of :math:`O(T^2)`. Memory is :math:`O(T M D_v)` per head.
+
+    Args:
+      q: ``[B, T, H, D]`` queries.
+      k: ``[B, T, H, D]`` keys.
+      v: ``[B, T, H, Dv]`` values.
+      rpe: relative-position biases :math:`b`, shape ``[H, 2T - 1]`` or ``[2T - 1]`` (shared by
+        heads), ordered by offset :math:`i - j = -(T-1), \dots, T-1` (index ``T - 1`` is offset 0).
+        The weights are :math:`e^{b}`; with ``causal=True`` the entries of negative offsets
+        (``j > i``, indices ``< T - 1``) are ignored.
+      feature_map: as in :func:`kernel_attention`, or None when ``q`` and ``k`` are already features.
+      feature_params: parameters of a named feature map.
+      causal: causal or full attention.
+      normalize: divide by the weighted normaliser plus ``eps``.
+      eps: :math:`\varepsilon \ge 0`.
+
+    Returns:
+      ``[B, T, H, Dv]`` outputs in the input dtype.
+
+    Raises:
+      ValueError: as :func:`linear_attention`; ``rpe`` not of shape ``[H, 2T-1]`` or ``[2T-1]``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from kjax.attention import rpe_kernel_attention
+      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 1, 16, 2, 4))
+      >>> rpe = -0.1 * jnp.abs(jnp.arange(-15, 16.0))  # decays with distance
+      >>> out = rpe_kernel_attention(q, k, v, rpe, feature_map="elu_plus_one")
+      >>> print(out.shape)
+      (1, 16, 2, 4)
+
+    References:
+      Luo et al., *Stable, Fast and Accurate: Kernelized Attention with Relative Positional
+      Encoding*, NeurIPS 2021.
+    """
+    q, k, v = _check_qkv(_RPE, q, k, v)
+    _eps(_RPE, eps)
+    t, h = q.shape[1], q.shape[2]
+    rpe = dtypes.as_float_array(_RPE, "rpe", rpe)
+    if rpe.shape == (2 * t - 1,):
+        rpe = jnp.broadcast_to(rpe, (h, 2 * t - 1))
+    if rpe.shape != (h, 2 * t - 1):
+        fail(_RPE, "rpe", f"have shape [H, 2T - 1] = {(h, 2 * t - 1)} or [2T - 1] = ({2 * t - 1},)",
+             f"shape {rpe.shape}")
+    if feature_map is not None:
+        q = apply_feature_map(_RPE, feature_map, feature_params, q, is_query=True)
+        k = apply_feature_map(_RPE, feature_map, feature_params, k, is_query=False)
+    dtype = dtypes.result_dtype(q, k, v)
+    acc = dtypes.accum_dtype(dtype)
+    out = ref.rpe_linear(q.astype(acc), k.astype(acc), ref.augment(v.astype(acc)),
+                         jnp.exp(rpe.astype(acc)), causal=causal)
+    return ref.finish(out, normalize, eps).astype(dtype)
+
+
+# ----------------------------------------------------------------------------------- softmax
+
+
+def softmax_attention_reference(
+    q: Float[ArrayLike, "B T H D"],
+    k: Float[ArrayLike, "B T H D"],
+    v: Float[ArrayLike, "B T H Dv"],
+    *,
+    causal: bool = True,
+    scale: float | None = None,
+    segment_ids: Int[ArrayLike, "B T"] | None = None,
+) -> Float[Array, "B T H Dv"]:
+    r"""Quadratic softmax attention, the baseline kernel attention approximates.
+
+    .. math:: o_t = \sum_s \frac{e^{\tau q_t^\top k_s}}{\sum_{s'} e^{\tau q_t^\top k_{s'}}} v_s
+
+    over :math:`s \le t` when causal and within the segment of :math:`t` (as in
+    :func:`linear_attention`), with :math:`\tau` = ``scale`` (default :math:`1/\sqrt D`).
+    :math:`O(T^2)` time and memory: a reference for tests and experiments.
+
+    Args:
+      q: ``[B, T, H, D]`` queries.
+      k: ``[B, T, H, D]`` keys.
+      v: ``[B, T, H, Dv]`` values.
+      causal: causal mask.
+      scale: logit scale :math:`\tau`, default :math:`1/\sqrt D`.
+      segment_ids: ``[B, T]`` integer segment ids, or None.
+
+    Returns:
+      ``[B, T, H, Dv]`` outputs in the input dtype.
+
+    Raises:
+      ValueError: mismatched shapes (as in :func:`linear_attention`).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from kjax.attention import softmax_attention_reference
+      >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 1, 5, 2, 4))
+      >>> out = softmax_attention_reference(q, k, v)
+      >>> print(bool(jnp.allclose(out[:, 0], v[:, 0])))  # the first token sees only itself
+      True
+
+    References:
+      Vaswani et al., *Attention Is All You Need*, NeurIPS 2017.
+    """
+    fn = "kjax.attention.softmax_attention_reference"
+    q, k, v = _check_qkv(fn, q, k, v)
+    runs = _check_segments(fn, segment_ids, q)
+    dtype = dtypes.result_dtype(q, k, v)
+    acc = dtypes.accum_dtype(dtype)
+    out = ref.softmax_attention(q.astype(acc), k.astype(acc), v.astype(acc), causal=causal, scale=scale,
+                                runs=runs)
+    return out.astype(dtype)
+

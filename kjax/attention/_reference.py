@@ -1,0 +1,213 @@
+"""Pure-jnp reference implementations (the spec): linear attention in its forms, the delta rule, RPE.
+
+Inputs here are already validated and in their compute dtype (the heavy functions are jitted with
+static configuration, so eager calls compile once per shape instead of op by op); the public functions in
+``_attention.py`` check arguments, cast and dispatch. Layout ``[B, T, H, M]`` for feature-mapped
+queries/keys and ``[B, T, H, Dv]`` for values. States are ``[B, H, M, Dv + 1]`` internally: the last
+column is the running sum of keys (the normaliser), so numerator and denominator share one matmul.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def augment(v):
+    """``[..., Dv] -> [..., Dv + 1]`` with a trailing column of ones (carries the normaliser)."""
+    return jnp.concatenate([v, jnp.ones_like(v[..., :1])], axis=-1)
+
+
+def finish(out, normalize: bool, eps: float):
+    """Split ``[..., Dv + 1]`` into numerator and denominator and divide (or drop the denominator)."""
+    num, den = out[..., :-1], out[..., -1:]
+    if not normalize:
+        return num
+    return num / (den + eps)
+
+
+def run_ids(segment_ids, T: int):
+    """Run index per token: increments wherever ``segment_ids`` changes (``[B, T]`` int32)."""
+    change = jnp.concatenate(
+        [jnp.zeros_like(segment_ids[:, :1], dtype=bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+    return jnp.cumsum(change.astype(jnp.int32), axis=1)
+
+
+def _pad_time(x, pad: int, value=0):
+    if pad == 0:
+        return x
+    widths = [(0, 0)] * x.ndim
+    widths[1] = (0, pad)
+    return jnp.pad(x, widths, constant_values=value)
+
+
+def _to_chunks(x, n: int, c: int):
+    """``[B, N*C, H, F] -> [N, B, H, C, F]``."""
+    b, _, h, f = x.shape
+    return x.reshape(b, n, c, h, f).transpose(1, 0, 3, 2, 4)
+
+
+def _from_chunks(y, t: int):
+    """``[N, B, H, C, F] -> [B, T, H, F]``."""
+    n, b, h, c, f = y.shape
+    return y.transpose(1, 0, 3, 2, 4).reshape(b, n * c, h, f)[:, :t]
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def causal_chunked(q, k, va, state, *, chunk_size: int, runs=None):
+    """Causal chunked linear attention on augmented values ``va: [B, T, H, F]``.
+
+    ``state: [B, H, M, F]`` is the prefix sum ``sum_s k_s va_s^T`` before the first token. Returns
+    ``(out [B, T, H, F], final state)``. With ``runs`` (``[B, T]`` run ids from :func:`run_ids`),
+    tokens only see tokens of their own run, and ``state`` belongs to the run of token 0.
+    """
+    b, t, h, m = q.shape
+    c = min(chunk_size, t)
+    n = -(-t // c)
+    pad = n * c - t
+    qc = _to_chunks(_pad_time(q, pad), n, c)
+    kc = _to_chunks(_pad_time(k, pad), n, c)
+    vc = _to_chunks(_pad_time(va, pad), n, c)
+    tril = jnp.tril(jnp.ones((c, c), dtype=bool))
+
+    if runs is None:
+        def body(s, xs):
+            qi, ki, vi = xs
+            a = jnp.where(tril, jnp.einsum("bhcm,bhsm->bhcs", qi, ki), 0)
+            out = jnp.einsum("bhcs,bhsf->bhcf", a, vi) + jnp.einsum("bhcm,bhmf->bhcf", qi, s)
+            s = s + jnp.einsum("bhcm,bhcf->bhmf", ki, vi)
+            return s, out
+
+        state, out = jax.lax.scan(body, state, (qc, kc, vc))
+        return _from_chunks(out, t), state
+
+    rp = _pad_time(runs, pad, 0)
+    if pad:
+        rp = rp.at[:, t:].set(runs[:, -1:])
+    rc = rp.reshape(b, n, c).transpose(1, 0, 2)  # [N, B, C]
+    prev = jnp.concatenate([rp[:, :1], rp[:, c - 1:-1:c]], axis=1).T  # run of the token before each chunk
+
+    def body_seg(s, xs):
+        qi, ki, vi, ri, pi = xs
+        same = ri[:, :, None] == ri[:, None, :]
+        a = jnp.where((tril & same)[:, None], jnp.einsum("bhcm,bhsm->bhcs", qi, ki), 0)
+        inter = jnp.einsum("bhcm,bhmf->bhcf", qi, s)
+        inter = jnp.where((ri == pi[:, None])[:, None, :, None], inter, 0)
+        out = jnp.einsum("bhcs,bhsf->bhcf", a, vi) + inter
+        last = ri[:, -1]
+        keep = (last == pi)[:, None, None, None]
+        kin = jnp.where((ri == last[:, None])[:, None, :, None], ki, 0)
+        s = jnp.where(keep, s, 0) + jnp.einsum("bhcm,bhcf->bhmf", kin, vi)
+        return s, out
+
+    state, out = jax.lax.scan(body_seg, state, (qc, kc, vc, rc, prev))
+    return _from_chunks(out, t), state
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def noncausal(q, k, va, state, *, chunk_size: int, runs=None):
+    """Non-causal linear attention: every token sees every token of its run (and ``state``)."""
+    if runs is None:
+        s = state + jnp.einsum("bthm,bthf->bhmf", k, va)
+        return jnp.einsum("bthm,bhmf->bthf", q, s), s
+    fwd, s = causal_chunked(q, k, va, state, chunk_size=chunk_size, runs=runs)
+    flip = lambda x: jnp.flip(x, axis=1)
+    bwd, _ = causal_chunked(flip(q), flip(k), flip(va), jnp.zeros_like(state), chunk_size=chunk_size,
+                            runs=flip(runs))
+    diag = jnp.einsum("bthm,bthm->bth", q, k)[..., None] * va
+    return fwd + flip(bwd) - diag, s
+
+
+def step(s, q, k, va):
+    """One token: ``s += k va^T``, ``out = q s`` (``q, k: [B, H, M]``, ``va: [B, H, F]``)."""
+    s = s + k[..., :, None] * va[..., None, :]
+    return jnp.einsum("bhm,bhmf->bhf", q, s), s
+
+
+@jax.jit
+def delta_rule_recurrent(q, k, v, beta, s):
+    """Token recurrence ``S_t = S_{t-1} + beta_t k_t (v_t - S_{t-1}^T k_t)^T``, ``o_t = S_t^T q_t``."""
+
+    def body(s, xs):
+        qt, kt, vt, bt = xs
+        err = vt - jnp.einsum("bhm,bhmv->bhv", kt, s)
+        s = s + (bt[..., None] * kt)[..., :, None] * err[..., None, :]
+        return s, jnp.einsum("bhm,bhmv->bhv", qt, s)
+
+    xs = tuple(jnp.moveaxis(x, 1, 0) for x in (q, k, v, beta))
+    s, out = jax.lax.scan(body, s, xs)
+    return jnp.moveaxis(out, 0, 1), s
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def delta_rule_chunked(q, k, v, beta, s, *, chunk_size: int):
+    """The delta rule in chunks, WY representation (Yang et al. 2024).
+
+    Within a chunk with state ``S_0``, the pseudo-values ``u_i = beta_i (v_i - S_{i-1}^T k_i)`` solve
+    the unit lower-triangular system ``(I + tril(diag(beta) K K^T, -1)) U = diag(beta) (V - K S_0)``,
+    so with ``W = (I + ...)^{-1} diag(beta) [V, K]`` (computed for all chunks at once)
+    ``U = W_v - W_k S_0``, ``O = Q S_0 + tril(Q K^T) U`` and ``S = S_0 + K^T U``.
+    """
+    b, t, h, m = q.shape
+    c = min(chunk_size, t)
+    n = -(-t // c)
+    pad = n * c - t
+    qc = _to_chunks(_pad_time(q, pad), n, c)
+    kc = _to_chunks(_pad_time(k, pad), n, c)
+    vc = _to_chunks(_pad_time(v, pad), n, c)
+    bc = _pad_time(beta[..., None], pad).reshape(b, n, c, h).transpose(1, 0, 3, 2)  # [N, B, H, C]
+    kk = jnp.einsum("nbhcm,nbhsm->nbhcs", kc, kc)
+    strict = jnp.tril(jnp.ones((c, c), dtype=bool), -1)
+    lower = jnp.where(strict, bc[..., :, None] * kk, 0) + jnp.eye(c, dtype=q.dtype)
+    rhs = bc[..., None] * jnp.concatenate([vc, kc], axis=-1)
+    w = jax.lax.linalg.triangular_solve(lower, rhs, left_side=True, lower=True, unit_diagonal=True)
+    wv, wk = w[..., : v.shape[-1]], w[..., v.shape[-1]:]
+    qk = jnp.where(jnp.tril(jnp.ones((c, c), dtype=bool)), jnp.einsum("nbhcm,nbhsm->nbhcs", qc, kc), 0)
+
+    def body(s, xs):
+        qi, ki, qki, wvi, wki = xs
+        u = wvi - jnp.einsum("bhcm,bhmv->bhcv", wki, s)
+        out = jnp.einsum("bhcm,bhmv->bhcv", qi, s) + jnp.einsum("bhcs,bhsv->bhcv", qki, u)
+        s = s + jnp.einsum("bhcm,bhcv->bhmv", ki, u)
+        return s, out
+
+    s, out = jax.lax.scan(body, s, (qc, kc, qk, wv, wk))
+    return _from_chunks(out, t), s
+
+
+@functools.partial(jax.jit, static_argnames=("causal",))
+def rpe_linear(q, k, va, weights, *, causal: bool):
+    """``out_i = sum_j c_{i-j} (q_i . k_j) va_j`` with Toeplitz products via FFT.
+
+    ``weights: [H, 2T-1]`` are the multiplicative coefficients ``c`` for offsets ``-(T-1) .. T-1``.
+    """
+    from kjax._src.fft import toeplitz_matmul
+
+    t = q.shape[1]
+    if causal:
+        weights = weights.at[:, : t - 1].set(0)
+    kv = k[..., :, None] * va[..., None, :]  # [B, T, H, M, F]
+    tw = weights.T[None, :, :, None, None]  # [1, 2T-1, H, 1, 1]
+    acc = toeplitz_matmul(tw, kv, axis=1)
+    return jnp.einsum("bthm,bthmf->bthf", q, acc)
+
+
+@functools.partial(jax.jit, static_argnames=("causal", "scale"))
+def softmax_attention(q, k, v, *, causal: bool, scale: float | None, runs=None):
+    """Quadratic softmax attention ``softmax(scale q k^T + mask) v`` (float32 or wider logits)."""
+    d = q.shape[-1]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    logits = jnp.einsum("bthd,bshd->bhts", q, k) * scale
+    t = q.shape[1]
+    mask = jnp.ones((t, t), dtype=bool)
+    if causal:
+        mask = jnp.tril(mask)
+    mask = mask[None, None]
+    if runs is not None:
+        mask = mask & (runs[:, :, None] == runs[:, None, :])[:, None]
+    logits = jnp.where(mask, logits, -jnp.inf)
+    p = jax.nn.softmax(logits, axis=-1)
+    return jnp.einsum("bhts,bshv->bthv", p, v)
