@@ -11,10 +11,12 @@ from kjax.ntk._empirical import (
     empirical_nngp_fn,
     empirical_ntk_fn,
 )
+from kjax.ntk import stax  # noqa: E402
 
 __all__ = [
     "choose_implementation",
     "empirical_kernel_fn",
     "empirical_nngp_fn",
     "empirical_ntk_fn",
+    "stax",
 ]
