@@ -5,18 +5,19 @@ batches are ``[n1, n2, ...]`` with neural-tangents' output-axis conventions: the
 output axis 0, traced axes are averaged, other axes come in zipped pairs.
 """
 
+from kjax.ntk import predict, stax
 from kjax.ntk._empirical import (
     choose_implementation,
     empirical_kernel_fn,
     empirical_nngp_fn,
     empirical_ntk_fn,
 )
-from kjax.ntk import stax  # noqa: E402
 
 __all__ = [
     "choose_implementation",
     "empirical_kernel_fn",
     "empirical_nngp_fn",
     "empirical_ntk_fn",
+    "predict",
     "stax",
 ]

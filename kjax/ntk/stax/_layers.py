@@ -35,18 +35,26 @@ class KernelFn:
         self.transform = transform
         self.name = name
         self.__name__ = name
+        # one compiled program per (shapes, get) instead of hundreds of eagerly dispatched ops
+        self._jitted = jax.jit(self._compute, static_argnames=("get",))
+
+    def _compute(self, x1, x2, get):
+        fn = f"{self.name} kernel_fn"
+        st = self.transform(K.input_state(fn, x1, x2))
+        if not isinstance(st, State):
+            fail(fn, "layers", "end in a single branch (close a FanOut with FanInSum / FanInConcat)",
+                 f"{len(st)} branches")
+        return K.finish(fn, st, get)
 
     def __call__(self, x1, x2=None, get=None):
         if isinstance(x1, State) or (isinstance(x1, list | tuple) and x1
                                      and all(isinstance(s, State) for s in x1)):
             return self.transform(x1)
         fn = f"{self.name} kernel_fn"
-        K.canonical_get(fn, get)
-        st = self.transform(K.input_state(fn, x1, x2))
-        if not isinstance(st, State):
-            fail(fn, "layers", "end in a single branch (close a FanOut with FanInSum / FanInConcat)",
-                 f"{len(st)} branches")
-        return K.finish(fn, st, get)
+        _, names = K.canonical_get(fn, get)
+        x1 = K.to_float(fn, "x1", x1)
+        x2 = None if x2 is None else K.to_float(fn, "x2", x2)
+        return self._jitted(x1, x2, get=get if names is None or isinstance(get, str) else names)
 
     def __repr__(self) -> str:
         return f"<kernel_fn of {self.name}>"
@@ -340,8 +348,18 @@ def _elementwise(fn_name: str, f: Callable, kernel_map: Callable) -> Layer:
     return _layer(init_fn, apply_fn, transform, fn_name.rsplit(".", 1)[-1])
 
 
+@jax.custom_jvp
 def _safe_sqrt(x):
+    """``sqrt(max(x, 0))`` with a zero derivative where ``x <= 0`` (NT's ``_sqrt``)."""
     return jnp.sqrt(jnp.maximum(x, 0.0))
+
+
+@_safe_sqrt.defjvp
+def _safe_sqrt_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    root = _safe_sqrt(x)
+    safe = jnp.where(x > 1e-30, root, 1.0)
+    return root, jnp.where(x > 1e-30, dx / (2 * safe), 0.0)
 
 
 def ABRelu(a: float, b: float, do_stabilize: bool = False) -> Layer:
