@@ -12,12 +12,14 @@ from kjax.ntk._empirical import (
     empirical_nngp_fn,
     empirical_ntk_fn,
 )
+from kjax.ntk._monte_carlo import monte_carlo_kernel_fn
 
 __all__ = [
     "choose_implementation",
     "empirical_kernel_fn",
     "empirical_nngp_fn",
     "empirical_ntk_fn",
+    "monte_carlo_kernel_fn",
     "predict",
     "stax",
 ]

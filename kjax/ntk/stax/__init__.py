@@ -9,6 +9,7 @@ pairs]`` in NT's zipped order ``[n1, n2, H, H', W, W']``. Compute in float64 for
 neural-tangents to 1e-6.
 """
 
+from kjax.ntk.stax._batch import batch
 from kjax.ntk.stax._kernel import Kernel
 from kjax.ntk.stax._layers import (
     ABRelu,
@@ -34,5 +35,5 @@ from kjax.ntk.stax._layers import (
 __all__ = [
     "ABRelu", "AvgPool", "Conv", "Dense", "Erf", "FanInConcat", "FanInSum", "FanOut", "Flatten",
     "Gelu", "GlobalAvgPool", "Identity", "Kernel", "KernelFn", "LayerNorm", "LeakyRelu", "Relu",
-    "parallel", "serial",
+    "batch", "parallel", "serial",
 ]
