@@ -94,14 +94,25 @@ def monte_carlo_kernel_fn(
         for n in names:
             if n not in ("nngp", "ntk"):
                 fail(_FN, "get", "be None, 'nngp', 'ntk' or a tuple of them", repr(get))
-        one_jit = jax.jit(lambda k, a, b: one(k, a, b, names, kwargs))
-        total = None
-        for s in range(max(counts)):
-            vals = one_jit(keys[s], x1, x2)
-            total = vals if total is None else [t + v for t, v in zip(total, vals, strict=True)]
-            if s + 1 in counts:
-                mean = [t / (s + 1) for t in total]
-                yield mean[0] if single else K.namedtuple_for(names)(*mean)
+        def seg_sum(ks, a, b):
+            """Sum of the per-sample kernels over the keys ``ks`` (one compiled scan)."""
+            zeros = [jnp.zeros(v.shape, v.dtype) for v in jax.eval_shape(
+                lambda: one(ks[0], a, b, names, kwargs))]
+
+            def body(acc, k):
+                vals = one(k, a, b, names, kwargs)
+                return [t + v for t, v in zip(acc, vals, strict=True)], None
+
+            return jax.lax.scan(body, zeros, ks)[0]
+
+        seg_jit = jax.jit(seg_sum)
+        total, done = None, 0
+        for c in sorted(set(counts)):
+            part = seg_jit(keys[done:c], x1, x2)
+            total = part if total is None else [t + p for t, p in zip(total, part, strict=True)]
+            done = c
+            mean = [t / c for t in total]
+            yield mean[0] if single else K.namedtuple_for(names)(*mean)
 
     def kernel_fn(x1, x2=None, get=None, **apply_fn_kwargs):
         x1 = jnp.asarray(x1)

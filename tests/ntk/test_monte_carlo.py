@@ -33,16 +33,18 @@ def test_monte_carlo_ntk_converges_with_width():
 
 def test_monte_carlo_nngp_and_generator_semantics():
     x = np.random.default_rng(0).standard_normal((3, 2))
-    init_fn, apply_fn, kernel_fn = _net(256)
-    mc = monte_carlo_kernel_fn(init_fn, apply_fn, jax.random.key(2), n_samples=(1, 64))
+    init_fn, apply_fn, kernel_fn = _net(64)
+    mc = monte_carlo_kernel_fn(init_fn, apply_fn, jax.random.key(2), n_samples=(1, 2))
     ests = list(mc(x, None, ("nngp", "ntk")))
     assert len(ests) == 2 and ests[0]._fields == ("nngp", "ntk")
-    exact = kernel_fn(x, None, "nngp")
-    # the NNGP estimate's error is the Monte Carlo error of the output covariance: ~ 1/sqrt(S)
-    assert _rel(ests[1].nngp, exact) < 0.35
-    assert _rel(ests[1].nngp, exact) < _rel(ests[0].nngp, exact)
     single = monte_carlo_kernel_fn(init_fn, apply_fn, jax.random.key(2), n_samples=1)(x, None)
     np.testing.assert_allclose(single.ntk, ests[0].ntk, rtol=1e-12)
+    np.testing.assert_allclose(single.nngp, ests[0].nngp, rtol=1e-12)
+    # the NNGP estimate is a sample covariance of the outputs: its error shrinks like 1/sqrt(S)
+    exact = kernel_fn(x, None, "nngp")
+    big = monte_carlo_kernel_fn(init_fn, apply_fn, jax.random.key(3), n_samples=400)(x, None, "nngp")
+    assert _rel(big, exact) < 0.2
+    assert _rel(big, exact) < _rel(ests[0].nngp, exact)
 
 
 def test_monte_carlo_errors():
