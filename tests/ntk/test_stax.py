@@ -19,8 +19,9 @@ DATA = os.path.join(os.path.dirname(__file__), "data", "nt_stax_reference.npz")
 REF = np.load(DATA)
 ARCHS = architectures(stax)
 # NT computes the same formulas in another order; the diagonal of a kernel passes through a
-# sqrt of a rounding-level difference, so agreement is ~1e-10, far inside the 1e-6 asked for.
-RTOL = 1e-8
+# sqrt of a rounding-level difference (an FMA can leave 1e-16 where 0 is exact), so agreement
+# is ~1e-9, inside the 1e-6 asked for.
+RTOL = 1e-7
 
 
 @pytest.mark.parametrize("name", list(ARCHS))

@@ -53,6 +53,7 @@ class State:
     shape1: tuple[int, ...]
     shape2: tuple[int, ...]
     is_gaussian: bool
+    diag: bool = False  # spatial diagonal only: [N, N, H, W] instead of [N, N, H, H', W, W']
 
     def replace(self, **kw) -> State:
         return dataclasses.replace(self, **kw)
@@ -72,8 +73,13 @@ def to_float(fn: str, arg: str, x: Any) -> jax.Array:
     return x
 
 
-def input_state(fn: str, x1: Any, x2: Any) -> State:
-    """NT's input kernel: ``nngp = x x'^T / C`` over the channel (last) axis; ``ntk = 0``."""
+def input_state(fn: str, x1: Any, x2: Any, diag: bool = False) -> State:
+    """NT's input kernel: ``nngp = x x'^T / C`` over the channel (last) axis; ``ntk = 0``.
+
+    With ``diag`` only the spatial diagonal (same position in both inputs) is kept, which is all
+    that networks made of Dense / Conv / elementwise layers and a final Flatten need (NT's
+    ``diagonal_spatial``).
+    """
     x1 = to_float(fn, "x1", x1)
     if x1.ndim < 2:
         fail(fn, "x1", "have rank >= 2 [n, ..., C] (a batch axis and a channel axis)",
@@ -89,24 +95,33 @@ def input_state(fn: str, x1: Any, x2: Any) -> State:
     letters = "abcdefghklm"[:s]
     primes = "ABCDEFGHKLM"[:s]
     pairs = "".join(a + b for a, b in zip(letters, primes, strict=True))
+    if diag:
+        primes, pairs = letters, letters
     nngp = jnp.einsum(f"i{letters}z,j{primes}z->ij{pairs}", x, x,
                       precision=jax.lax.Precision.HIGHEST) / x.shape[-1]
     return State(nngp=nngp, ntk=jnp.zeros_like(nngp), n1=x1.shape[0], has_x2=x2 is not None,
                  shape1=tuple(x1.shape), shape2=tuple((x2 if x2 is not None else x1).shape),
-                 is_gaussian=False)
+                 is_gaussian=False, diag=diag)
 
 
-def variances(mat: jax.Array, n_spatial: int) -> jax.Array:
+def variances(mat: jax.Array, n_spatial: int, diag: bool = False) -> jax.Array:
     """The diagonal ``v[i, x, y, ...] = mat[i, i, x, x, y, y, ...]``: shape ``[N, X, Y, ...]``."""
     v = jnp.diagonal(mat, axis1=0, axis2=1)  # [*pairs, N]
     v = jnp.moveaxis(v, -1, 0)
+    if diag:
+        return v
     for _ in range(n_spatial):
         v = jnp.diagonal(v, axis1=1, axis2=2)  # diag goes last
     return v
 
 
-def outer(v: jax.Array, op=jnp.multiply) -> jax.Array:
-    """``op(v[i, x, y], v[j, x', y'])`` in the zipped layout ``[N, N, X, X', Y, Y']``."""
+def outer(v: jax.Array, op=jnp.multiply, diag: bool = False) -> jax.Array:
+    """``op(v[i, x, y], v[j, x', y'])`` in the zipped layout ``[N, N, X, X', Y, Y']``.
+
+    With ``diag``, positions are shared: ``op(v[i, x, y], v[j, x, y])`` of shape ``[N, N, X, Y]``.
+    """
+    if diag:
+        return op(v[:, None], v[None, :])
     n_spatial = v.ndim - 1
     shape1 = [v.shape[0], 1]
     shape2 = [1, v.shape[0]]

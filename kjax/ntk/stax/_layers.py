@@ -31,16 +31,27 @@ class KernelFn:
     fields in that order. Kernels have shape ``[n1, n2, *spatial pairs]``.
     """
 
-    def __init__(self, transform: Callable, name: str):
+    def __init__(self, transform: Callable, name: str, needs_full: bool = False):
         self.transform = transform
         self.name = name
+        # True when some layer mixes spatial positions (pooling), so the spatial diagonal is not
+        # enough; otherwise a network ending in Flatten is computed on the diagonal only
+        self.needs_full = needs_full
         self.__name__ = name
         # one compiled program per (shapes, get) instead of hundreds of eagerly dispatched ops
         self._jitted = jax.jit(self._compute, static_argnames=("get",))
 
     def _compute(self, x1, x2, get):
         fn = f"{self.name} kernel_fn"
-        st = self.transform(K.input_state(fn, x1, x2))
+        st = None
+        if not self.needs_full and jnp.ndim(x1) > 2:
+            # NT's diagonal_spatial: valid when the output has no spatial axes left (Flatten);
+            # otherwise trace again with the full covariance (the unused trace is dead code)
+            st = self.transform(K.input_state(fn, x1, x2, diag=True))
+            if not isinstance(st, State) or len(st.shape1) != 2:
+                st = None
+        if st is None:
+            st = self.transform(K.input_state(fn, x1, x2))
         if not isinstance(st, State):
             fail(fn, "layers", "end in a single branch (close a FanOut with FanInSum / FanInConcat)",
                  f"{len(st)} branches")
@@ -60,9 +71,9 @@ class KernelFn:
         return f"<kernel_fn of {self.name}>"
 
 
-def _layer(init_fn, apply_fn, transform, name) -> Layer:
+def _layer(init_fn, apply_fn, transform, name, needs_full=False) -> Layer:
     init_fn.__name__ = apply_fn.__name__ = name
-    return init_fn, apply_fn, KernelFn(transform, name)
+    return init_fn, apply_fn, KernelFn(transform, name, needs_full)
 
 
 def _check_std(fn: str, W_std, b_std) -> None:
@@ -305,16 +316,19 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
                 y = y + b
         return y
 
-    def conv(mat):
+    def conv(mat, diag):
         for d in range(nsp):
-            mat = K.conv_pair(mat, 2 + 2 * d, filter_shape[d], strides[d], padding)
+            if diag:  # on the spatial diagonal the filter is a window average of one axis
+                mat = K.pool_axis(mat, 2 + d, filter_shape[d], strides[d], padding, False)
+            else:
+                mat = K.conv_pair(mat, 2 + 2 * d, filter_shape[d], strides[d], padding)
         return mat
 
     def transform(st):
         st = _single(fn, st)
         _check_spatial_rank(f"{fn} kernel_fn", "x1", st.shape1, nsp)
         b2 = 0.0 if b_std is None else b_std**2
-        nngp_c, ntk_c = conv(st.nngp), conv(st.ntk)
+        nngp_c, ntk_c = conv(st.nngp, st.diag), conv(st.ntk, st.diag)
         nngp = W_std**2 * nngp_c + b2
         if param == "ntk":
             ntk = W_std**2 * ntk_c + nngp
@@ -341,8 +355,8 @@ def _elementwise(fn_name: str, f: Callable, kernel_map: Callable) -> Layer:
     def transform(st):
         st = _single(fn_name, st)
         K.check_gaussian(fn_name, st)
-        v = K.variances(st.nngp, st.n_spatial)
-        nngp, ntk = kernel_map(st.nngp, st.ntk, v)
+        v = K.variances(st.nngp, st.n_spatial, st.diag)
+        nngp, ntk = kernel_map(st.nngp, st.ntk, v, st.diag)
         return st.replace(nngp=nngp, ntk=ntk, is_gaussian=False)
 
     return _layer(init_fn, apply_fn, transform, fn_name.rsplit(".", 1)[-1])
@@ -399,10 +413,10 @@ def ABRelu(a: float, b: float, do_stabilize: bool = False) -> Layer:
     def f(x):
         return a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0)
 
-    def kmap(nngp, ntk, v):
+    def kmap(nngp, ntk, v, diag):
         factor = jnp.maximum(jnp.max(jnp.abs(nngp)), 1e-12) if do_stabilize else 1.0
         nngp, v = nngp / factor, v / factor
-        prod = K.outer(v)
+        prod = K.outer(v, diag=diag)
         root = _safe_sqrt(prod - nngp**2)
         angles = jnp.where((root == 0) & (nngp == 0), jnp.pi / 2, jnp.arctan2(root, nngp))
         c = (a - b) ** 2 / (2 * jnp.pi)
@@ -504,9 +518,9 @@ def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
     def f(x):
         return a * jax.scipy.special.erf(b * x) + c
 
-    def kmap(nngp, ntk, v):
+    def kmap(nngp, ntk, v, diag):
         nngp, ntk, v = b**2 * nngp, b**2 * ntk, b**2 * v
-        prod = K.outer(1 + 2 * v)
+        prod = K.outer(1 + 2 * v, diag=diag)
         root = _safe_sqrt(prod - 4 * nngp**2)
         new = 2 / jnp.pi * jnp.arctan2(2 * nngp, root)
         ntk = ntk * (4 / jnp.pi) / root
@@ -549,9 +563,9 @@ def Gelu(approximate: bool = False) -> Layer:
     def f(x):
         return jax.nn.gelu(x, approximate=approximate)
 
-    def kmap(nngp, ntk, v):
-        prod = K.outer(v)
-        prod1 = K.outer(v + 1)
+    def kmap(nngp, ntk, v, diag):
+        prod = K.outer(v, diag=diag)
+        prod1 = K.outer(v + 1, diag=diag)
         delta2 = prod1 - nngp**2
         delta = _safe_sqrt(delta2)
         angles = jnp.arctan2(nngp, delta)
@@ -624,14 +638,17 @@ def Flatten() -> Layer:
     def apply_fn(params, inputs, **kwargs):
         return inputs.reshape(inputs.shape[0], -1)
 
-    def diag_mean(mat):
+    def diag_mean(mat, diag):
+        if diag:
+            return jnp.mean(mat, axis=tuple(range(2, mat.ndim)))
         while mat.ndim > 2:
             mat = jnp.trace(mat, axis1=-2, axis2=-1) / mat.shape[-1]
         return mat
 
     def transform(st):
         st = _single(f"{_P}.Flatten", st)
-        return st.replace(nngp=diag_mean(st.nngp), ntk=diag_mean(st.ntk), is_gaussian=False,
+        return st.replace(nngp=diag_mean(st.nngp, st.diag), ntk=diag_mean(st.ntk, st.diag),
+                          is_gaussian=False, diag=False,
                           shape1=out_shape(st.shape1), shape2=out_shape(st.shape2))
 
     return _layer(init_fn, apply_fn, transform, "Flatten")
@@ -673,7 +690,7 @@ def GlobalAvgPool() -> Layer:
         return st.replace(nngp=jnp.mean(st.nngp, axes), ntk=jnp.mean(st.ntk, axes),
                           shape1=out_shape(st.shape1), shape2=out_shape(st.shape2))
 
-    return _layer(init_fn, apply_fn, transform, "GlobalAvgPool")
+    return _layer(init_fn, apply_fn, transform, "GlobalAvgPool", needs_full=True)
 
 
 def AvgPool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
@@ -738,7 +755,7 @@ def AvgPool(window_shape: Sequence[int], strides: Sequence[int] | None = None,
         return st.replace(nngp=pool(st.nngp), ntk=pool(st.ntk), shape1=out_shape(st.shape1),
                           shape2=out_shape(st.shape2))
 
-    return _layer(init_fn, apply_fn, transform, f"AvgPool({window_shape})")
+    return _layer(init_fn, apply_fn, transform, f"AvgPool({window_shape})", needs_full=True)
 
 
 def LayerNorm(axis: int | Sequence[int] = -1, eps: float = 1e-12) -> Layer:
@@ -802,11 +819,11 @@ def LayerNorm(axis: int | Sequence[int] = -1, eps: float = 1e-12) -> Layer:
         if not st.is_gaussian:
             raise KjaxError(f"{fn} kernel_fn: LayerNorm is only implemented for Gaussian inputs "
                             "(the output of a Dense / Conv layer).")
-        v = K.variances(st.nngp, st.n_spatial)
+        v = K.variances(st.nngp, st.n_spatial, st.diag)
         spatial = tuple(a for a in ax if a != ndim - 1)  # axis a of x is axis a of v
         if spatial:
             v = jnp.mean(v, spatial, keepdims=True)
-        denom = jnp.sqrt(K.outer(eps + v))
+        denom = jnp.sqrt(K.outer(eps + v, diag=st.diag))
         return st.replace(nngp=st.nngp / denom, ntk=st.ntk / denom)
 
     return _layer(init_fn, apply_fn, transform, "LayerNorm")
@@ -860,7 +877,8 @@ def serial(*layers: Layer) -> Layer:
             st = kf.transform(st)
         return st
 
-    return _layer(init_fn, apply_fn, transform, "serial")
+    return _layer(init_fn, apply_fn, transform, "serial",
+                  needs_full=any(kf.needs_full for kf in kernel_fns))
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -913,7 +931,8 @@ def parallel(*layers: Layer) -> Layer:
         check_n(sts)
         return [kf.transform(s) for kf, s in zip(kernel_fns, sts, strict=True)]
 
-    return _layer(init_fn, apply_fn, transform, "parallel")
+    return _layer(init_fn, apply_fn, transform, "parallel",
+                  needs_full=any(kf.needs_full for kf in kernel_fns))
 
 
 def _check_layers(fn, layers):
