@@ -5,7 +5,7 @@ batches are ``[n1, n2, ...]`` with neural-tangents' output-axis conventions: the
 output axis 0, traced axes are averaged, other axes come in zipped pairs.
 """
 
-from kjax.ntk import analysis
+from kjax.ntk import analysis, predict, stax
 from kjax.ntk._dataset import empirical_ntk, projected_ntk
 from kjax.ntk._empirical import (
     choose_implementation,
@@ -14,6 +14,7 @@ from kjax.ntk._empirical import (
     empirical_ntk_fn,
 )
 from kjax.ntk._flax import from_linen, from_nnx
+from kjax.ntk._monte_carlo import monte_carlo_kernel_fn
 
 __all__ = [
     "analysis",
@@ -24,5 +25,8 @@ __all__ = [
     "empirical_ntk_fn",
     "from_linen",
     "from_nnx",
+    "monte_carlo_kernel_fn",
+    "predict",
     "projected_ntk",
+    "stax",
 ]

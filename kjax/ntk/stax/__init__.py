@@ -1,0 +1,39 @@
+"""Infinite-width networks: neural-tangents' ``stax`` layers with closed-form NNGP and NTK kernels.
+
+Each layer returns ``(init_fn, apply_fn, kernel_fn)`` with neural-tangents' signatures:
+``init_fn(key, input_shape) -> (output_shape, params)``, ``apply_fn(params, x) -> y`` (the finite
+network) and ``kernel_fn(x1, x2=None, get=None)`` (the infinite-width kernels).
+
+Layout: inputs ``[n, *spatial, C]`` (batch first, channels last); kernels ``[n1, n2, *spatial
+pairs]`` in NT's zipped order ``[n1, n2, H, H', W, W']``. Compute in float64 for agreement with
+neural-tangents to 1e-6.
+"""
+
+from kjax.ntk.stax._batch import batch
+from kjax.ntk.stax._kernel import Kernel
+from kjax.ntk.stax._layers import (
+    ABRelu,
+    AvgPool,
+    Conv,
+    Dense,
+    Erf,
+    FanInConcat,
+    FanInSum,
+    FanOut,
+    Flatten,
+    Gelu,
+    GlobalAvgPool,
+    Identity,
+    KernelFn,
+    LayerNorm,
+    LeakyRelu,
+    Relu,
+    parallel,
+    serial,
+)
+
+__all__ = [
+    "ABRelu", "AvgPool", "Conv", "Dense", "Erf", "FanInConcat", "FanInSum", "FanOut", "Flatten",
+    "Gelu", "GlobalAvgPool", "Identity", "Kernel", "KernelFn", "LayerNorm", "LeakyRelu", "Relu",
+    "batch", "parallel", "serial",
+]
