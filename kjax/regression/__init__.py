@@ -10,12 +10,38 @@ code (see :func:`status_name`).
 """
 
 from kjax.regression._common import status_name
+from kjax.regression._falkon import FalkonState, falkon_fit, falkon_predict
+from kjax.regression._gp import GPPosterior, gp_log_marginal_likelihood, gp_posterior
 from kjax.regression._krr import KRRState, krr_fit, krr_predict, spectral_fit
+from kjax.regression._nystrom import (
+    RLSDictionary,
+    RPCholeskyState,
+    effective_dimension,
+    leverage_dictionary,
+    nystrom_centers,
+    ridge_leverage_scores,
+    rpcholesky,
+)
+from kjax.regression._rff import random_fourier_features
 
 __all__ = [
+    "FalkonState",
+    "GPPosterior",
     "KRRState",
+    "RLSDictionary",
+    "RPCholeskyState",
+    "effective_dimension",
+    "falkon_fit",
+    "falkon_predict",
+    "gp_log_marginal_likelihood",
+    "gp_posterior",
     "krr_fit",
     "krr_predict",
+    "leverage_dictionary",
+    "nystrom_centers",
+    "random_fourier_features",
+    "ridge_leverage_scores",
+    "rpcholesky",
     "spectral_fit",
     "status_name",
 ]

@@ -30,8 +30,8 @@ class KRRState(NamedTuple):
     """
 
     x: Float[Array, "n d"]
-    coef: Float[Array, "*R n O"]
-    alpha: Float[Array, "*R"]
+    coef: Float[Array, " *R n O"]
+    alpha: Float[Array, " *R"]
     status: Int[Array, ""]
     kernel: c.StaticKernel
     layout: c.Layout
@@ -134,7 +134,7 @@ def krr_predict(
     *,
     block_size: int | tuple[int, int] | None = None,
     mesh: Mesh | None = None,
-) -> Float[Array, "*R m *O"]:
+) -> Float[Array, " *R m *O"]:
     r"""Predictions :math:`f(x_\star) = K(x_\star, X)\, c` of a fitted :class:`KRRState`.
 
     Works for states of :func:`krr_fit` and :func:`spectral_fit`; the product goes through

@@ -78,7 +78,7 @@ def effective_dimension(
     *,
     ridge: float | Float[ArrayLike, " R"],
     ridge_scaling: str = "n",
-) -> Float[Array, "*R"]:
+) -> Float[Array, " *R"]:
     r"""Effective dimension :math:`d_{\text{eff}}(\lambda) = \operatorname{tr} K (K + \alpha I)^{-1}
     = \sum_j s_j / (s_j + \alpha)`.
 
