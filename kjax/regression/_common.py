@@ -151,7 +151,7 @@ def check_ridge(fn: str, ridge: Any, ridge_scaling: str, n: int, *, arg: str = "
     return r * n if ridge_scaling == "n" else r
 
 
-def robust_cholesky(a: jax.Array, *, jitter: float | None = None, tries: int = 6
+def robust_cholesky(a: jax.Array, *, jitter: float | None = None, tries: int = 5
                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Lower Cholesky factor of a symmetric matrix, adding jitter until it succeeds.
 
@@ -166,30 +166,25 @@ def robust_cholesky(a: jax.Array, *, jitter: float | None = None, tries: int = 6
     scale = jnp.maximum(jnp.mean(jnp.abs(jnp.diagonal(a))), jnp.finfo(dt).tiny)
     eye = jnp.eye(a.shape[0], dtype=dt)
 
+    # nested lax.cond rather than a while_loop, so reverse-mode differentiation works; the
+    # jittered factorisations only run when the previous one failed
     def attempt(k):
-        add = jnp.where(k == 0, 0.0, base * 10.0 ** (k - 1).astype(dt) * scale).astype(dt)
+        add = jnp.asarray(0.0 if k == 0 else base * 10.0 ** (k - 1), dt) * scale
         low = jnp.linalg.cholesky(a + add * eye)
-        return low, add
+        if k == tries:
+            return low, add
+        ok = jnp.all(jnp.isfinite(low))
+        return jax.lax.cond(ok, lambda: (low, add), lambda: attempt(k + 1))
 
-    def cond(c):
-        k, low, _ = c
-        return jnp.logical_and(k < tries, ~jnp.all(jnp.isfinite(low)))
-
-    def body(c):
-        k, _, _ = c
-        low, add = attempt(k)
-        return k + 1, low, add
-
-    low0, add0 = attempt(jnp.asarray(0))
-    k, low, add = jax.lax.while_loop(cond, body, (jnp.asarray(1), low0, add0))
+    low, add = attempt(0)
     ok = jnp.all(jnp.isfinite(low))
     status = jnp.where(~ok, STATUS_FAILED, jnp.where(add > 0, STATUS_JITTER, STATUS_OK))
     return low, add, status.astype(jnp.int32)
 
 
 def combine_status(*statuses: jax.Array) -> jax.Array:
-    """The most severe of several status codes (FAILED > NONFINITE > JITTER > OK)."""
-    order = jnp.asarray([0, 2, 1, 3])  # severity rank of codes 0..3
+    """The most telling of several status codes (NONFINITE input > FAILED > JITTER > OK)."""
+    order = jnp.asarray([0, 3, 1, 2])  # rank of codes 0..3: a NaN input explains a failure
     s = jnp.stack([jnp.asarray(t, jnp.int32) for t in statuses])
     return s[jnp.argmax(order[s])]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -243,38 +244,62 @@ def falkon_fit(
         check_same_dim(fn, "x", x, "x_val", xv, -1, what="the feature dimension d")
         if yv.shape[1] != y2.shape[1]:
             fail(fn, "y_val", f"have {y2.shape[1]} output column(s) like y", f"shape {yv.shape}")
-    kmm, low_t, low_a, st_chol = _setup(kern, x, y2, z, alpha_reg, jitter, block_size, mesh)
-    dt = kmm.dtype
-    p = _Problem(x, y2.astype(dt), z.astype(dt), low_t, low_a, kmm, alpha_reg.astype(dt), xv, yv)
-    s0 = _cg_init(p, kern, block_size, mesh, maxiter)
-    r0norm = jnp.maximum(jnp.sqrt(s0.rs), jnp.finfo(dt).tiny)
-
     if progress:
         if not c.is_concrete(x, y2, z):
             raise KjaxError(f"{fn}: `progress=True` runs a host loop and cannot be used under "
                             "jit/vmap/grad; leave it False there.")
-        step = jax.jit(lambda s, p: _cg_step(s, p, kern, block_size, mesh, r0norm))
-        s = s0
-        for it in range(maxiter):
-            s = step(s, p)
-            rel = float(s.res[it])
-            val = float(s.val[it])
-            extra = "" if math.isnan(val) else f", validation MSE {val:.4g}"
-            print(f"{fn}: iteration {it + 1}/{maxiter}, relative residual {rel:.3e}{extra}",
-                  flush=True)
-            if rel < tol:
-                break
+        coef, res, val, k, status = _falkon_host(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter,
+                                                 jitter, block_size, mesh, fn)
     else:
-        def cond(s):
-            rel = jnp.max(jnp.sqrt(s.rs) / r0norm)
-            return (s.k < maxiter) & (rel >= tol) & jnp.all(jnp.isfinite(s.rs))
+        coef, res, val, k, status = _falkon_core(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter,
+                                                 jitter, block_size, mesh)
+    return FalkonState(z.astype(coef.dtype), coef, res, val, k, status, kern, c.Layout(vec, False))
 
-        s = jax.lax.while_loop(cond, lambda s: _cg_step(s, p, kern, block_size, mesh, r0norm), s0)
+
+def _problem(kern, x, y2, z, alpha_reg, xv, yv, jitter, block_size, mesh):
+    kmm, low_t, low_a, st_chol = _setup(kern, x, y2, z, alpha_reg, jitter, block_size, mesh)
+    dt = kmm.dtype
+    p = _Problem(x, y2.astype(dt), z.astype(dt), low_t, low_a, kmm, alpha_reg.astype(dt), xv, yv)
+    return p, st_chol
+
+
+def _finish(p, s, x, y2, st_chol):
     coef = _coef(p, s.beta)
     cg_ok = jnp.all(jnp.isfinite(coef))
     status = c.combine_status(c.finite_status(x, y2), st_chol,
                               jnp.where(cg_ok, c.STATUS_OK, c.STATUS_FAILED).astype(jnp.int32))
-    return FalkonState(z.astype(dt), coef, s.res, s.val, s.k, status, kern, c.Layout(vec, False))
+    return coef, s.res, s.val, s.k, status
+
+
+@functools.partial(jax.jit, static_argnums=(0, 8, 9, 10, 11))
+def _falkon_core(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_size, mesh):
+    p, st_chol = _problem(kern, x, y2, z, alpha_reg, xv, yv, jitter, block_size, mesh)
+    s0 = _cg_init(p, kern, block_size, mesh, maxiter)
+    r0norm = jnp.maximum(jnp.sqrt(s0.rs), jnp.finfo(s0.rs.dtype).tiny)
+
+    def cond(s):
+        rel = jnp.max(jnp.sqrt(s.rs) / r0norm)
+        return (s.k < maxiter) & (rel >= tol) & jnp.all(jnp.isfinite(s.rs))
+
+    s = jax.lax.while_loop(cond, lambda s: _cg_step(s, p, kern, block_size, mesh, r0norm), s0)
+    return _finish(p, s, x, y2, st_chol)
+
+
+def _falkon_host(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_size, mesh, fn):
+    setup = jax.jit(lambda *a: _problem(kern, *a, jitter, block_size, mesh))
+    p, st_chol = setup(x, y2, z, alpha_reg, xv, yv)
+    s = jax.jit(lambda p: _cg_init(p, kern, block_size, mesh, maxiter))(p)
+    r0norm = jnp.maximum(jnp.sqrt(s.rs), jnp.finfo(s.rs.dtype).tiny)
+    step = jax.jit(lambda s, p, r0: _cg_step(s, p, kern, block_size, mesh, r0))
+    for it in range(maxiter):
+        s = step(s, p, r0norm)
+        rel = float(s.res[it])
+        val = float(s.val[it])
+        extra = "" if math.isnan(val) else f", validation MSE {val:.4g}"
+        print(f"{fn}: iteration {it + 1}/{maxiter}, relative residual {rel:.3e}{extra}", flush=True)
+        if rel < tol or not math.isfinite(rel):
+            break
+    return _finish(p, s, x, y2, st_chol)
 
 
 def falkon_predict(

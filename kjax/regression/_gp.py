@@ -33,12 +33,17 @@ def _factor(fn, kernel, x, y, noise, jitter):
     kern = c.check_kernel(fn, kernel)
     x, y2, vec = c.check_xy(fn, x, y)
     check_positive(fn, "noise", noise)
+    low, coef, st = _factor_core(kern, x, y2, noise, jitter)
+    return kern, x, y2.astype(coef.dtype), vec, low, coef, st
+
+
+def _factor_core(kern, x, y2, noise, jitter):
     k = kernels.gram(kern, x)
     dt = k.dtype
     n = x.shape[0]
     low, _, st = c.robust_cholesky(k + jnp.asarray(noise, dt) * jnp.eye(n, dtype=dt), jitter=jitter)
     coef = jax.scipy.linalg.cho_solve((low, True), y2.astype(dt))
-    return kern, x, y2.astype(dt), vec, low, coef, c.combine_status(c.finite_status(x, y2), st)
+    return low, coef, c.combine_status(c.finite_status(x, y2), st)
 
 
 def gp_posterior(
@@ -121,6 +126,9 @@ def gp_log_marginal_likelihood(
       y: ``[n]`` or ``[n, O]`` targets.
       noise: :math:`\sigma^2 > 0`.
       jitter: relative jitter for a failed Cholesky.
+
+    Not jitted inside (hyperparameters usually arrive as tracers in the kernel's closure):
+    ``jax.jit`` your loss.
 
     Returns:
       scalar; ``nan`` never silently: a failed factorisation gives ``-inf``.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -35,10 +36,6 @@ class KRRState(NamedTuple):
     status: Int[Array, ""]
     kernel: c.StaticKernel
     layout: c.Layout
-
-
-def _gram(fn, kernel, x, mesh, block_size):
-    return kernels.gram(kernel, x, block_size=block_size, mesh=mesh)
 
 
 def krr_fit(
@@ -109,7 +106,14 @@ def krr_fit(
     n = x.shape[0]
     alpha = c.check_ridge(fn, ridge, ridge_scaling, n, allow_array=True)
     path = alpha.ndim == 1
-    k = _gram(fn, kern, x, mesh, block_size)
+    coef, st = _krr_core(kern, x, y2, alpha, path, jitter, block_size, mesh)
+    return KRRState(x, coef, alpha.astype(coef.dtype), st, kern, c.Layout(vec, path))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
+def _krr_core(kern, x, y2, alpha, path, jitter, block_size, mesh):
+    n = x.shape[0]
+    k = kernels.gram(kern, x, block_size=block_size, mesh=mesh)
     dt = k.dtype
     yk = y2.astype(dt)
     fin = c.finite_status(x, y2)
@@ -118,14 +122,16 @@ def krr_fit(
         coef = jax.scipy.linalg.cho_solve((low, True), yk)
     else:
         s, u = jnp.linalg.eigh(k)
-        tol_neg = -100 * jnp.finfo(dt).eps * jnp.maximum(jnp.max(jnp.abs(s)), 1.0)
-        st = jnp.where(jnp.min(s) < tol_neg, c.STATUS_JITTER, c.STATUS_OK).astype(jnp.int32)
+        st = _neg_status(s)
         s = jnp.maximum(s, 0.0)
-        uty = u.T @ yk
         g = 1.0 / (s[None, :] + alpha.astype(dt)[:, None])  # [R, n]
-        coef = jnp.einsum("ij,rj,jo->rio", u, g, uty)
-    return KRRState(x, coef, alpha.astype(dt), c.combine_status(fin, st), kern,
-                    c.Layout(vec, path))
+        coef = jnp.einsum("ij,rj,jo->rio", u, g, u.T @ yk)
+    return coef, c.combine_status(fin, st)
+
+
+def _neg_status(s):
+    tol_neg = -100 * jnp.finfo(s.dtype).eps * jnp.maximum(jnp.max(jnp.abs(s)), 1.0)
+    return jnp.where(jnp.min(s) < tol_neg, c.STATUS_JITTER, c.STATUS_OK).astype(jnp.int32)
 
 
 def krr_predict(
@@ -166,17 +172,19 @@ def krr_predict(
     """
     fn = "kjax.regression.krr_predict"
     x_new = c.check_x_new(fn, x_new, state.x)
-    coef = state.coef
-    if state.layout.path:
+    return _predict_core(state.kernel, x_new, state.x, state.coef, state.layout, block_size, mesh)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
+def _predict_core(kern, x_new, x, coef, layout, block_size, mesh):
+    if layout.path:
         r, n, o = coef.shape
         flat = jnp.moveaxis(coef, 0, 1).reshape(n, r * o)
-        out = kernels.kernel_matvec(state.kernel, x_new, state.x, flat, block_size=block_size,
-                                    mesh=mesh)
+        out = kernels.kernel_matvec(kern, x_new, x, flat, block_size=block_size, mesh=mesh)
         out = jnp.moveaxis(out.reshape(-1, r, o), 1, 0)
     else:
-        out = kernels.kernel_matvec(state.kernel, x_new, state.x, coef, block_size=block_size,
-                                    mesh=mesh)
-    return out[..., 0] if state.layout.vector else out
+        out = kernels.kernel_matvec(kern, x_new, x, coef, block_size=block_size, mesh=mesh)
+    return out[..., 0] if layout.vector else out
 
 
 def filter_function(filter: str, s: jax.Array, alpha: jax.Array, *, order: int = 2) -> jax.Array:
@@ -282,11 +290,16 @@ def spectral_fit(
     n = x.shape[0]
     alpha = c.check_ridge(fn, reg, ridge_scaling, n, arg="reg", allow_array=True)
     path = alpha.ndim == 1
-    k = _gram(fn, kern, x, mesh, block_size)
+    coef, st = _spectral_core(kern, x, y2, alpha, filter, order, path, block_size, mesh)
+    return KRRState(x, coef, alpha.astype(coef.dtype), st, kern, c.Layout(vec, path))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7, 8))
+def _spectral_core(kern, x, y2, alpha, filter, order, path, block_size, mesh):
+    k = kernels.gram(kern, x, block_size=block_size, mesh=mesh)
     dt = k.dtype
     s, u = jnp.linalg.eigh(k)
-    tol_neg = -100 * jnp.finfo(dt).eps * jnp.maximum(jnp.max(jnp.abs(s)), 1.0)
-    st = jnp.where(jnp.min(s) < tol_neg, c.STATUS_JITTER, c.STATUS_OK).astype(jnp.int32)
+    st = _neg_status(s)
     s = jnp.maximum(s, 0.0)
     g = filter_function(filter, s, alpha.astype(dt), order=order)
     uty = u.T @ y2.astype(dt)
@@ -294,5 +307,4 @@ def spectral_fit(
         coef = jnp.einsum("ij,rj,jo->rio", u, g, uty)
     else:
         coef = u @ (g[:, None] * uty)
-    return KRRState(x, coef, alpha.astype(dt), c.combine_status(c.finite_status(x, y2), st), kern,
-                    c.Layout(vec, path))
+    return coef, c.combine_status(c.finite_status(x, y2), st)
