@@ -11,12 +11,13 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from kjax import kernels
-from kjax._src.errors import check_in, check_int, fail
+from kjax._src.errors import KjaxError, check_in, check_int, fail
 from kjax.regression import _common as c
 
 METHODS = ("uniform", "rls", "bless", "squeak", "rpcholesky")
 
 
+@jax.jit(static_argnums=(0, 3))
 def _exact_scores(kern, x, alpha, jitter=None):
     k = kernels.gram(kern, x)
     n = x.shape[0]
@@ -113,6 +114,11 @@ def effective_dimension(
     kern = c.check_kernel(fn, kernel)
     x = c.check_x(fn, "x", x)
     alpha = c.check_ridge(fn, ridge, ridge_scaling, x.shape[0], allow_array=True)
+    return _deff_core(kern, x, alpha)
+
+
+@jax.jit(static_argnums=0)
+def _deff_core(kern, x, alpha):
     s = jnp.maximum(jnp.linalg.eigvalsh(kernels.gram(kern, x)), 0.0)
     a = alpha.astype(s.dtype)
     return jnp.sum(s / (s + a[..., None]), axis=-1)
@@ -130,13 +136,61 @@ def approximate_scores(kern, x, xd, wd, alpha, *, jitter=None):
     """
     if isinstance(x, jax.core.Tracer) or isinstance(xd, jax.core.Tracer):
         return _approx_scores_jit(kern, x, xd, wd, alpha, jitter)
-    # host loops call this with ever-changing sizes: pad to powers of two to bound recompiles
-    n, nd = x.shape[0], xd.shape[0]
-    bn, bd = _bucket(n), _bucket(nd)
-    xp = jnp.concatenate([x, jnp.repeat(x[-1:], bn - n, axis=0)])
-    xdp = jnp.concatenate([xd, jnp.repeat(xd[-1:], bd - nd, axis=0)])
-    wdp = jnp.concatenate([jnp.asarray(wd, x.dtype), jnp.zeros(bd - nd, x.dtype)])  # weight 0: inert
-    return _approx_scores_jit(kern, xp, xdp, wdp, jnp.asarray(alpha, x.dtype), jitter)[:n]
+    return jnp.asarray(_approx_scores_host(kern, x, xd, np.asarray(wd), float(alpha), jitter))
+
+
+def _kernel_host(kern, a, b):
+    """``kern(a, b)`` as float64 NumPy, evaluated on row counts padded to powers of two (so the
+    host loops of BLESS/SQUEAK reuse a few compiled shapes)."""
+    na, nb = a.shape[0], b.shape[0]
+    ba, bb = _bucket(na), _bucket(nb)
+    ap = np.concatenate([a, np.repeat(a[-1:], ba - na, axis=0)])
+    bp = np.concatenate([b, np.repeat(b[-1:], bb - nb, axis=0)])
+    return np.asarray(_kern_jit(kern, ap, bp), np.float64)[:na, :nb]
+
+
+def _diag_host(kern, a):
+    na = a.shape[0]
+    ap = np.concatenate([a, np.repeat(a[-1:], _bucket(na) - na, axis=0)])
+    return np.asarray(_diag_jit(kern, ap), np.float64)[:na]
+
+
+@jax.jit(static_argnums=0)
+def _diag_jit(kern, a):
+    return kernels.kernel_diag(kern, a)
+
+
+@jax.jit(static_argnums=0)
+def _kern_jit(kern, a, b):
+    return kern(a, b)
+
+
+def _approx_scores_host(kern, x, xd, wd, alpha, jitter):
+    """NumPy/SciPy version of :func:`approximate_scores` for the host loops."""
+    import scipy.linalg
+
+    x, xd = np.asarray(x), np.asarray(xd)
+    kdd = _kernel_host(kern, xd, xd)
+    sq = np.sqrt(wd)
+    b = sq[:, None] * kdd * sq[None, :] + alpha * np.eye(len(xd))
+    scale = max(float(np.mean(np.abs(np.diag(b)))), 1e-300)
+    base = 10 * np.finfo(np.float64).eps if jitter is None else float(jitter)
+    for k in range(6):
+        try:
+            low = np.linalg.cholesky(b + (0.0 if k == 0 else base * 10.0 ** (k - 1) * scale)
+                                     * np.eye(len(xd)))
+            break
+        except np.linalg.LinAlgError:
+            continue
+    else:  # pragma: no cover - alpha > 0 makes b positive definite
+        raise KjaxError("kjax.regression: the dictionary Gram matrix is not positive definite.")
+    out = np.empty(len(x))
+    for s in range(0, len(x), 4096):
+        xs = x[s:s + 4096]
+        z = scipy.linalg.solve_triangular(low, _kernel_host(kern, xd, xs) * sq[:, None], lower=True)
+        diag = _diag_host(kern, xs)
+        out[s:s + 4096] = (diag - np.sum(z * z, axis=0)) / alpha
+    return np.clip(out, 0.0, 1.0)
 
 
 def _bucket(k: int) -> int:
@@ -173,7 +227,7 @@ class RLSDictionary(NamedTuple):
 
 
 def _bless(rng, kern, x, alpha, n, q, q1, q2, jitter):
-    kappa2 = float(jnp.max(kernels.kernel_diag(kern, x)))
+    kappa2 = float(np.max(_diag_host(kern, x)))
     lam = float(alpha) / n
     lam_h = kappa2  # at lambda = kappa^2, d_eff <= 1
     idx = np.zeros(0, np.int64)
@@ -184,7 +238,7 @@ def _bless(rng, kern, x, alpha, n, q, q1, q2, jitter):
         r = int(min(n, math.ceil(q1 * kappa2 / lam_h)))
         u = np.sort(rng.choice(n, size=r, replace=False))
         if idx.size == 0:
-            sc = np.asarray(kernels.kernel_diag(kern, x[u])) / (lam_h * n)  # empty dictionary
+            sc = _diag_host(kern, x[u]) / (lam_h * n)  # empty dictionary
             sc = np.clip(sc, 0.0, 1.0)
         else:
             sc = np.asarray(approximate_scores(kern, x[u], x[idx], jnp.asarray(w), lam_h * n,
@@ -288,10 +342,10 @@ def leverage_dictionary(
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
     rng = np.random.default_rng(seed)
     if method == "bless":
-        idx, w = _bless(rng, kern, x, alpha, n, 2.0, 2.0, oversampling, jitter)
+        idx, w = _bless(rng, kern, np.asarray(x), alpha, n, 3.0, 2.0, oversampling, jitter)
     else:
-        idx, w = _squeak(rng, kern, x, alpha, n, oversampling, check_int(fn, "chunk_size", chunk_size,
-                                                                         minimum=1), jitter)
+        chunk = check_int(fn, "chunk_size", chunk_size, minimum=1)
+        idx, w = _squeak(rng, kern, np.asarray(x), alpha, n, oversampling, chunk, jitter)
     if idx.size == 0:  # degenerate (huge ridge): keep one point so the approximation is defined
         idx, w = np.zeros(1, np.int64), np.ones(1)
     sc = approximate_scores(kern, x, x[idx], jnp.asarray(w, x.dtype), alpha, jitter=jitter)
@@ -371,7 +425,7 @@ def rpcholesky(
         # every remaining diagonal entry 0: fall back to uniform over unpicked points
         picked = jnp.zeros(n, bool).at[idx].set(jnp.arange(m) < i)
         logits = jnp.where(jnp.all(d <= 0), jnp.where(picked, -jnp.inf, 0.0), logits)
-        s = jax.random.categorical(keys[i], logits)
+        s = jax.random.categorical(keys[i], logits).astype(jnp.int32)
         col = kern(x, jax.lax.dynamic_slice_in_dim(x, s, 1, axis=0))[:, 0].astype(dt)
         g = col - f @ f[s]
         piv = jnp.maximum(g[s], jnp.finfo(dt).tiny)

@@ -101,6 +101,11 @@ def random_fourier_features(
     x = dtypes.as_float_array(fn, "x", x)
     check_rank(fn, "x", x, 2, layout="[n, d]")
     nu, ls, var = _spectral_params(fn, kernel)
+    return _rff_core(key, x, jnp.asarray(ls), jnp.asarray(var), m, kind, nu, fn)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
+def _rff_core(key, x, ls, var, m, kind, nu, fn):
     dt = dtypes.gram_dtype(x)
     d = x.shape[1]
     k_dir, k_rad = jax.random.split(key)
@@ -108,7 +113,6 @@ def random_fourier_features(
     if nu is not None:
         u = 2.0 * jax.random.gamma(k_rad, nu, (m,), dt)  # chi^2 with 2 nu degrees of freedom
         z = z * jnp.sqrt(2.0 * nu / u)[:, None]
-    proj = (x.astype(dt) / jnp.asarray(ls, dt)) @ z.T
-    scale = jnp.sqrt(jnp.asarray(var, dt) / m)
+    proj = (x.astype(dt) / ls.astype(dt)) @ z.T
+    scale = jnp.sqrt(var.astype(dt) / m)
     return scale * jnp.concatenate([jnp.cos(proj), jnp.sin(proj)], axis=-1)
-
