@@ -111,7 +111,8 @@ def _rff_core(key, x, ls, var, m, kind, nu, fn):
     k_dir, k_rad = jax.random.split(key)
     z = random_projection(k_dir, m, d, kind=kind, dtype=dt, fn_name=fn)
     if nu is not None:
-        u = 2.0 * jax.random.gamma(k_rad, nu, (m,), dt)  # chi^2 with 2 nu degrees of freedom
+        # chi^2 with 2 nu (an integer: nu is a half-integer) degrees of freedom
+        u = jnp.sum(jax.random.normal(k_rad, (m, int(round(2 * nu))), dt) ** 2, axis=1)
         z = z * jnp.sqrt(2.0 * nu / u)[:, None]
     proj = (x.astype(dt) / ls.astype(dt)) @ z.T
     scale = jnp.sqrt(var.astype(dt) / m)
