@@ -10,6 +10,7 @@ code (see :func:`status_name`).
 """
 
 from kjax.regression._common import status_name
+from kjax.regression._eigenpro import EigenProState, eigenpro_fit, eigenpro_predict
 from kjax.regression._falkon import FalkonState, falkon_fit, falkon_predict
 from kjax.regression._gp import GPPosterior, gp_log_marginal_likelihood, gp_posterior
 from kjax.regression._krr import KRRState, krr_fit, krr_predict, spectral_fit
@@ -25,12 +26,15 @@ from kjax.regression._nystrom import (
 from kjax.regression._rff import random_fourier_features
 
 __all__ = [
+    "EigenProState",
     "FalkonState",
     "GPPosterior",
     "KRRState",
     "RLSDictionary",
     "RPCholeskyState",
     "effective_dimension",
+    "eigenpro_fit",
+    "eigenpro_predict",
     "falkon_fit",
     "falkon_predict",
     "gp_log_marginal_likelihood",
