@@ -92,13 +92,12 @@ def eigenpro_fit(
         concrete inputs.
 
     Example:
-      >>> import functools, jax, jax.numpy as jnp
+      >>> import jax, jax.numpy as jnp
       >>> from kjax.kernels import laplace
       >>> from kjax.regression import eigenpro_fit, eigenpro_predict
-      >>> x = jax.random.normal(jax.random.key(0), (400, 2))
-      >>> y = jnp.sin(x[:, 0])
-      >>> st = eigenpro_fit(jax.random.key(1), functools.partial(laplace, lengthscale=2.0), x, y,
-      ...                   epochs=5, num_eigen=20, subsample_size=200)
+      >>> x = jax.random.normal(jax.random.key(0), (100, 2))
+      >>> st = eigenpro_fit(jax.random.key(1), laplace, x, jnp.sin(x[:, 0]), epochs=3, num_eigen=10,
+      ...                   subsample_size=50)
       >>> bool(st.train_errors[-1] < st.train_errors[0])
       True
 
@@ -200,9 +199,10 @@ def eigenpro_predict(
       >>> from kjax.kernels import laplace
       >>> from kjax.regression import eigenpro_fit, eigenpro_predict
       >>> x = jax.random.normal(jax.random.key(0), (100, 2))
-      >>> st = eigenpro_fit(jax.random.key(1), laplace, x, x, epochs=1, num_eigen=8, subsample_size=50)
+      >>> st = eigenpro_fit(jax.random.key(1), laplace, x, jnp.sin(x[:, 0]), epochs=3, num_eigen=10,
+      ...                   subsample_size=50)
       >>> eigenpro_predict(st, x[:3]).shape
-      (3, 2)
+      (3,)
 
     References:
       Ma & Belkin, SysML 2019.

@@ -199,13 +199,12 @@ def falkon_fit(
         (``status`` 1 under ``jit``), ``progress`` under ``jit``.
 
     Example:
-      >>> import functools, jax, jax.numpy as jnp
+      >>> import jax, jax.numpy as jnp
       >>> from kjax.kernels import rbf
       >>> from kjax.regression import falkon_fit, falkon_predict
-      >>> x = jax.random.uniform(jax.random.key(0), (500, 1), minval=-3, maxval=3)
+      >>> x = jax.random.uniform(jax.random.key(0), (200, 1), minval=-3, maxval=3)
       >>> y = jnp.sin(x[:, 0])
-      >>> st = falkon_fit(jax.random.key(1), functools.partial(rbf, lengthscale=0.5), x, y,
-      ...                 ridge=1e-6, num_centers=50, maxiter=30)
+      >>> st = falkon_fit(jax.random.key(1), rbf, x, y, ridge=1e-6, num_centers=30, maxiter=20)
       >>> bool(jnp.sqrt(jnp.mean((falkon_predict(st, x) - y) ** 2)) < 1e-2)
       True
 
@@ -327,10 +326,11 @@ def falkon_predict(
       >>> import jax, jax.numpy as jnp
       >>> from kjax.kernels import rbf
       >>> from kjax.regression import falkon_fit, falkon_predict
-      >>> x = jax.random.normal(jax.random.key(0), (100, 2))
-      >>> st = falkon_fit(jax.random.key(1), rbf, x, jnp.ones((100, 3)), ridge=1e-3, num_centers=10)
+      >>> x = jax.random.uniform(jax.random.key(0), (200, 1), minval=-3, maxval=3)
+      >>> st = falkon_fit(jax.random.key(1), rbf, x, jnp.sin(x[:, 0]), ridge=1e-6, num_centers=30,
+      ...                 maxiter=20)
       >>> falkon_predict(st, x[:4]).shape
-      (4, 3)
+      (4,)
 
     References:
       Rudi, Carratino & Rosasco, NeurIPS 2017.
