@@ -6,16 +6,15 @@ Usage: python _mp_worker.py PORT NUM_PROCESSES PROCESS_ID OUT_DIR
 import os
 import sys
 
-os.environ["JAX_PLATFORMS"] = "cpu"
-
-import jax  # noqa: E402
-
-jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_num_cpu_devices", 2)
-jax.config.update("jax_cpu_collectives_implementation", "gloo")
-
 
 def main() -> None:
+    # configured here, not at import: pytest's doctest collection imports this module
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_num_cpu_devices", 2)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     port, nproc, pid, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=nproc,
                                process_id=pid, initialization_timeout=60)
@@ -31,7 +30,7 @@ def main() -> None:
     mesh = jax.make_mesh((len(jax.devices()),), ("data",))
     kern = functools.partial(kernels.rbf, lengthscale=1.5)
     mv = kernels.kernel_matvec(kern, x, None, y, block_size=(16, 32), mesh=mesh)
-    st = regression.falkon_fit(None, kern, x, y, ridge=1e-4, centers=z, maxiter=30, tol=0.0,
+    st = regression.falkon_fit(None, kern, x, y, ridge=1e-3, centers=z, maxiter=60, tol=1e-13,
                                mesh=mesh, block_size=(16, 16))
     mv = np.asarray(multihost_utils.process_allgather(mv, tiled=True))
     alpha = np.asarray(multihost_utils.process_allgather(st.alpha, tiled=True))
