@@ -39,7 +39,29 @@ Kernel = Callable[..., jax.Array]
 
 
 def status_name(status: Any) -> str:
-    """The meaning of a ``status`` code of a kjax.regression state."""
+    """The meaning of the ``status`` code of a kjax.regression state.
+
+    ``0`` ok, ``1`` non-finite input (NaN/inf in ``x`` or ``y``, seen under ``jit``), ``2`` jitter
+    added to a Cholesky factor or negative eigenvalues clipped (matrix not numerically PSD),
+    ``3`` the factorisation or the iteration failed.
+
+    Args:
+      status: an int or a scalar int array (a state's ``status``).
+
+    Returns:
+      a short description.
+
+    Raises:
+      TypeError: a ``status`` that is not an integer scalar (e.g. a traced value).
+
+    Example:
+      >>> from kjax.regression import status_name
+      >>> status_name(2)
+      'jitter added (matrix not numerically PSD)'
+
+    References:
+      The house style (docs/design.md): value-dependent failures are reported, never silent NaN.
+    """
     return STATUS_NAMES.get(int(status), f"unknown status {int(status)}")
 
 

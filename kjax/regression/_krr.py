@@ -236,17 +236,14 @@ def spectral_fit(
     :math:`\alpha = \text{reg}` (``ridge_scaling="sklearn"``) or :math:`n\,\text{reg}`
     (``"n"``), the filters :math:`g_\alpha(s) \approx 1/s` are
 
-    ================== ==================================================================
-    ``tikhonov``       :math:`1/(s + \alpha)` (kernel ridge regression)
-    ``gradient_flow``  :math:`(1 - e^{-s t})/s`, :math:`t = 1/\alpha` (gradient descent on
-                       the squared loss run for time :math:`t`)
-    ``cutoff``         :math:`1/s` if :math:`s \ge \alpha` else 0 (truncated SVD / kernel PCR)
-    ``landweber``      :math:`(1 - (1 - \eta s)^T)/s`, :math:`\eta = 1/s_{max}`,
-                       :math:`T = \lceil s_{max}/\alpha \rceil` (T steps of gradient descent
-                       :math:`c \leftarrow c + \eta (y - K c)`)
-    ``iterated_tikhonov`` :math:`(1 - (\alpha/(s + \alpha))^q)/s`, ``q = order`` (q steps of
-                       :math:`c \leftarrow (K + \alpha I)^{-1}(y + \alpha c)`)
-    ================== ==================================================================
+    * ``tikhonov``: :math:`1/(s + \alpha)` (kernel ridge regression);
+    * ``gradient_flow``: :math:`(1 - e^{-s t})/s`, :math:`t = 1/\alpha` (gradient descent on the
+      squared loss run for time :math:`t`);
+    * ``cutoff``: :math:`1/s` if :math:`s \ge \alpha` else 0 (truncated SVD / kernel PCR);
+    * ``landweber``: :math:`(1 - (1 - \eta s)^T)/s`, :math:`\eta = 1/s_{max}`,
+      :math:`T = \lceil s_{max}/\alpha \rceil` (T steps of :math:`c \leftarrow c + \eta (y - K c)`);
+    * ``iterated_tikhonov``: :math:`(1 - (\alpha/(s + \alpha))^q)/s`, ``q = order`` (q steps of
+      :math:`c \leftarrow (K + \alpha I)^{-1}(y + \alpha c)`).
 
     ``reg`` may be an array: every value is served from the same eigendecomposition.
 

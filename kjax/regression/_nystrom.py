@@ -451,14 +451,12 @@ def nystrom_centers(
 ) -> Int[Array, " m"]:
     r"""Indices of ``m`` distinct Nystrom centres among the rows of ``x``.
 
-    ============== =====================================================================
-    ``uniform``    uniform without replacement (Falkon's default)
-    ``rls``        without replacement, probability :math:`\propto \ell_i(\lambda)`, the exact
-                   ridge leverage scores (:math:`O(n^3)`, small ``n``)
-    ``bless``      :math:`\propto \tilde\ell_i(\lambda)` from a BLESS dictionary
-    ``squeak``     :math:`\propto \tilde\ell_i(\lambda)` from a SQUEAK dictionary
-    ``rpcholesky`` the pivots of randomly pivoted Cholesky (no ``ridge``)
-    ============== =====================================================================
+    * ``uniform``: uniform without replacement (Falkon's default);
+    * ``rls``: without replacement, probability :math:`\propto \ell_i(\lambda)`, the exact ridge
+      leverage scores (:math:`O(n^3)`, small ``n``);
+    * ``bless``: :math:`\propto \tilde\ell_i(\lambda)` from a BLESS dictionary;
+    * ``squeak``: :math:`\propto \tilde\ell_i(\lambda)` from a SQUEAK dictionary;
+    * ``rpcholesky``: the pivots of randomly pivoted Cholesky (no ``ridge``).
 
     Args:
       key: PRNG key.
