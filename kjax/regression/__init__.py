@@ -10,7 +10,7 @@ code (see :func:`status_name`).
 """
 
 from kjax.regression._common import status_name
-from kjax.regression._eigenpro import EigenProState, eigenpro_fit, eigenpro_predict
+from kjax.regression._eigenpro import EigenProState, eigenpro3_fit, eigenpro_fit, eigenpro_predict
 from kjax.regression._falkon import FalkonState, falkon_fit, falkon_predict
 from kjax.regression._gp import GPPosterior, gp_log_marginal_likelihood, gp_posterior
 from kjax.regression._krr import KRRState, krr_fit, krr_predict, spectral_fit
@@ -33,6 +33,7 @@ __all__ = [
     "RLSDictionary",
     "RPCholeskyState",
     "effective_dimension",
+    "eigenpro3_fit",
     "eigenpro_fit",
     "eigenpro_predict",
     "falkon_fit",

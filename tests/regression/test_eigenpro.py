@@ -34,3 +34,21 @@ def test_eigenpro_errors(data):
         R.eigenpro_fit(jax.random.key(0), KL, x, y, num_eigen=60, subsample_size=50)
     with pytest.raises(ValueError, match=r"eigenpro_fit: `y` must have 120 rows"):
         R.eigenpro_fit(jax.random.key(0), KL, x, y[:7])
+
+
+def test_eigenpro3_converges_to_nystrom_least_squares(data):
+    x, y, xt = data
+    z = x[::3]
+    knz = np.asarray(KL(x, z))
+    a = np.linalg.lstsq(knz, y, rcond=None)[0]
+    want = np.asarray(KL(xt, z)) @ a
+    errs = []
+    for ep in (2, 20):
+        st = R.eigenpro3_fit(jax.random.key(0), KL, x, y, centers=z, epochs=ep, num_eigen=20,
+                             subsample_size=40)
+        assert int(st.status) == 0 and st.x.shape == z.shape
+        errs.append(rel_err(R.eigenpro_predict(st, xt), want))
+    tr = np.asarray(st.train_errors)
+    assert np.all(np.diff(tr) < 1e-12) and errs[1] < 0.5 * errs[0], (errs, tr)
+    with pytest.raises(ValueError, match=r"eigenpro3_fit: `centers` must match `x` in the feature dimension"):
+        R.eigenpro3_fit(jax.random.key(0), KL, x, y, centers=z[:, :2])
