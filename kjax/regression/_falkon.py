@@ -65,7 +65,11 @@ def _setup(kern, x, y, centers, alpha_reg, jitter, block_size, mesh):
     n, m = x.shape[0], centers.shape[0]
     kmm = kernels.gram(kern, centers)
     dt = kmm.dtype
-    low_t, _, st_t = c.robust_cholesky(kmm, jitter=jitter)
+    # as in Falkon, the preconditioner factors K_MM + eps * M * I (eps of the dtype, relative to
+    # the mean diagonal); the CG operator keeps the exact K_MM, so this shift only affects the
+    # preconditioner's quality, never the solution
+    shift = jnp.finfo(dt).eps * m * jnp.mean(jnp.diagonal(kmm))
+    low_t, _, st_t = c.robust_cholesky(kmm + shift * jnp.eye(m, dtype=dt), jitter=jitter)
     lam = alpha_reg.astype(dt) / n
     # T T^T = L^T L
     tt = low_t.T @ low_t / m + lam * jnp.eye(m, dtype=dt)
@@ -158,7 +162,8 @@ def falkon_fit(
        \ (\texttt{"sklearn"}).
 
     The system is preconditioned with the two Cholesky factors of Rudi et al. (2017):
-    :math:`T^\top T = K_{MM}` and :math:`A^\top A = T T^\top / M + \lambda I`, i.e. CG runs on
+    :math:`T^\top T = K_{MM} + \epsilon M I` (:math:`\epsilon` the dtype's machine epsilon times
+    the mean diagonal, as in Falkon) and :math:`A^\top A = T T^\top / M + \lambda I`; CG runs on
     :math:`W = A^{-\top} T^{-\top} (K_{nM}^\top K_{nM} + \alpha K_{MM}) T^{-1} A^{-1} / n`,
     whose condition number is :math:`O(1)` once :math:`M \gtrsim d_{eff}(\lambda)`; a dozen or
     two iterations suffice. Each iteration costs two passes of

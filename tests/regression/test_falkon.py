@@ -87,10 +87,19 @@ def test_falkon_errors_and_status(data):
         R.falkon_fit(None, KERN, x, yn, ridge=1e-3, centers=x[:10])
     st = jax.jit(lambda yy: R.falkon_fit(None, KERN, x, yy, ridge=1e-3, centers=x[:10]))(yn)
     assert int(st.status) == 1
-    # duplicated centres: K_MM is singular, jitter is added and reported, the fit stays finite
+    # duplicated centres: K_MM is singular; the preconditioner's eps * M shift keeps it usable
     zdup = np.concatenate([x[:10], x[:10]])
     st = R.falkon_fit(None, KERN, x, y, ridge=1e-3, centers=zdup, maxiter=20)
-    assert int(st.status) == 2 and np.all(np.isfinite(np.asarray(st.alpha)))
+    assert int(st.status) == 0 and np.all(np.isfinite(np.asarray(st.alpha)))
+
+    # a non-PSD "kernel": extra jitter is added and reported (2), or the failure is reported (3)
+    def bad(a, b=None):
+        return 0.5 * KERN(a, b) - 0.6 * KERN(a, b) ** 3
+
+    st = R.falkon_fit(None, bad, x, y, ridge=1e-3, centers=x[:30], maxiter=5)
+    assert int(st.status) in (2, 3), int(st.status)
+    if int(st.status) == 2:
+        assert np.all(np.isfinite(np.asarray(st.alpha)))
     with pytest.raises(ValueError, match=r"nystrom_centers: `m` must be at most the number of points n=120; got 121"):
         R.nystrom_centers(jax.random.key(0), KERN, x, 121)
     with pytest.raises(ValueError, match=r"nystrom_centers: `ridge` must be given for method='rls'"):
