@@ -2,6 +2,51 @@
 
 Layout: data matrices ``[n, d]``, targets ``[n]`` or ``[n, O]``; ``kernel`` is any callable
 ``k(x1, x2) -> [n1, n2]`` such as ``functools.partial(kjax.kernels.rbf, lengthscale=2.0)``.
+
+Ridge scaling: ``ridge_scaling="sklearn"`` solves :math:`(K + \\text{ridge}\\, I) c = y`
+(scikit-learn's ``alpha``); ``ridge_scaling="n"`` solves :math:`(K + n\\,\\text{ridge}\\, I) c = y`
+(Falkon's ``penalty``, the :math:`\\lambda` of learning theory). Fitted states carry a ``status``
+code (see :func:`status_name`).
 """
 
-__all__: list[str] = []
+from kjax.regression._common import status_name
+from kjax.regression._eigenpro import EigenProState, eigenpro3_fit, eigenpro_fit, eigenpro_predict
+from kjax.regression._falkon import FalkonState, falkon_fit, falkon_predict
+from kjax.regression._gp import GPPosterior, gp_log_marginal_likelihood, gp_posterior
+from kjax.regression._krr import KRRState, krr_fit, krr_predict, spectral_fit
+from kjax.regression._nystrom import (
+    RLSDictionary,
+    RPCholeskyState,
+    effective_dimension,
+    leverage_dictionary,
+    nystrom_centers,
+    ridge_leverage_scores,
+    rpcholesky,
+)
+from kjax.regression._rff import random_fourier_features
+
+__all__ = [
+    "EigenProState",
+    "FalkonState",
+    "GPPosterior",
+    "KRRState",
+    "RLSDictionary",
+    "RPCholeskyState",
+    "effective_dimension",
+    "eigenpro3_fit",
+    "eigenpro_fit",
+    "eigenpro_predict",
+    "falkon_fit",
+    "falkon_predict",
+    "gp_log_marginal_likelihood",
+    "gp_posterior",
+    "krr_fit",
+    "krr_predict",
+    "leverage_dictionary",
+    "nystrom_centers",
+    "random_fourier_features",
+    "ridge_leverage_scores",
+    "rpcholesky",
+    "spectral_fit",
+    "status_name",
+]

@@ -1,0 +1,210 @@
+"""kjax.regression benchmark: exact KRR vs scikit-learn, Falkon at scale, uniform vs RLS centres.
+
+    python benchmarks/bench_regression.py                 # n = 5k, 10k exact; Falkon 1e5
+    python benchmarks/bench_regression.py --falkon-n 100000 1000000
+
+Data: a generated regression problem in d = 10 (mnist1d-style: a few smooth templates, random
+shifts and scales, noise), produced by a fixed seed; nothing is downloaded. Each exact KRR row is
+checked equal to scikit-learn's KernelRidge (float64, relative 1e-6) before it is timed. Times are
+medians of ``--repeats`` runs of compiled code after a warm-up, with ``block_until_ready``.
+Prints markdown tables and writes the plot to docs/img/regression_bench.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
+
+import jax.numpy as jnp
+import numpy as np
+
+from kjax import kernels, regression
+
+D = 10
+LS = 3.0
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_data(n, seed=0, dtype=np.float64):
+    """Generated d=10 regression data: smooth templates, random shifts and amplitudes, noise."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, D)
+    templates = np.stack([np.sin(2 * np.pi * (k + 1) * t) for k in range(4)])
+    cls = rng.integers(0, 4, n)
+    shift = rng.integers(0, D, n)
+    amp = rng.uniform(0.5, 1.5, n)
+    x = np.stack([np.roll(templates[c], s) for c, s in zip(cls, shift, strict=True)]) * amp[:, None]
+    x = x + 0.3 * rng.normal(size=(n, D))
+    y = np.sin(x[:, :3].sum(1)) + 0.5 * np.cos(x[:, 3:6].sum(1)) + 0.1 * rng.normal(size=n)
+    return x.astype(dtype), y.astype(dtype)
+
+
+def timed(f, repeats):
+    f()  # warm-up / compile
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f())
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def header():
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=ROOT).stdout.strip()
+    except OSError:
+        commit = "?"
+    load = os.getloadavg()
+    print(f"machine: {platform.machine()} {platform.processor() or platform.platform()}, "
+          f"nproc {os.cpu_count()}, jax {jax.__version__}, {len(jax.devices())} CPU device(s), "
+          f"commit {commit}, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+
+
+def bench_exact(ns, repeats, ridge=1e-3):
+    from sklearn.kernel_ridge import KernelRidge
+
+    kern = functools.partial(kernels.rbf, lengthscale=LS)
+    rows = []
+    for n in ns:
+        x, y = make_data(n + 2000, seed=1)
+        xtr, ytr, xte, yte = x[:n], y[:n], x[n:], y[n:]
+        sk = KernelRidge(alpha=ridge, kernel="rbf", gamma=1 / (2 * LS**2))
+        xj, yj, xtej = jnp.asarray(xtr), jnp.asarray(ytr), jnp.asarray(xte)
+        fit_pred = jax.jit(
+            lambda a, b, c: regression.krr_predict(regression.krr_fit(kern, a, b, ridge=ridge), c))
+        p_sk = sk.fit(xtr, ytr).predict(xte)
+        p_kj = np.asarray(fit_pred(xj, yj, xtej))
+        err = np.linalg.norm(p_kj - p_sk) / np.linalg.norm(p_sk)
+        assert err < 1e-6, f"exact KRR n={n}: kjax vs sklearn relative difference {err:.2e}"
+        t_sk = timed(lambda: sk.fit(xtr, ytr).predict(xte), repeats)
+        t_kj = timed(lambda: fit_pred(xj, yj, xtej), repeats)
+        mse = float(np.mean((p_kj - yte) ** 2))
+        rows.append(dict(n=n, t_sk=t_sk, t_kj=t_kj, err=err, mse=mse))
+        print(f"exact n={n}: sklearn {t_sk:.2f} s, kjax {t_kj:.2f} s, speed-up {t_sk / t_kj:.1f}x, "
+              f"rel. diff {err:.1e}, test MSE {mse:.4f}", flush=True)
+    return rows
+
+
+def bench_falkon(ns, m, lam, maxiter, repeats, exact_n):
+    kern = functools.partial(kernels.rbf, lengthscale=LS)
+    mesh = jax.make_mesh((len(jax.devices()),), ("data",))
+    rows = []
+    xte, yte = make_data(5000, seed=99, dtype=np.float32)
+    # exact KRR reference at the largest n where it fits
+    xe, ye = make_data(exact_n, seed=2)
+    st = regression.krr_fit(kern, xe, ye, ridge=lam, ridge_scaling="n")
+    exact_mse = float(np.mean((np.asarray(regression.krr_predict(st, xte.astype(np.float64))) - yte) ** 2))
+    print(f"exact KRR reference n={exact_n}: test MSE {exact_mse:.4f}", flush=True)
+    for n in ns:
+        x, y = make_data(n, seed=2, dtype=np.float32)
+        xj, yj = jnp.asarray(x), jnp.asarray(y)
+
+        def run(xj=xj, yj=yj):
+            s = regression.falkon_fit(jax.random.key(0), kern, xj, yj, ridge=lam, num_centers=min(m, n),
+                                      maxiter=maxiter, tol=0.0, mesh=mesh)
+            return s
+
+        t = timed(run, repeats)
+        s = run()
+        pred = np.asarray(regression.falkon_predict(s, jnp.asarray(xte), mesh=mesh))
+        mse = float(np.mean((pred - yte) ** 2))
+        rows.append(dict(n=n, t=t, mse=mse, its=int(s.iterations), exact_mse=exact_mse))
+        print(f"falkon n={n} M={min(m, n)} float32: {t:.1f} s, test MSE {mse:.4f} "
+              f"(exact KRR at n={exact_n}: {exact_mse:.4f})", flush=True)
+    return rows
+
+
+def bench_centres(n, ms, lam, maxiter):
+    kern = functools.partial(kernels.rbf, lengthscale=LS)
+    x, y = make_data(n, seed=3)
+    xte, yte = make_data(3000, seed=98)
+    rows = []
+    for m in ms:
+        for method in ("uniform", "bless"):
+            t0 = time.perf_counter()
+            s = regression.falkon_fit(jax.random.key(1), kern, x, y, ridge=lam, num_centers=m,
+                                      center_method=method, maxiter=maxiter)
+            jax.block_until_ready(s.alpha)
+            t = time.perf_counter() - t0
+            mse = float(np.mean((np.asarray(regression.falkon_predict(s, xte)) - yte) ** 2))
+            rows.append(dict(m=m, method=method, mse=mse, t=t))
+            print(f"centres n={n} M={m} {method}: test MSE {mse:.4f} ({t:.1f} s incl. selection)",
+                  flush=True)
+    return rows
+
+
+def plot(exact, falkon, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=100)
+    ax.scatter([r["t_sk"] for r in exact], [r["mse"] for r in exact], marker="s", label="sklearn KernelRidge")
+    ax.scatter([r["t_kj"] for r in exact], [r["mse"] for r in exact], marker="o", label="kjax krr_fit")
+    ax.scatter([r["t"] for r in falkon], [r["mse"] for r in falkon], marker="^", label="kjax falkon_fit")
+    for r in exact:
+        ax.annotate(f"n={r['n']}", (r["t_kj"], r["mse"]), fontsize=7)
+    for r in falkon:
+        ax.annotate(f"n={r['n']}", (r["t"], r["mse"]), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("fit + predict time (s)")
+    ax.set_ylabel("test MSE")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"plot: {path} ({os.path.getsize(path) // 1024} KB)")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--exact-n", type=int, nargs="*", default=[5000, 10000])
+    p.add_argument("--falkon-n", type=int, nargs="*", default=[100000])
+    p.add_argument("--centers", type=int, default=5000)
+    p.add_argument("--lam", type=float, default=1e-6)
+    p.add_argument("--maxiter", type=int, default=15)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--centre-n", type=int, default=10000)
+    p.add_argument("--centre-m", type=int, nargs="*", default=[100, 300])
+    p.add_argument("--plot", default=os.path.join(ROOT, "docs", "img", "regression_bench.png"))
+    args = p.parse_args(argv)
+    header()
+    exact = bench_exact(args.exact_n, args.repeats)
+    falkon = bench_falkon(args.falkon_n, args.centers, args.lam, args.maxiter, max(1, args.repeats // 2),
+                          max(args.exact_n))
+    centres = bench_centres(args.centre_n, args.centre_m, args.lam * 100, args.maxiter)
+    print("\n| n | scikit-learn KernelRidge (s) | kjax krr_fit (s) | speed-up | max rel. diff |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in exact:
+        print(f"| {r['n']} | {r['t_sk']:.2f} | {r['t_kj']:.2f} | {r['t_sk'] / r['t_kj']:.1f}x "
+              f"| {r['err']:.1e} |")
+    print(f"\n| n | M | Falkon time (s) | iterations | test MSE | exact KRR test MSE "
+          f"(n={max(args.exact_n)}) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in falkon:
+        print(f"| {r['n']} | {min(args.centers, r['n'])} | {r['t']:.1f} | {r['its']} | {r['mse']:.4f} | "
+              f"{r['exact_mse']:.4f} |")
+    print(f"\n| M | uniform test MSE | BLESS-RLS test MSE |  (n={args.centre_n}) |")
+    print("| --- | --- | --- | --- |")
+    for m in args.centre_m:
+        u = next(r for r in centres if r["m"] == m and r["method"] == "uniform")
+        b = next(r for r in centres if r["m"] == m and r["method"] == "bless")
+        print(f"| {m} | {u['mse']:.4f} | {b['mse']:.4f} | |")
+    os.makedirs(os.path.dirname(args.plot), exist_ok=True)
+    plot(exact, falkon, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

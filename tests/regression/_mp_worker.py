@@ -1,0 +1,46 @@
+"""Worker of test_multiprocess.py: one of N processes joined by jax.distributed on localhost.
+
+Usage: python _mp_worker.py PORT NUM_PROCESSES PROCESS_ID OUT_DIR
+"""
+
+import os
+import sys
+
+
+def main() -> None:
+    # configured here, not at import: pytest's doctest collection imports this module
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_num_cpu_devices", 2)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    port, nproc, pid, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=nproc,
+                               process_id=pid, initialization_timeout=60)
+    import functools
+
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    from kjax import kernels, regression
+    from tests.regression._mp_data import problem
+
+    x, y, z = problem()
+    mesh = jax.make_mesh((len(jax.devices()),), ("data",))
+    kern = functools.partial(kernels.rbf, lengthscale=1.5)
+    mv = kernels.kernel_matvec(kern, x, None, y, block_size=(16, 32), mesh=mesh)
+    st = regression.falkon_fit(None, kern, x, y, ridge=1e-3, centers=z, maxiter=60, tol=1e-13,
+                               mesh=mesh, block_size=(16, 16))
+    mv = np.asarray(multihost_utils.process_allgather(mv, tiled=True))
+    alpha = np.asarray(multihost_utils.process_allgather(st.alpha, tiled=True))
+    pred = regression.falkon_predict(st, x, mesh=mesh, block_size=(16, 16))
+    pred = np.asarray(multihost_utils.process_allgather(pred, tiled=True))
+    if pid == 0:
+        np.savez(os.path.join(out, "result.npz"), matvec=mv, alpha=alpha, pred=pred,
+                 ndev=len(jax.devices()), status=int(st.status))
+    print(f"process {pid}: {len(jax.devices())} global devices, done", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Falkon against exact Nystrom KRR (numpy) and exact KRR (centres = all points)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kjax import regression as R
+from tests.conformance import assert_close
+from tests.regression.conftest import KERN, np_rbf
+
+
+def test_falkon_equals_exact_krr_with_all_centres(data):
+    x, y, xt = data
+    lam = 1e-4
+    st = R.falkon_fit(None, KERN, x, y, ridge=lam, centers=x, maxiter=50, tol=1e-12)
+    exact = R.krr_fit(KERN, x, y, ridge=lam, ridge_scaling="n")
+    assert int(st.status) == 0
+    assert_close(R.falkon_predict(st, xt), R.krr_predict(exact, xt), 1e-8, "falkon(M=n) vs KRR")
+    # with all points as centres the preconditioner is exact: a handful of iterations
+    assert int(st.iterations) <= 5
+
+
+def test_falkon_equals_nystrom_krr_numpy(data, mesh):
+    x, y, xt = data
+    n, lam = x.shape[0], 1e-3
+    z = x[::4]
+    knm, kmm = np_rbf(x, z), np_rbf(z, z)
+    alpha = np.linalg.solve(knm.T @ knm + n * lam * kmm, knm.T @ y)
+    want = np_rbf(xt, z) @ alpha
+    st = R.falkon_fit(None, KERN, x, y, ridge=lam, centers=z, maxiter=60, tol=1e-11)
+    got = R.falkon_predict(st, xt)
+    assert_close(got, want, 1e-7, "falkon vs numpy Nystrom KRR")
+    res = np.asarray(st.residuals)[: int(st.iterations)]
+    assert res[-1] < 1e-10 and res[-1] < res[0]
+    assert np.all(np.isnan(np.asarray(st.residuals)[int(st.iterations):]))
+    # mesh == no mesh, single output, sklearn ridge scaling
+    stm = R.falkon_fit(None, KERN, x, y[:, 0], ridge=lam * n, ridge_scaling="sklearn", centers=z,
+                       maxiter=60, tol=1e-11, mesh=mesh, block_size=(16, 8))
+    assert_close(R.falkon_predict(stm, xt, mesh=mesh), want[:, 0], 1e-7, "mesh, single output")
+
+
+def test_falkon_random_centres_validation_report(data, capsys):
+    x, y, xt = data
+    st = R.falkon_fit(jax.random.key(0), KERN, x, y[:, 0], ridge=1e-3, num_centers=40, maxiter=8,
+                      tol=0.0, x_val=xt, y_val=np.sin(xt).sum(1), progress=True)
+    out = capsys.readouterr().out
+    assert "iteration 8/8, relative residual" in out and "validation MSE" in out
+    val = np.asarray(st.val_errors)
+    assert val.shape == (8,) and np.all(np.isfinite(val)) and val[-1] < val[0]
+    st2 = R.falkon_fit(jax.random.key(0), KERN, x, y[:, 0], ridge=1e-3, num_centers=40, maxiter=8,
+                       tol=0.0, x_val=xt, y_val=np.sin(xt).sum(1))
+    assert_close(st2.alpha, st.alpha, 1e-10, "progress loop vs while_loop")
+    st3 = R.falkon_fit(jax.random.key(0), KERN, x, y[:, 0], ridge=1e-3, num_centers=40, maxiter=8,
+                       tol=0.0, x_val=xt, y_val=np.sin(xt).sum(1), center_method="rls")
+    assert st3.centers.shape == (40, 3) and int(st3.status) == 0
+    assert float(st3.val_errors[-1]) < float(st3.val_errors[0])
+
+
+def test_falkon_jit_and_grad_of_predictions(data):
+    x, y, xt = data
+    z = jnp.asarray(x[::6])
+
+    @jax.jit
+    def f(yy):
+        st = R.falkon_fit(None, KERN, x, yy, ridge=1e-3, centers=z, maxiter=40, tol=1e-12)
+        return R.falkon_predict(st, xt)
+
+    np.testing.assert_allclose(f(jnp.asarray(y[:, 0])), f(jnp.asarray(y[:, 0]) * 1.0))
+    # the fit is linear in y: f(2y) = 2 f(y)
+    assert_close(f(2 * jnp.asarray(y[:, 0])), 2 * f(jnp.asarray(y[:, 0])), 1e-8, "linearity")
+
+
+def test_falkon_errors_and_status(data):
+    x, y, _ = data
+    with pytest.raises(ValueError, match=r"falkon_fit: `ridge` must be > 0; got -1"):
+        R.falkon_fit(None, KERN, x, y, ridge=-1.0, num_centers=10)
+    with pytest.raises(ValueError, match=r"falkon_fit: `num_centers` must be at most the number of points n=120; got 500"):
+        R.falkon_fit(jax.random.key(0), KERN, x, y, ridge=1e-3, num_centers=500)
+    with pytest.raises(ValueError, match=r"falkon_fit: `num_centers` must be given, or `centers`"):
+        R.falkon_fit(None, KERN, x, y, ridge=1e-3)
+    with pytest.raises(ValueError, match=r"falkon_fit: `y` must have 120 rows"):
+        R.falkon_fit(None, KERN, x, y[:5], ridge=1e-3, num_centers=10)
+    yn = y.copy()
+    yn[1, 1] = np.nan
+    with pytest.raises(ValueError, match=r"falkon_fit: `y` must contain only finite values"):
+        R.falkon_fit(None, KERN, x, yn, ridge=1e-3, centers=x[:10])
+    st = jax.jit(lambda yy: R.falkon_fit(None, KERN, x, yy, ridge=1e-3, centers=x[:10]))(yn)
+    assert int(st.status) == 1
+    # duplicated centres: K_MM is singular; the preconditioner's eps * M shift keeps it usable
+    zdup = np.concatenate([x[:10], x[:10]])
+    st = R.falkon_fit(None, KERN, x, y, ridge=1e-3, centers=zdup, maxiter=20)
+    assert int(st.status) == 0 and np.all(np.isfinite(np.asarray(st.alpha)))
+
+    # a non-PSD "kernel": extra jitter is added and reported (2), or the failure is reported (3)
+    def bad(a, b=None):
+        return 0.5 * KERN(a, b) - 0.6 * KERN(a, b) ** 3
+
+    st = R.falkon_fit(None, bad, x, y, ridge=1e-3, centers=x[:30], maxiter=5)
+    assert int(st.status) in (2, 3), int(st.status)
+    if int(st.status) == 2:
+        assert np.all(np.isfinite(np.asarray(st.alpha)))
+    with pytest.raises(ValueError, match=r"nystrom_centers: `m` must be at most the number of points n=120; got 121"):
+        R.nystrom_centers(jax.random.key(0), KERN, x, 121)
+    with pytest.raises(ValueError, match=r"nystrom_centers: `ridge` must be given for method='rls'"):
+        R.nystrom_centers(jax.random.key(0), KERN, x, 10, method="rls")

@@ -1,0 +1,155 @@
+"""Exact KRR against scikit-learn's KernelRidge; spectral filters against their closed forms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.kernel_ridge import KernelRidge
+
+from kjax import regression as R
+from tests.conformance import assert_close, check_op
+from tests.regression.conftest import KERN, LS, np_rbf
+
+
+@pytest.mark.parametrize("ridge", [1e-3, 0.5])
+def test_krr_equals_sklearn(data, ridge):
+    x, y, xt = data
+    sk = KernelRidge(alpha=ridge, kernel="rbf", gamma=1 / (2 * LS**2)).fit(x, y)
+    st = R.krr_fit(KERN, x, y, ridge=ridge)
+    assert int(st.status) == 0
+    assert_close(R.krr_predict(st, xt), sk.predict(xt), 1e-10, "multi-output vs sklearn")
+    st1 = R.krr_fit(KERN, x, y[:, 0], ridge=ridge)
+    p1 = R.krr_predict(st1, xt)
+    assert p1.shape == (30,)
+    assert_close(p1, sk.predict(xt)[:, 0], 1e-10, "single output vs sklearn")
+
+
+def test_ridge_path_and_scaling(data):
+    x, y, xt = data
+    n = x.shape[0]
+    ridges = np.array([1e-4, 1e-2, 1.0])
+    path = R.krr_fit(KERN, x, y, ridge=jnp.asarray(ridges))
+    pp = R.krr_predict(path, xt)
+    assert pp.shape == (3, 30, 2)
+    for i, r in enumerate(ridges):
+        sk = KernelRidge(alpha=r, kernel="rbf", gamma=1 / (2 * LS**2)).fit(x, y)
+        assert_close(pp[i], sk.predict(xt), 1e-8, f"path ridge={r}")
+        # Falkon scaling: ridge lambda means alpha = n * lambda
+        stn = R.krr_fit(KERN, x, y, ridge=r / n, ridge_scaling="n")
+        assert_close(R.krr_predict(stn, xt), sk.predict(xt), 1e-9, "ridge_scaling='n'")
+
+
+def test_krr_conformance(data, mesh):
+    x, y, xt = data
+    x, y, xt = jnp.asarray(x[:40]), jnp.asarray(y[:40, 0]), jnp.asarray(xt[:8])
+
+    @jax.jit  # whole-program compiles keep the conformance check fast
+    def f(x, y):
+        return R.krr_predict(R.krr_fit(KERN, x, y, ridge=0.1), xt)
+
+    check_op(f, x, y, grad_argnums=(1,), vmap_argnums=(1,), mesh=mesh, rtol=1e-8)
+    # the mesh argument splits the Gram assembly and the matvec: same result
+    st = R.krr_fit(KERN, x, y, ridge=0.1, mesh=mesh, block_size=8)
+    assert_close(R.krr_predict(st, xt, mesh=mesh), f(x, y), 1e-10, "mesh")
+
+
+def _iterate(filt, k, y, alpha, order=2):
+    """Independent oracles: run the iterations each filter stands for."""
+    n = len(y)
+    if filt == "landweber":
+        s_max = np.linalg.eigvalsh(k)[-1]
+        eta, steps = 1.0 / s_max, int(np.ceil(s_max / alpha))
+        c = np.zeros_like(y)
+        for _ in range(steps):
+            c = c + eta * (y - k @ c)
+        return c
+    if filt == "iterated_tikhonov":
+        c = np.zeros_like(y)
+        for _ in range(order):
+            c = np.linalg.solve(k + alpha * np.eye(n), y + alpha * c)
+        return c
+    s, u = np.linalg.eigh(k)
+    s = np.maximum(s, 0)
+    if filt == "tikhonov":
+        return np.linalg.solve(k + alpha * np.eye(n), y)
+    if filt == "gradient_flow":  # c(t) = K^+ (I - exp(-K t)) y, via scipy's expm
+        import scipy.linalg
+
+        e = scipy.linalg.expm(-k / alpha)
+        return np.linalg.lstsq(k, (np.eye(n) - e) @ y, rcond=1e-13)[0]
+    if filt == "cutoff":
+        keep = s >= alpha
+        return u[:, keep] @ ((u[:, keep].T @ y) / s[keep])
+    raise AssertionError(filt)
+
+
+@pytest.mark.parametrize("filt", R._krr.FILTERS)
+def test_spectral_filters_closed_form(data, filt):
+    x, y, _ = data
+    x, y = x[:60], y[:60, 0]
+    k = np_rbf(x, x)
+    for alpha in (0.5, 0.05):
+        st = R.spectral_fit(KERN, x, y, filter=filt, reg=alpha, order=3)
+        want = _iterate(filt, k, y, alpha, order=3)
+        # compare fitted values (coefficients along tiny eigenvalues are ill-determined)
+        assert_close(k @ np.asarray(st.coef[:, 0]), k @ want, 1e-7, f"{filt} alpha={alpha}")
+
+
+def test_spectral_path_and_tikhonov_is_krr(data):
+    x, y, xt = data
+    regs = jnp.asarray([1e-3, 1e-1])
+    st = R.spectral_fit(KERN, x, y, filter="tikhonov", reg=regs)
+    kr = R.krr_fit(KERN, x, y, ridge=regs)
+    assert_close(R.krr_predict(st, xt), R.krr_predict(kr, xt), 1e-9, "tikhonov = KRR path")
+    gf = R.krr_predict(R.spectral_fit(KERN, x, y, filter="gradient_flow", reg=regs), xt)
+    assert gf.shape == (2, 30, 2)
+
+
+def test_krr_errors(data):
+    x, y, _ = data
+    with pytest.raises(ValueError, match=r"krr_fit: `y` must have 120 rows"):
+        R.krr_fit(KERN, x, y[:10], ridge=1.0)
+    with pytest.raises(ValueError, match=r"krr_fit: `ridge` must be > 0; got 0.0"):
+        R.krr_fit(KERN, x, y, ridge=0.0)
+    with pytest.raises(ValueError, match=r"krr_fit: `ridge` must be > 0"):
+        R.krr_fit(KERN, x, y, ridge=jnp.array([1.0, -1.0]))
+    with pytest.raises(ValueError, match=r"krr_fit: `ridge_scaling` must be one of"):
+        R.krr_fit(KERN, x, y, ridge=1.0, ridge_scaling="falkon")
+    xn = x.copy()
+    xn[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"krr_fit: `x` must contain only finite values.*got 1 non-finite"):
+        R.krr_fit(KERN, xn, y, ridge=1.0)
+    yn = y.copy()
+    yn[0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"krr_fit: `y` must contain only finite values"):
+        R.krr_fit(KERN, x, yn, ridge=1.0)
+    with pytest.raises(TypeError, match=r"krr_fit: `kernel` must be a callable"):
+        R.krr_fit("rbf", x, y, ridge=1.0)
+    with pytest.raises(ValueError, match=r"spectral_fit: `filter` must be one of"):
+        R.spectral_fit(KERN, x, y, filter="ridge", reg=1.0)
+    with pytest.raises(ValueError, match=r"krr_predict: `x_new` must match `x` in the feature dimension"):
+        R.krr_predict(R.krr_fit(KERN, x, y, ridge=1.0), x[:, :2])
+
+
+def test_krr_nan_under_jit_is_reported(data):
+    x, y, _ = data
+    xn = jnp.asarray(x).at[0, 0].set(jnp.nan)
+    st = jax.jit(lambda a, b: R.krr_fit(KERN, a, b, ridge=1.0))(xn, y)
+    assert int(st.status) == 1
+    assert R.status_name(st.status) == "non-finite input"
+
+
+def test_non_psd_gram_gets_jitter_and_status():
+    # a non-PSD "kernel": a negatively scaled RBF; with a small ridge the Cholesky fails
+    x = np.linspace(0, 1, 30)[:, None]
+
+    def bad(a, b=None):
+        return 0.5 * KERN(a, b) - 0.6 * KERN(a, b) ** 3
+
+    st = R.krr_fit(bad, x, np.sin(x[:, 0]), ridge=1e-10)
+    assert int(st.status) in (2, 3)
+    assert R.status_name(st.status).startswith(("jitter", "factorisation"))
+    if int(st.status) == 2:
+        assert np.all(np.isfinite(np.asarray(st.coef)))
+    stp = R.krr_fit(bad, x, np.sin(x[:, 0]), ridge=jnp.array([1e-10, 1.0]))
+    assert int(stp.status) == 2 and np.all(np.isfinite(np.asarray(stp.coef)))
