@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kjax-installed
 # The gpu extra (jax-triton) only where an NVIDIA driver is present.
 EXTRAS := dev$(shell command -v nvidia-smi >/dev/null 2>&1 && echo ,gpu)
-PYTEST_WORKERS ?= 2
+PYTEST_WORKERS ?= 3
 
 .PHONY: demo test lint pytest docs docs-serve bench clean
 
@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check kjax tests benchmarks experiments conftest.py
 
 pytest: $(STAMP)
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=15
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=15 -p no:cacheprovider
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir site

@@ -217,11 +217,11 @@ def blockwise_gram(
         full = full.at[a, b].set(blocks)
     full = jnp.moveaxis(full, 2, 1).reshape(nb1 * b1, nb2 * b2, *trailing)[:n1, :n2]
     if symmetric:
-        full = _mirror_upper(full, transpose)
+        full = mirror_upper(full, transpose)
     return full
 
 
-def _mirror_upper(full, transpose):
+def mirror_upper(full, transpose):
     """Exact symmetry: keep the upper triangle, take the lower one from the transpose.
 
     Blocks on the diagonal are computed as ``fn(xa, xa)``, which is symmetric only up to roundoff.
@@ -241,7 +241,7 @@ def _gram_host_loop(compute, xp1, xp2, pairs, sizes, symmetric, transpose, out, 
     pairs_p = np.concatenate([pairs, np.repeat(pairs[:1], pad_to - len(pairs), axis=0)])
     step_fn = jax.jit(compute)
     transpose_fn = jax.jit(jax.vmap(transpose))
-    mirror_fn = jax.jit(lambda blk: _mirror_upper(blk, transpose))
+    mirror_fn = jax.jit(lambda blk: mirror_upper(blk, transpose))
 
     # Shape/dtype of one block, to allocate or check `out`.
     probe = jax.eval_shape(step_fn, xp1, xp2, jnp.asarray(pairs_p[:per_step]))

@@ -266,7 +266,7 @@ def kernel_distance(k1: jax.Array, k2: jax.Array) -> jax.Array:
       >>> float(kernel_distance(jnp.eye(2), 5 * jnp.eye(2)))
       0.0
     """
-    return 1.0 - alignment(k1, k2)
+    return jnp.maximum(1.0 - alignment(k1, k2), 0.0)  # >= 0, also under roundoff
 
 
 class NTKRecord(NamedTuple):

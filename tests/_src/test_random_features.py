@@ -12,9 +12,9 @@ def test_shapes_and_gaussian_marginals(kind, m):
     assert w.shape == (m, 8) and w.dtype == np.float64
     # rows are marginally N(0, I): E|w|^2 = d; check over many draws
     ws = jax.vmap(lambda k: random_projection(k, m, 8, kind=kind, dtype=np.float64))(
-        jax.random.split(jax.random.key(1), 2000))
+        jax.random.split(jax.random.key(1), 1000))
     sq = np.mean(np.sum(np.asarray(ws) ** 2, -1))
-    assert abs(sq - 8.0) < 0.2
+    assert abs(sq - 8.0) < 0.3  # chi^2_8 rows: std of the mean <= 4/sqrt(3000) = 0.073
 
 
 def test_block_geometry():

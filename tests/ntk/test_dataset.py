@@ -70,10 +70,10 @@ def test_per_layer_sums_to_total_and_params_filter():
 def test_projected_ntk_is_unbiased_and_converges():
     exact = reference("trace", X, Y)
     errs = []
-    for k in [50, 5000]:
+    for k in [20, 2000]:
         est = projected_ntk(jax.random.key(0), F, PM, X, Y, num_projections=k)
         errs.append(np.linalg.norm(est - exact) / np.linalg.norm(exact))
-    assert errs[1] < errs[0] and errs[1] < 0.05
+    assert errs[1] < errs[0] and errs[1] < 0.08
     full = projected_ntk(jax.random.key(1), F, PM, X, num_projections=3, mode="full")
     assert full.shape == (11, 11, 3, 3)
 
