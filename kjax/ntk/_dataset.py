@@ -269,7 +269,7 @@ def projected_ntk(
     check_in(fn, "mode", mode, ("full", "trace", "diagonal"))
     E._check_x_pair(fn, x1, x2)
     model = E.make_model(fn, f, params, dict(apply_kwargs or {}), 0, params_filter)
-    sel = [i for i, s in enumerate(model.selected) if s]
+    sel = model.sel
     keys = jax.random.split(key, len(sel))
 
     def directions(k):
@@ -280,14 +280,9 @@ def projected_ntk(
 
     def sketch(x):
         def one(xi):
-            def g(sub):
-                leaves = list(model.leaves)
-                for i, s in zip(sel, sub, strict=True):
-                    leaves[i] = s
-                return model.apply(leaves, xi)
-
-            p0 = [model.leaves[i] for i in sel]
-            jr = jax.vmap(lambda d: jax.jvp(g, (p0,), (d,))[1])(dirs)  # [k, *out]
+            p0 = model.selected_leaves()
+            jr = jax.vmap(lambda d: jax.jvp(lambda sub: model.apply_selected(sub, xi), (p0,),
+                                            (d,))[1])(dirs)  # [k, *out]
             return jnp.moveaxis(jr, 0, -1)
 
         return jax.vmap(one)(x)  # [n, *out, k]

@@ -131,6 +131,21 @@ class Model:
     selected: tuple[bool, ...]  # which float leaves the kernel differentiates
     vmap: bool  # examples evaluated one at a time (batch axis squeezed)
 
+    @property
+    def sel(self) -> list[int]:
+        """Indices of the differentiated leaves."""
+        return [i for i, s in enumerate(self.selected) if s]
+
+    def selected_leaves(self) -> list:
+        return [self.leaves[i] for i in self.sel]
+
+    def apply_selected(self, sub: list, x):
+        """``apply`` with the differentiated leaves replaced by ``sub`` (the others fixed)."""
+        leaves = list(self.leaves)
+        for i, s in zip(self.sel, sub, strict=True):
+            leaves[i] = s
+        return self.apply(leaves, x)
+
 
 def make_model(fn: str, f: Callable, params: PyTree, kwargs: dict, vmap_axes,
                params_filter: Callable[[str], bool] | None) -> Model:
@@ -217,16 +232,10 @@ def _basis(shape, dtype):
 
 def _jacobian_features(model: Model, x):
     """Per-leaf Jacobians ``[*out_full, *leaf]`` of the selected leaves."""
-    sel = [i for i, s in enumerate(model.selected) if s]
+    sel = model.sel
 
     def one(xi):
-        def g(sub):
-            leaves = list(model.leaves)
-            for i, s in zip(sel, sub, strict=True):
-                leaves[i] = s
-            return model.apply(leaves, xi)
-
-        out, vjp = jax.vjp(g, [model.leaves[i] for i in sel])
+        out, vjp = jax.vjp(lambda sub: model.apply_selected(sub, xi), model.selected_leaves())
         (jac,) = jax.vmap(vjp)(_basis(out.shape, out.dtype))
         return [j.reshape(*out.shape, *model.leaves[i].shape) for i, j in zip(sel, jac, strict=True)]
 
@@ -242,7 +251,7 @@ def structured_plan(model: Model, x) -> tuple[_jaxpr.Plan, Any, dict]:
     args = [jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a))
             for a in [*model.leaves, *jax.tree.leaves(xi)]]
     plan = _jaxpr.analyse(closed, args, leaf_index)
-    sel = set(i for i, s in enumerate(model.selected) if s)
+    sel = set(model.sel)
     plan = _jaxpr.Plan([t for t in plan.taps if t.leaf in sel],
                        frozenset(t.leaf for t in plan.taps if t.leaf in sel), plan.flops)
     return plan, closed, leaf_index
@@ -251,7 +260,7 @@ def structured_plan(model: Model, x) -> tuple[_jaxpr.Plan, Any, dict]:
 def _structured_features(model: Model, x, plan, closed, leaf_index, materialise: set):
     """Per example: for each tap (a [B,P,C], g [*out, B,P,F]) or its materialised Jacobian; and
     the Jacobians of the other selected leaves."""
-    rest = [i for i, s in enumerate(model.selected) if s and i not in plan.tapped_leaves]
+    rest = [i for i in model.sel if i not in plan.tapped_leaves]
     taps = plan.taps
     x_treedef = jax.tree.structure(jax.tree.map(lambda a: a[0], x) if model.vmap else x)
 
@@ -399,16 +408,9 @@ def _kernel_structured(model, x1, x2, trace, diag, out_ndim, precision, n1, n2, 
 
 def _kernel_nvp(model, x1, x2, trace, diag, out_ndim, precision):
     """Theta = J1 J2^T by vector products: a VJP per output of x2, then a JVP through x1."""
-    sel = [i for i, s in enumerate(model.selected) if s]
     x2_ = x1 if x2 is None else x2
-
-    def with_sub(sub, xi):
-        leaves = list(model.leaves)
-        for i, s in zip(sel, sub, strict=True):
-            leaves[i] = s
-        return model.apply(leaves, xi)
-
-    p0 = [model.leaves[i] for i in sel]
+    with_sub = model.apply_selected
+    p0 = model.selected_leaves()
 
     def f1_all(sub):
         return jax.vmap(lambda xi: with_sub(sub, xi))(x1) if model.vmap else with_sub(sub, x1)
