@@ -3,6 +3,10 @@ softmax attention (``jax.nn.dot_product_attention``).
 
     .venv/bin/python benchmarks/bench_attention.py [--lengths 1024 4096 16384 65536] [--chunks 32 64 128 256]
 
+Also times forward + backward (the gradient of a scalar loss) for the chunked form and the token
+scan up to ``--grad-max-t``: the cost of a training step, where the token scan's saved per-token
+states make it slow and memory-hungry.
+
 Shapes: causal, B=1, H=8, D=Dv=64, M=64 features (elu+1 of Gaussian inputs), float32. Values are
 checked against each other (and against the quadratic form at T <= 4096) before anything is timed;
 times are medians of compiled calls after a warm-up, with ``block_until_ready``; memory is the
@@ -108,6 +112,7 @@ def main():
     ap.add_argument("--chunk", type=int, default=None, help="chunk size of the main table (default: tuned)")
     ap.add_argument("--softmax-max-t", type=int, default=16384)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--grad-max-t", type=int, default=16384, help="largest T for the fwd+bwd columns")
     args = ap.parse_args()
     try:
         commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
@@ -149,6 +154,16 @@ def main():
         row = {"T": t}
         for name, fn in (("chunked", chunked), ("scan", token_scan), ("materialised", materialised)):
             row[name], row[name + "_mem"], _ = timed(fn, xs, args.reps)
+        # training cost: forward + backward (gradient of a scalar loss w.r.t. q, k, v), checked first
+        if t <= args.grad_max_t:
+            loss = lambda f: (lambda q, k, v: jnp.sum(f(q, k, v) * v))
+            gc = jax.jit(jax.grad(loss(chunked), argnums=(0, 1, 2)))(*xs)
+            gs = jax.jit(jax.grad(loss(token_scan), argnums=(0, 1, 2)))(*xs)
+            checks["grad"] = max(rel(a, b) for a, b in zip(gc, gs, strict=True))
+            assert checks["grad"] < 1e-4, checks
+            for name, fn in (("chunked", chunked), ("scan", token_scan)):
+                gfn = jax.grad(loss(fn), argnums=(0, 1, 2))
+                row[name + "_grad"], row[name + "_grad_mem"], _ = timed(gfn, xs, max(1, args.reps // 2))
         q = jax.random.normal(jax.random.key(1), (B, t, H, D), jnp.float32)
         sm_args = (q, q, v)
         if t <= args.softmax_max_t:
@@ -181,6 +196,14 @@ def main():
               f"{fmt_m(r['scan_mem'])} | {fmt_t(r['materialised'])}, {fmt_m(r['materialised_mem'])} | "
               f"{fmt_t(r['softmax'])}, {fmt_m(r['softmax_mem'])} | {r['scan'] / r['chunked']:.1f}x "
               f"| {sm_ratio} |")
+    print("\nforward + backward (gradient w.r.t. q, k, v of sum(out * v)):\n")
+    print("| T | kjax chunked | per-token scan | scan / chunked |")
+    print("| --- | --- | --- | --- |")
+    for r in rows:
+        if "chunked_grad" in r:
+            print(f"| {r['T']} | {fmt_t(r['chunked_grad'])}, {fmt_m(r['chunked_grad_mem'])} | "
+                  f"{fmt_t(r['scan_grad'])}, {fmt_m(r['scan_grad_mem'])} | "
+                  f"{r['scan_grad'] / r['chunked_grad']:.1f}x |")
     print(f"\nload average after: {os.getloadavg()}")
 
 

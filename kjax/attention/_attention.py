@@ -98,6 +98,8 @@ _LA = "kjax.attention.linear_attention"
 
 
 def _la_xla(q, k, v, *, causal, normalize, eps, chunk_size, state, runs):
+    if causal and runs is None:
+        return ref.causal_grouped(q, k, v, state, chunk_size=chunk_size, normalize=normalize, eps=eps)
     va = ref.augment(v)
     if causal:
         out, s = ref.causal_chunked(q, k, va, state, chunk_size=chunk_size, runs=runs)

@@ -37,6 +37,24 @@ def test_matches_quadratic_oracle(causal, normalize, chunk_size, segments):
     assert_close(out, want, 1e-12, "linear_attention")
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+def test_grouped_causal_form_over_several_steps(normalize):
+    # the XLA path runs GROUP chunks per scan step: T = 37 with chunk 3 gives 4 steps of 12 tokens,
+    # the last one padded; it must equal the chunk-by-chunk reference and the oracle, state included
+    from kjax.attention import _reference as ref
+
+    pq, pk, v = _inputs(6, t=37)
+    rng = np.random.default_rng(1)
+    s0 = jnp.asarray(rng.uniform(0.5, 1.0, size=(B, H, M, DV + 1)))
+    out, s = ref.causal_grouped(pq, pk, v, s0, chunk_size=3, normalize=normalize, eps=1e-6)
+    want, want_s = ref.causal_chunked(pq, pk, ref.augment(v), s0, chunk_size=3)
+    assert_close(out, ref.finish(want, normalize, 1e-6), 1e-12, "grouped vs chunked")
+    assert_close(s, want_s, 1e-12, "grouped final state")
+    plain = A.linear_attention(pq, pk, v, chunk_size=3, normalize=normalize)
+    assert_close(plain, oracle.linear_attention(pq, pk, v, causal=True, normalize=normalize), 1e-12,
+                 "linear_attention over several steps")
+
+
 @pytest.mark.parametrize(("causal", "segments"), [(True, False), (True, True), (False, True)])
 def test_initial_and_final_state(causal, segments):
     pq, pk, v = _inputs(1)
@@ -90,10 +108,10 @@ def test_near_zero_denominators():
         A.LinearAttentionState(jnp.zeros((B, H, M, DV)), jnp.zeros((B, H, M))), q[:, 0], k[:, 0], v[:, 0])[0])))
 
 
-@pytest.mark.parametrize("causal", [True, False])
-def test_gradients(causal):
+@pytest.mark.parametrize(("causal", "segments"), [(True, True), (True, False), (False, False)])
+def test_gradients(causal, segments):
     pq, pk, v = _inputs(4, t=6)
-    seg = SEG[:, :6] if causal else None
+    seg = SEG[:, :6] if segments else None
     f = lambda q, k, v: A.linear_attention(q, k, v, causal=causal, chunk_size=4, segment_ids=seg)
     check_grads(jax.jit(f), (pq, pk, v), order=1, modes=("rev",))
 
