@@ -1,0 +1,65 @@
+"""What bounds the chunked attention forward pass on XLA:CPU: memory passes and small batched matmuls.
+
+    .venv/bin/python benchmarks/cpu_limits.py
+
+Prints the time of one elementwise pass and one chunk-major transpose over a ``[1, 16384, 8, 64]``
+float32 array (the size of q, k or v in bench_attention.py at T=16k), and the throughput of the
+batched ``[64, 64] x [64, 65]`` matmuls of the chunk algebra at several batch sizes against one large
+matmul. Each result is checked against NumPy before it is timed; medians of 7 compiled calls.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def timed(fn, *args, reps=7):
+    f = jax.jit(fn).lower(*args).compile()
+    jax.block_until_ready(f(*args))
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(*args))
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts), f
+
+
+def main():
+    try:
+        commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
+    except Exception:
+        commit = "unknown"
+    print(f"machine: {platform.machine()}, nproc {os.cpu_count()}, jax {jax.__version__}, "
+          f"backend {jax.default_backend()}, commit {commit}, load average {os.getloadavg()[0]:.2f}")
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(1, 16384, 8, 64)).astype(np.float32))
+    mb = x.size * 4 / 2**20
+    chunk_major = lambda x: x.reshape(1, 256, 64, 8, 64).transpose(1, 0, 3, 2, 4)
+    for name, fn, want in (("elementwise x * 2", lambda x: x * 2, np.asarray(x) * 2),
+                           ("chunk-major transpose", chunk_major, np.asarray(chunk_major(np.asarray(x))))):
+        t, f = timed(fn, x)
+        np.testing.assert_allclose(np.asarray(f(x)), want, rtol=1e-6)
+        print(f"{name} over {mb:.0f} MiB: {1e3 * t:.1f} ms ({2 * mb / 1024 / t:.1f} GiB/s read + write)")
+    for batch in (2048, 256, 32, 8):
+        a = jnp.asarray(rng.normal(size=(batch, 64, 64)).astype(np.float32))
+        b = jnp.asarray(rng.normal(size=(batch, 64, 65)).astype(np.float32))
+        t, f = timed(lambda a, b: a @ b, a, b)
+        np.testing.assert_allclose(np.asarray(f(a, b)), np.asarray(a) @ np.asarray(b), rtol=1e-3, atol=1e-3)
+        gflops = 2 * batch * 64 * 64 * 65 / t / 1e9
+        print(f"batched matmul {batch} x [64, 64] x [64, 65]: {gflops:.1f} GFLOP/s")
+    a = jnp.asarray(rng.normal(size=(2048, 2048)).astype(np.float32))
+    t, f = timed(lambda a: a @ a, a)
+    np.testing.assert_allclose(np.asarray(f(a)), np.asarray(a) @ np.asarray(a), rtol=1e-3, atol=1e-2)
+    print(f"one matmul [2048, 2048] x [2048, 2048]: {2 * 2048**3 / t / 1e9:.1f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()
