@@ -175,7 +175,8 @@ def check_ridge(fn: str, ridge: Any, ridge_scaling: str, n: int, *, arg: str = "
 
 def robust_cholesky(a: jax.Array, *, jitter: float | None = None, tries: int = 5
                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Lower Cholesky factor of a symmetric matrix, adding jitter until it succeeds.
+    """Lower Cholesky factor of a symmetric matrix (its lower triangle is read), adding jitter until
+    it succeeds.
 
     The first try is plain; try ``k >= 1`` adds ``jitter * 10**(k-1) * mean(diag(a))`` to the
     diagonal (``jitter`` defaults to ``10 * eps`` of the dtype). Traceable (``lax.while_loop``).
@@ -192,7 +193,8 @@ def robust_cholesky(a: jax.Array, *, jitter: float | None = None, tries: int = 5
     # jittered factorisations only run when the previous one failed
     def attempt(k):
         add = jnp.asarray(0.0 if k == 0 else base * 10.0 ** (k - 1), dt) * scale
-        low = jnp.linalg.cholesky(a + add * eye)
+        # LAPACK semantics: only the lower triangle is read (no symmetrising pass over a)
+        low = jax.lax.linalg.cholesky(a if k == 0 else a + add * eye, symmetrize_input=False)
         if k == tries:
             return low, add
         ok = jnp.all(jnp.isfinite(low))

@@ -113,7 +113,8 @@ def krr_fit(
 @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
 def _krr_core(kern, x, y2, alpha, path, jitter, block_size, mesh):
     n = x.shape[0]
-    k = kernels.gram(kern, x, block_size=block_size, mesh=mesh)
+    # the Cholesky path reads only the lower triangle, so it skips gram's exact-symmetry pass
+    k = kernels.gram(kern, x, None if path else x, block_size=block_size, mesh=mesh)
     dt = k.dtype
     yk = y2.astype(dt)
     fin = c.finite_status(x, y2)
@@ -293,7 +294,8 @@ def spectral_fit(
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7, 8))
 def _spectral_core(kern, x, y2, alpha, filter, order, path, block_size, mesh):
-    k = kernels.gram(kern, x, block_size=block_size, mesh=mesh)
+    # the Cholesky path reads only the lower triangle, so it skips gram's exact-symmetry pass
+    k = kernels.gram(kern, x, None if path else x, block_size=block_size, mesh=mesh)
     dt = k.dtype
     s, u = jnp.linalg.eigh(k)
     st = _neg_status(s)

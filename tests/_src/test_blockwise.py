@@ -32,6 +32,20 @@ def test_pytree_inputs_and_trailing_axes_with_symmetry(mesh):
         assert_close(host, ref, 1e-13)
 
 
+@pytest.mark.parametrize("rows", [4, 5, 19])
+def test_row_slabs_in_place_with_overlapping_last_slab(rows):
+    # x2 given, whole-row slabs, no mesh: the in-place slab loop (the last slab overlaps the one
+    # before when rows does not divide n); pytree inputs, trailing axes, and a gradient through it
+    x1 = {"v": jnp.asarray(RNG.normal(size=(19, 3))), "s": jnp.asarray(RNG.normal(size=19))}
+    x2 = {"v": jnp.asarray(RNG.normal(size=(7, 3))), "s": jnp.asarray(RNG.normal(size=7))}
+    got = bw.blockwise_gram(outer_fn, x1, x2, block_size=(rows, 7))
+    assert_close(got, dense_outer(x1, x2), 1e-13)
+    loss = lambda v: jnp.sum(bw.blockwise_gram(outer_fn, {"v": v, "s": x1["s"]}, x2,
+                                               block_size=(rows, 7)) ** 2)
+    dense = lambda v: jnp.sum(dense_outer({"v": v, "s": x1["s"]}, x2) ** 2)
+    assert_close(jax.grad(loss)(x1["v"]), jax.grad(dense)(x1["v"]), 1e-12)
+
+
 def test_symmetric_evaluates_only_upper_triangle():
     calls = []
 
