@@ -1,11 +1,13 @@
-"""What bounds the chunked attention forward pass on XLA:CPU: memory passes and small batched matmuls.
+"""What bounds kjax on XLA:CPU: memory passes, small batched matmuls, and LAPACK's Cholesky.
 
     .venv/bin/python benchmarks/cpu_limits.py
 
 Prints the time of one elementwise pass and one chunk-major transpose over a ``[1, 16384, 8, 64]``
 float32 array (the size of q, k or v in bench_attention.py at T=16k), and the throughput of the
 batched ``[64, 64] x [64, 65]`` matmuls of the chunk algebra at several batch sizes against one large
-matmul. Each result is checked against NumPy before it is timed; medians of 7 compiled calls.
+matmul; then, in float64 at n = 5000, JAX's Cholesky against SciPy's ``cho_factor`` and the RBF
+Gram matrix by one direct kernel call against ``kjax.kernels.gram`` (exact kernel ridge regression).
+Each result is checked against NumPy / SciPy before it is timed; medians of 7 compiled calls.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import subprocess
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
+
+jax.config.update("jax_enable_x64", True)  # for the float64 part; the rest is explicitly float32
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 def timed(fn, *args, reps=7):
@@ -59,6 +64,36 @@ def main():
     t, f = timed(lambda a: a @ a, a)
     np.testing.assert_allclose(np.asarray(f(a)), np.asarray(a) @ np.asarray(a), rtol=1e-3, atol=1e-2)
     print(f"one matmul [2048, 2048] x [2048, 2048]: {2 * 2048**3 / t / 1e9:.1f} GFLOP/s")
+    float64_part(rng)
+
+
+def float64_part(rng, n=5000):
+    import functools
+
+    import scipy.linalg
+
+    from kjax import kernels
+
+    x = rng.normal(size=(n, 10))
+    kern = functools.partial(kernels.rbf, lengthscale=3.0)
+    want = np.asarray(kern(jnp.asarray(x), jnp.asarray(x)))
+    for name, fn in (("one direct kernel call k(x, x)", lambda a: kern(a, a)),
+                     ("kjax.kernels.gram(k, x, x)", lambda a: kernels.gram(kern, a, a)),
+                     ("kjax.kernels.gram(k, x) (exactly symmetric)", lambda a: kernels.gram(kern, a))):
+        t, f = timed(fn, jnp.asarray(x))
+        np.testing.assert_allclose(np.asarray(f(jnp.asarray(x))), want, rtol=1e-10, atol=1e-12)
+        print(f"float64 RBF Gram, n={n}, d=10, {name}: {t:.3f} s")
+    a = want + 1e-3 * np.eye(n)
+    t, f = timed(lambda m: jax.lax.linalg.cholesky(m, symmetrize_input=False), jnp.asarray(a), reps=3)
+    low = np.asarray(f(jnp.asarray(a)))
+    ts = []
+    for _ in range(4):
+        t0 = time.perf_counter()
+        ref, _ = scipy.linalg.cho_factor(a, lower=True, check_finite=False)
+        ts.append(time.perf_counter() - t0)
+    np.testing.assert_allclose(low, np.tril(ref), rtol=1e-6, atol=1e-8)
+    print(f"float64 Cholesky n={n}: jax.lax.linalg.cholesky {t:.3f} s, "
+          f"scipy.linalg.cho_factor {statistics.median(ts[1:]):.3f} s")
 
 
 if __name__ == "__main__":
