@@ -55,7 +55,6 @@ class _Problem(NamedTuple):
     centers: Any
     low_t: Any  # lower factor L of K_MM (T = L^T)
     low_a: Any  # lower factor of T T^T / M + lambda I (A = low_a^T)
-    kmm: Any
     alpha_reg: Any
     x_val: Any
     y_val: Any
@@ -66,8 +65,9 @@ def _setup(kern, x, y, centers, alpha_reg, jitter, block_size, mesh):
     kmm = kernels.gram(kern, centers)
     dt = kmm.dtype
     # as in Falkon, the preconditioner factors K_MM + eps * M * I (eps of the dtype, relative to
-    # the mean diagonal); the CG operator keeps the exact K_MM, so this shift only affects the
-    # preconditioner's quality, never the solution
+    # the mean diagonal); the CG operator's penalty uses the same shifted K_MM (see _precond_apply),
+    # so this shift changes the penalty by a relative eps * M and keeps the float32 operator
+    # accurate
     shift = jnp.finfo(dt).eps * m * jnp.mean(jnp.diagonal(kmm))
     low_t, _, st_t = c.robust_cholesky(kmm + shift * jnp.eye(m, dtype=dt), jitter=jitter)
     lam = alpha_reg.astype(dt) / n
@@ -78,13 +78,22 @@ def _setup(kern, x, y, centers, alpha_reg, jitter, block_size, mesh):
 
 
 def _precond_apply(p: _Problem, b, kern, block_size, mesh):
-    """W b = A^-T T^-T (K_Mn K_nM + alpha K_MM) T^-1 A^-1 b / n."""
+    """W b = A^-T (T^-T K_Mn K_nM T^-1 / n + lambda I) A^-1 b, Falkon's operator.
+
+    The regulariser uses ``T^-T K_MM T^-1 = I`` (exact for ``T^T T = K_MM + shift I``, so the
+    problem solved has ``K_MM + shift I`` in the penalty, a relative change of ``eps * M``) instead
+    of multiplying by ``K_MM`` and solving with ``T`` again: in float32 that round trip amplifies
+    rounding along ``K_MM``'s small eigenvalues, and CG converged to a solution with twice the
+    test error of the exact Nystrom solution (n = 20000, M = 1000, lambda = 1e-6); this form gets
+    within 12% of it in float32 and is unchanged in float64.
+    """
     n = p.x.shape[0]
-    v = _tri(p.low_t, _tri(p.low_a, b, transpose=True), transpose=True)  # T^-1 A^-1 b
+    u = _tri(p.low_a, b, transpose=True)  # A^-1 b
+    v = _tri(p.low_t, u, transpose=True)  # T^-1 A^-1 b
     kv = kernels.kernel_matvec(kern, p.x, p.centers, v, block_size=block_size, mesh=mesh)
     ktkv = kernels.kernel_matvec(kern, p.centers, p.x, kv, block_size=block_size, mesh=mesh)
-    full = ktkv + p.alpha_reg * (p.kmm @ v)
-    return _tri(p.low_a, _tri(p.low_t, full, transpose=False), transpose=False) / n
+    inner = _tri(p.low_t, ktkv, transpose=False) / n + (p.alpha_reg / n) * u
+    return _tri(p.low_a, inner, transpose=False)
 
 
 def _coef(p: _Problem, beta):
@@ -164,7 +173,9 @@ def falkon_fit(
     The system is preconditioned with the two Cholesky factors of Rudi et al. (2017):
     :math:`T^\top T = K_{MM} + \epsilon M I` (:math:`\epsilon` the dtype's machine epsilon times
     the mean diagonal, as in Falkon) and :math:`A^\top A = T T^\top / M + \lambda I`; CG runs on
-    :math:`W = A^{-\top} T^{-\top} (K_{nM}^\top K_{nM} + \alpha K_{MM}) T^{-1} A^{-1} / n`,
+    :math:`W = A^{-\top} (T^{-\top} K_{nM}^\top K_{nM} T^{-1} / n + \lambda I) A^{-1}` (Falkon's
+    operator: the penalty uses :math:`T^\top T` in place of :math:`K_{MM}`, a relative change of
+    :math:`\epsilon M`, which keeps float32 accurate),
     whose condition number is :math:`O(1)` once :math:`M \gtrsim d_{eff}(\lambda)`; a dozen or
     two iterations suffice. Each iteration costs two passes of
     :func:`kjax.kernels.kernel_matvec` over the ``n x M`` kernel (blockwise, ``O(block)``
@@ -263,7 +274,7 @@ def falkon_fit(
 def _problem(kern, x, y2, z, alpha_reg, xv, yv, jitter, block_size, mesh):
     kmm, low_t, low_a, st_chol = _setup(kern, x, y2, z, alpha_reg, jitter, block_size, mesh)
     dt = kmm.dtype
-    p = _Problem(x, y2.astype(dt), z.astype(dt), low_t, low_a, kmm, alpha_reg.astype(dt), xv, yv)
+    p = _Problem(x, y2.astype(dt), z.astype(dt), low_t, low_a, alpha_reg.astype(dt), xv, yv)
     return p, st_chol
 
 
