@@ -32,6 +32,7 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir site
 
 bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[$(EXTRAS),bench]"
 	$(PY) benchmarks/run_all.py
 
 clean:
