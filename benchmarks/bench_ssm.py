@@ -5,7 +5,8 @@ rfft/irfft pair, causal, float32, ``u: [B, L, D]`` with B=4, D=256 (issue 6).
     python benchmarks/bench_ssm.py --quick    # small shapes, a smoke test
 
 Values are checked against the direct convolution (L=1k) and the complex pipeline (every L) before
-anything is timed; times are medians of compiled calls after warm-up, with block_until_ready.
+anything is timed; times are medians of compiled calls after warm-up, with block_until_ready, timed
+in interleaved rounds (one call of each method per round) so that a shared machine's drift hits all alike.
 """
 
 from __future__ import annotations
@@ -47,6 +48,20 @@ def timeit(f, *args, reps: int) -> float:
         f(*args).block_until_ready()
         ts.append(time.perf_counter() - t0)
     return 1e3 * float(np.median(ts))
+
+
+def interleaved(calls: dict, reps: int) -> dict:
+    """Median ms of each call, timed in rounds (one call of each per round), so that the drift of a
+    shared VM's speed hits every method alike instead of whichever ran during a slow spell."""
+    for f, args in calls.values():
+        f(*args).block_until_ready()
+    ts = {name: [] for name in calls}
+    for _ in range(reps):
+        for name, (f, args) in calls.items():
+            t0 = time.perf_counter()
+            f(*args).block_until_ready()
+            ts[name].append(time.perf_counter() - t0)
+    return {name: 1e3 * float(np.median(v)) for name, v in ts.items()}
 
 
 def complex_pipeline(u, k):
@@ -91,7 +106,7 @@ def main() -> None:
     cp, bp, dc = jax.jit(complex_pipeline), jax.jit(bare_pair), jax.jit(direct)
     rows = []
     for L in lengths:
-        reps = 3 if L >= 65536 else 5
+        reps = 3 if L >= 65536 else 7
         ks = jax.random.split(jax.random.key(L), 4)
         u = jax.random.normal(ks[0], (B, L, D), jnp.float32)
         k = jax.random.normal(ks[1], (L, D), jnp.float32) * jnp.exp(-jnp.arange(L) / 256.0)[:, None]
@@ -107,8 +122,9 @@ def main() -> None:
             e_dc = rel(y, dc(u, k))
             assert e_dc < 1e-5, f"L={L}: fftconv vs direct {e_dc:.2e}"
             t_direct = timeit(dc, u, k, reps=3)
-        t = dict(kjax=timeit(kj, u, k, reps=reps), kjax_gs=timeit(kj_gs, u, k, g, s, reps=reps),
-                 cp=timeit(cp, u, k, reps=reps), bp=timeit(bp, u, reps=reps), direct=t_direct)
+        t = interleaved(dict(kjax=(kj, (u, k)), kjax_gs=(kj_gs, (u, k, g, s)), cp=(cp, (u, k)),
+                             bp=(bp, (u,))), reps=reps)
+        t["direct"] = t_direct
         rows.append((L, t, e_cp, e_dc))
         print(f"L={L}: checked (vs complex {e_cp:.1e}" + (f", vs direct {e_dc:.1e})" if e_dc else ")"),
               flush=True)
