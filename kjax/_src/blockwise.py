@@ -227,8 +227,8 @@ def _row_slabs(fn, x1, x2, n1, b1):
     """Row slabs ``fn(x1[a:a+b1], x2)`` written in place into the ``[n1, n2, ...]`` result.
 
     No padding and no stacked copy: the last slab starts at ``n1 - b1`` and overlaps the one
-    before it (its rows are recomputed, identically). On a memory-bound CPU this is about 3x
-    faster than stacking padded slabs and slicing (benchmarks/bench_kernels.py).
+    before it (its rows are recomputed, identically). Each pass over an ``n1 x n2`` array counts on
+    a memory-bound CPU; benchmarks/cpu_limits.py times this path against one direct kernel call.
     """
     nb = math.ceil(n1 / b1)
     first = jax.tree.map(lambda a: jax.lax.slice_in_dim(a, 0, b1, axis=0), x1)

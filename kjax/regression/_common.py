@@ -179,7 +179,7 @@ def robust_cholesky(a: jax.Array, *, jitter: float | None = None, tries: int = 5
     it succeeds.
 
     The first try is plain; try ``k >= 1`` adds ``jitter * 10**(k-1) * mean(diag(a))`` to the
-    diagonal (``jitter`` defaults to ``10 * eps`` of the dtype). Traceable (``lax.while_loop``).
+    diagonal (``jitter`` defaults to ``10 * eps`` of the dtype). Traceable (nested ``lax.cond``).
 
     Returns:
       ``(L, jitter_added, status)``: status ``STATUS_OK``, ``STATUS_JITTER`` or ``STATUS_FAILED``.

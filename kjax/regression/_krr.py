@@ -294,8 +294,7 @@ def spectral_fit(
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7, 8))
 def _spectral_core(kern, x, y2, alpha, filter, order, path, block_size, mesh):
-    # the Cholesky path reads only the lower triangle, so it skips gram's exact-symmetry pass
-    k = kernels.gram(kern, x, None if path else x, block_size=block_size, mesh=mesh)
+    k = kernels.gram(kern, x, block_size=block_size, mesh=mesh)
     dt = k.dtype
     s, u = jnp.linalg.eigh(k)
     st = _neg_status(s)
