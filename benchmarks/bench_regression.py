@@ -72,24 +72,38 @@ def header():
           f"commit {commit}, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
 
 
-def bench_exact(ns, repeats, ridge=1e-3):
+def timed_once(run):
+    """One call, compilation included (a few seconds): for sizes where a call takes minutes."""
+    t0 = time.perf_counter()
+    out = run()
+    jax.block_until_ready(out)
+    return time.perf_counter() - t0, out
+
+
+def exact_vs_sklearn(xtr, ytr, xte, ls, alpha, repeats, label):
+    """scikit-learn KernelRidge and kjax krr_fit + krr_predict (RBF, float64) on the same data:
+    predictions checked equal (relative 1e-6), then both timed. Returns (t_sk, t_kj, err, p_sk, p_kj)."""
     from sklearn.kernel_ridge import KernelRidge
 
-    kern = functools.partial(kernels.rbf, lengthscale=LS)
+    kern = functools.partial(kernels.rbf, lengthscale=ls)
+    sk = KernelRidge(alpha=alpha, kernel="rbf", gamma=1 / (2 * ls**2))
+    xj, yj, xtej = jnp.asarray(xtr), jnp.asarray(ytr), jnp.asarray(xte)
+    fit_pred = jax.jit(lambda a, b, c: regression.krr_predict(regression.krr_fit(kern, a, b, ridge=alpha), c))
+    p_sk = sk.fit(xtr, ytr).predict(xte)
+    p_kj = np.asarray(fit_pred(xj, yj, xtej))
+    err = np.linalg.norm(p_kj - p_sk) / np.linalg.norm(p_sk)
+    assert err < 1e-6, f"{label}: kjax vs sklearn relative difference {err:.2e}"
+    t_sk = timed(lambda: sk.fit(xtr, ytr).predict(xte), repeats)
+    t_kj = timed(lambda: fit_pred(xj, yj, xtej), repeats)
+    return t_sk, t_kj, err, p_sk, p_kj
+
+
+def bench_exact(ns, repeats, ridge=1e-3):
     rows = []
     for n in ns:
         x, y = make_data(n + 2000, seed=1)
         xtr, ytr, xte, yte = x[:n], y[:n], x[n:], y[n:]
-        sk = KernelRidge(alpha=ridge, kernel="rbf", gamma=1 / (2 * LS**2))
-        xj, yj, xtej = jnp.asarray(xtr), jnp.asarray(ytr), jnp.asarray(xte)
-        fit_pred = jax.jit(
-            lambda a, b, c: regression.krr_predict(regression.krr_fit(kern, a, b, ridge=ridge), c))
-        p_sk = sk.fit(xtr, ytr).predict(xte)
-        p_kj = np.asarray(fit_pred(xj, yj, xtej))
-        err = np.linalg.norm(p_kj - p_sk) / np.linalg.norm(p_sk)
-        assert err < 1e-6, f"exact KRR n={n}: kjax vs sklearn relative difference {err:.2e}"
-        t_sk = timed(lambda: sk.fit(xtr, ytr).predict(xte), repeats)
-        t_kj = timed(lambda: fit_pred(xj, yj, xtej), repeats)
+        t_sk, t_kj, err, _, p_kj = exact_vs_sklearn(xtr, ytr, xte, LS, ridge, repeats, f"exact KRR n={n}")
         mse = float(np.mean((p_kj - yte) ** 2))
         rows.append(dict(n=n, t_sk=t_sk, t_kj=t_kj, err=err, mse=mse))
         print(f"exact n={n}: sklearn {t_sk:.2f} s, kjax {t_kj:.2f} s, speed-up {t_sk / t_kj:.1f}x, "
@@ -116,11 +130,8 @@ def bench_falkon(ns, m, lam, maxiter, repeats, exact_n, once=False):
                                       maxiter=maxiter, tol=0.0, mesh=mesh)
             return s
 
-        if once:  # one call, compilation included (a few seconds): for n where a call takes minutes
-            t0 = time.perf_counter()
-            s = run()
-            jax.block_until_ready(s.alpha)
-            t = time.perf_counter() - t0
+        if once:
+            t, s = timed_once(run)
         else:
             t = timed(run, repeats)
             s = run()
@@ -139,11 +150,9 @@ def bench_centres(n, ms, lam, maxiter):
     rows = []
     for m in ms:
         for method in ("uniform", "bless"):
-            t0 = time.perf_counter()
-            s = regression.falkon_fit(jax.random.key(1), kern, x, y, ridge=lam, num_centers=m,
-                                      center_method=method, maxiter=maxiter)
-            jax.block_until_ready(s.alpha)
-            t = time.perf_counter() - t0
+            t, s = timed_once(lambda m=m, method=method: regression.falkon_fit(
+                jax.random.key(1), kern, x, y, ridge=lam, num_centers=m, center_method=method,
+                maxiter=maxiter))
             mse = float(np.mean((np.asarray(regression.falkon_predict(s, xte)) - yte) ** 2))
             rows.append(dict(m=m, method=method, mse=mse, t=t))
             print(f"centres n={n} M={m} {method}: test MSE {mse:.4f} ({t:.1f} s incl. selection)",
@@ -156,22 +165,14 @@ def bench_real(n_sub, m, lam, maxiter, ls, n_test=20000):
     (median of 1 run after warm-up), Falkon (one call each, compilation included) on the subsample
     and on the whole training set; test MSE of the standardised arrival delay."""
     import real_data
-    from sklearn.kernel_ridge import KernelRidge
 
     x, y = real_data.flights()
     xte, yte, xtr, ytr = x[:n_test], y[:n_test], x[n_test:], y[n_test:]
     kern = functools.partial(kernels.rbf, lengthscale=ls)
     rows = []
-    xs, ys = xtr[:n_sub], ytr[:n_sub]
-    alpha = lam * n_sub  # the same penalty in scikit-learn's unscaled alpha
-    sk = KernelRidge(alpha=alpha, kernel="rbf", gamma=1 / (2 * ls**2))
-    fit_pred = jax.jit(lambda a, b, c: regression.krr_predict(regression.krr_fit(kern, a, b, ridge=alpha), c))
-    p_sk = sk.fit(xs, ys).predict(xte)
-    p_kj = np.asarray(fit_pred(jnp.asarray(xs), jnp.asarray(ys), jnp.asarray(xte)))
-    err = np.linalg.norm(p_kj - p_sk) / np.linalg.norm(p_sk)
-    assert err < 1e-6, f"flights exact KRR: kjax vs sklearn relative difference {err:.2e}"
-    t_sk = timed(lambda: sk.fit(xs, ys).predict(xte), 1)
-    t_kj = timed(lambda: fit_pred(jnp.asarray(xs), jnp.asarray(ys), jnp.asarray(xte)), 1)
+    # the same penalty in scikit-learn's unscaled alpha
+    t_sk, t_kj, _, p_sk, p_kj = exact_vs_sklearn(xtr[:n_sub], ytr[:n_sub], xte, ls, lam * n_sub, 1,
+                                                 "flights exact KRR")
     rows.append(dict(method="scikit-learn KernelRidge fit + predict (float64)", n=n_sub, m="-", t=t_sk,
                      mse=float(np.mean((p_sk - yte) ** 2))))
     rows.append(dict(method="kjax krr_fit + krr_predict (float64)", n=n_sub, m="-", t=t_kj,
@@ -182,10 +183,7 @@ def bench_real(n_sub, m, lam, maxiter, ls, n_test=20000):
         run = lambda xj=xj, yj=yj, n=n: regression.falkon_fit(
             jax.random.key(0), kern, xj, yj, ridge=lam, num_centers=min(m, n), maxiter=maxiter, tol=0.0,
             mesh=mesh)
-        t0 = time.perf_counter()  # one call, compilation included
-        s = run()
-        jax.block_until_ready(s.alpha)
-        t = time.perf_counter() - t0
+        t, s = timed_once(run)
         pred = np.asarray(regression.falkon_predict(s, jnp.asarray(xte, jnp.float32), mesh=mesh))
         rows.append(dict(method="kjax falkon_fit (float32)", n=n, m=min(m, n), t=t,
                          mse=float(np.mean((pred - yte) ** 2))))
@@ -234,7 +232,7 @@ def main(argv=None):
                    help="time one Falkon call per n, compilation included (for n = 1e6)")
     p.add_argument("--real", action="store_true", help="also the flights table (needs the bench extra)")
     p.add_argument("--real-n-sub", type=int, default=10000)
-    p.add_argument("--real-lengthscale", type=float, default=1.0)
+    p.add_argument("--real-lengthscale", type=float, default=8.0)
     p.add_argument("--plot", default=os.path.join(ROOT, "docs", "img", "regression_bench.png"))
     args = p.parse_args(argv)
     header()
