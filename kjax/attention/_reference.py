@@ -50,6 +50,16 @@ def _to_chunks(x, n: int, c: int):
     return x.reshape(b, n, c, h, f).transpose(1, 0, 3, 2, 4)
 
 
+def _chunked(chunk_size: int, *xs):
+    """Chunk length ``c``, chunk count ``n``, padding and ``[N, B, H, C, F]`` chunks of each
+    ``[B, T, H, F]`` input (zero-padded to ``n * c`` tokens)."""
+    t = xs[0].shape[1]
+    c = min(chunk_size, t)
+    n = -(-t // c)
+    pad = n * c - t
+    return c, n, pad, tuple(_to_chunks(_pad_time(x, pad), n, c) for x in xs)
+
+
 def _from_chunks(y, t: int):
     """``[N, B, H, C, F] -> [B, T, H, F]``."""
     n, b, h, c, f = y.shape
@@ -65,12 +75,7 @@ def causal_chunked(q, k, va, state, *, chunk_size: int, runs=None):
     tokens only see tokens of their own run, and ``state`` belongs to the run of token 0.
     """
     b, t, h, m = q.shape
-    c = min(chunk_size, t)
-    n = -(-t // c)
-    pad = n * c - t
-    qc = _to_chunks(_pad_time(q, pad), n, c)
-    kc = _to_chunks(_pad_time(k, pad), n, c)
-    vc = _to_chunks(_pad_time(va, pad), n, c)
+    c, n, pad, (qc, kc, vc) = _chunked(chunk_size, q, k, va)
     tril = jnp.tril(jnp.ones((c, c), dtype=bool))
 
     if runs is None:
@@ -202,12 +207,7 @@ def delta_rule_chunked(q, k, v, beta, s, *, chunk_size: int):
     ``U = W_v - W_k S_0``, ``O = Q S_0 + tril(Q K^T) U`` and ``S = S_0 + K^T U``.
     """
     b, t, h, m = q.shape
-    c = min(chunk_size, t)
-    n = -(-t // c)
-    pad = n * c - t
-    qc = _to_chunks(_pad_time(q, pad), n, c)
-    kc = _to_chunks(_pad_time(k, pad), n, c)
-    vc = _to_chunks(_pad_time(v, pad), n, c)
+    c, n, pad, (qc, kc, vc) = _chunked(chunk_size, q, k, v)
     bc = _pad_time(beta[..., None], pad).reshape(b, n, c, h).transpose(1, 0, 3, 2)  # [N, B, H, C]
     kk = jnp.einsum("nbhcm,nbhsm->nbhcs", kc, kc)
     strict = jnp.tril(jnp.ones((c, c), dtype=bool), -1)
