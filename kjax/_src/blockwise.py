@@ -3,7 +3,7 @@
 Every pillar that touches an ``n x n`` object goes through here: Gram matrices of positive-definite
 kernels, kernel matvecs (Falkon, GPs, CG solves), and empirical NTKs over datasets.
 
-Two operations, one blocking scheme:
+Three operations, one blocking scheme:
 
 * :func:`blockwise_gram` assembles ``F[i, j] = fn(x1[i], x2[j])`` from blocks
   ``fn(x1[rows_a], x2[rows_b]) -> [ba, bb, *trailing]``. With ``x2 is None`` and ``symmetric``, only
@@ -11,6 +11,8 @@ Two operations, one blocking scheme:
 * :func:`blockwise_matvec` returns ``F @ v`` without forming ``F``: each row block scans over column
   blocks and accumulates ``fn(xa, xb) @ v_b`` in at least float32. Peak memory is
   ``O(block_rows x block_cols)`` per device; the scan body is rematerialised under ``grad``.
+* :func:`blockwise_normal_matvec` returns ``F^T (F v + w)`` for a tall ``F = fn(x, z)``, each block
+  of ``F`` evaluated once (Falkon's and EigenPro 3's product).
 
 Any ``n`` works: the last block is padded with copies of the last real row (so a kernel never sees
 made-up values such as zero vectors) and the padding is cropped from the result; for matvecs the
@@ -47,6 +49,10 @@ DEFAULT_GRAM_BLOCK = 1024
 DEFAULT_MATVEC_BLOCK = (256, 4096)
 #: column blocks per unrolled step of the matvec scan
 MATVEC_UNROLL = 16
+#: target size of one ``[rows, m]`` block of the fused normal-equations product (about 640 KB in
+#: float32, which stays in cache: at n = 1e5, M = 5000, d = 10 on the 2-core VM 32 rows took
+#: 0.37 s against 0.50 s for 128 and 0.78 s for 1024; see blockwise_normal_matvec)
+NORMAL_BLOCK_ELEMENTS = 160_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,6 +416,87 @@ def blockwise_matvec(
         res = shard_map_rows(summed, mesh, mesh_axis, (rep, col, P(mesh_axis)), P(),
                              (xb1, xb2, vb))
     res = res.reshape(nb1 * b1, -1)[:n1]
+    return res[:, 0] if vec else res
+
+
+def normal_rows(fn_name: str, block_size: Any, n: int, m: int) -> int:
+    """Rows per block of :func:`blockwise_normal_matvec`: ``block_size`` (an int, or the rows of a
+    pair) or about ``NORMAL_BLOCK_ELEMENTS / m`` rows (a multiple of 8), clamped to ``[1, n]``."""
+    if block_size is None:
+        b = max(8, (NORMAL_BLOCK_ELEMENTS // max(m, 1)) // 8 * 8)
+        return max(1, min(b, n))
+    return block_sizes(fn_name, block_size, n, m, None)[0]
+
+
+def blockwise_normal_matvec(
+    fn: BlockFn,
+    x: PyTree,
+    z: PyTree,
+    v: jax.Array,
+    w: jax.Array | None = None,
+    *,
+    block_size: int | tuple[int, int] | None = None,
+    mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
+    fn_name: str = "kjax.blockwise_normal_matvec",
+) -> jax.Array:
+    """``F^T (F v + w)`` with ``F = fn(x, z): [n, m]``, evaluating each block of ``F`` once.
+
+    ``v: [m] or [m, k]``, ``w: [n] or [n, k]`` (or None). Each block of ``x`` rows against all of
+    ``z`` gives ``F_b``; ``F_b^T (F_b v + w_b)`` is accumulated in at least float32 in an ``[m, k]``
+    carry. Two :func:`blockwise_matvec` calls would evaluate ``F`` twice; this is the product of
+    Falkon's CG (``K_nM^T K_nM v``) and of EigenPro 3's gradient (``K_nM^T (K_nM a - y_b)``).
+    Padded rows are masked out. With ``mesh`` the row blocks are split over the devices and the
+    partial sums are ``psum``-ed.
+    """
+    x, z, v, w = replicate_explicit((x, z, v, w))
+    n = leading_dim(fn_name, "x", x)
+    m = leading_dim(fn_name, "z", z)
+    v = jnp.asarray(v)
+    if v.ndim not in (1, 2) or v.shape[0] != m:
+        fail(fn_name, "v", f"have shape [{m}] or [{m}, k] (one row per centre)", f"shape {v.shape}")
+    vec = v.ndim == 1
+    v2 = v[:, None] if vec else v
+    if w is not None:
+        w = jnp.asarray(w)
+        if w.shape != (n, *v.shape[1:]):
+            fail(fn_name, "w", f"have shape {(n, *v.shape[1:])} (one row per point, v's columns)",
+                 f"shape {w.shape}")
+        w = w[:, None] if vec else w
+    b = normal_rows(fn_name, block_size, n, m)
+    nb = math.ceil(n / b)
+    if mesh is not None:
+        mesh, mesh_axis = check_mesh(fn_name, mesh, mesh_axis)
+        nb = math.ceil(nb / mesh.shape[mesh_axis]) * mesh.shape[mesh_axis]
+    acc = dtypes.accum_dtype(jnp.result_type(v2.dtype, *jax.tree.leaves(x), *jax.tree.leaves(z)))
+    xb = jax.tree.map(lambda a: a.reshape(nb, b, *a.shape[1:]), pad_rows(x, nb * b))
+    mask = (jnp.arange(nb * b) < n).astype(acc).reshape(nb, b, 1)
+    wb = (jnp.zeros((nb * b, v2.shape[1]), acc) if w is None
+          else jnp.zeros((nb * b, v2.shape[1]), acc).at[:n].set(w.astype(acc))).reshape(nb, b, -1)
+    hi = jax.lax.Precision.HIGHEST
+
+    def blocks(xb_local, mask_local, wb_local, z_all, v_all):
+        @jax.checkpoint
+        def step(carry, inp):
+            xa, ma, wa = inp
+            f = fn(xa, z_all).astype(acc)
+            r = (jnp.matmul(f, v_all.astype(acc), precision=hi) + wa) * ma
+            return carry + jnp.matmul(f.T, r, precision=hi), None
+
+        out, _ = jax.lax.scan(step, jnp.zeros((m, v_all.shape[1]), acc),
+                              (xb_local, mask_local, wb_local))
+        return out
+
+    if mesh is None:
+        res = blocks(xb, mask, wb, z, v2)
+    else:
+        def summed(*a):
+            return jax.lax.psum(blocks(*a), mesh_axis)
+
+        row = jax.tree.map(lambda _: P(mesh_axis), xb)
+        rep = jax.tree.map(lambda _: P(), z)
+        res = shard_map_rows(summed, mesh, mesh_axis, (row, P(mesh_axis), P(mesh_axis), rep, P()),
+                             P(), (xb, mask, wb, z, v2))
     return res[:, 0] if vec else res
 
 

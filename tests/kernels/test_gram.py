@@ -37,6 +37,31 @@ def test_matvec_equals_dense(block_size):
     assert_close(K.kernel_matvec(KERN, X, None, v3, block_size=block_size), DENSE_XX @ v3, 1e-12)
 
 
+@pytest.mark.parametrize("block_size", [None, 1, 7, (16, 3), 53, 1000])
+def test_normal_matvec_equals_dense(block_size, mesh):
+    """K^T (K v + w) with K = k(X, Y) from sklearn's RBF; padded rows must not contribute."""
+    v, w = RNG.normal(size=(29, 2)), RNG.normal(size=(53, 2))
+    ref = DENSE_XY.T @ (DENSE_XY @ v + w)
+    assert_close(K.kernel_normal_matvec(KERN, X, Y, v, w, block_size=block_size), ref, 1e-12)
+    assert_close(K.kernel_normal_matvec(KERN, X, Y, v, w, block_size=block_size, mesh=mesh), ref,
+                 1e-12)
+    out = K.kernel_normal_matvec(KERN, X, Y, v[:, 0], block_size=block_size)
+    assert out.shape == (29,)
+    assert_close(out, DENSE_XY.T @ (DENSE_XY @ v[:, 0]), 1e-12)
+
+
+def test_normal_matvec_conformance_and_float32(mesh):
+    x, y = jnp.asarray(X[:12]), jnp.asarray(Y[:6])
+    v, w = jnp.asarray(RNG.normal(size=6)), jnp.asarray(RNG.normal(size=12))
+    check_op(lambda a, b, c, d: K.kernel_normal_matvec(KERN, a, b, c, d, block_size=5), x, y, v, w,
+             grad_argnums=(0, 1, 2, 3), vmap_argnums=(2, 3), mesh=mesh)
+    x32 = RNG.normal(size=(3000, 3)).astype(np.float32)
+    out = K.kernel_normal_matvec(K.rbf, x32, x32[:40], np.ones(40, np.float32))
+    assert out.dtype == np.float32
+    k64 = skk.RBF(1.0)(x32.astype(np.float64), x32[:40].astype(np.float64))
+    assert_close(out, k64.T @ k64.sum(1), 1e-5)
+
+
 def test_sharded_equals_unsharded(mesh):
     """The foundation's promise: relative error < 1e-6 in float64 (in fact roundoff)."""
     v = RNG.normal(size=(29, 2))
@@ -123,6 +148,10 @@ BAD = [
     (lambda: K.gram(KERN, X, mesh="cpu"), TypeError, "`mesh` must be a jax.sharding.Mesh"),
     (lambda: K.kernel_matvec(KERN, X, Y, np.ones(30)), ValueError, "kjax.kernels.kernel_matvec: `v` must have 29 rows to match x2"),
     (lambda: K.kernel_matvec(KERN, X, Y, np.ones((29, 2, 2))), ValueError, "`v` must have shape [n2] or [n2, k]"),
+    (lambda: K.kernel_normal_matvec(KERN, X, Y, np.ones(30)), ValueError, "kjax.kernels.kernel_normal_matvec: `v` must have shape [29] or [29, k]"),
+    (lambda: K.kernel_normal_matvec(KERN, X, Y, np.ones(29), np.ones(52)), ValueError, "`w` must have shape (53,)"),
+    (lambda: K.kernel_normal_matvec(KERN, X, Y[:, :2], np.ones(29)), ValueError, "`centers` must match `x` in the feature dimension d"),
+    (lambda: K.kernel_normal_matvec(KERN, X, Y, np.ones(29), block_size=0), ValueError, "`block_size` must be positive"),
     (lambda: K.kernel_diag(KERN, X[None]), ValueError, "kjax.kernels.kernel_diag: `x1` must have rank 2"),
     (lambda: jax.jit(lambda a: K.gram(KERN, a, progress=True))(X), ValueError, "cannot be used under jit/vmap/grad"),
 ]
