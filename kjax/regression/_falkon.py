@@ -8,10 +8,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from kjax import kernels
+from kjax._src import dtypes
 from kjax._src.errors import KjaxError, check_int, check_positive, check_same_dim, fail
 from kjax.regression import _common as c
 from kjax.regression._nystrom import METHODS, nystrom_centers
@@ -50,7 +52,7 @@ def _tri(low, v, *, transpose):
 
 
 class _Problem(NamedTuple):
-    x: Any
+    x: Any  # data dtype: the n x M products run in it
     y: Any
     centers: Any
     low_t: Any  # lower factor L of K_MM (T = L^T)
@@ -60,15 +62,17 @@ class _Problem(NamedTuple):
     y_val: Any
 
 
-def _setup(kern, x, y, centers, alpha_reg, jitter, block_size, mesh):
+def _setup(kern, x, centers, alpha_reg, jitter, solver_dt):
     n, m = x.shape[0], centers.shape[0]
-    kmm = kernels.gram(kern, centers)
+    kmm = kernels.gram(kern, centers.astype(solver_dt))
     dt = kmm.dtype
-    # as in Falkon, the preconditioner factors K_MM + eps * M * I (eps of the dtype, relative to
-    # the mean diagonal); the CG operator's penalty uses the same shifted K_MM (see _precond_apply),
-    # so this shift changes the penalty by a relative eps * M and keeps the float32 operator
-    # accurate
-    shift = jnp.finfo(dt).eps * m * jnp.mean(jnp.diagonal(kmm))
+    # as in Falkon, the preconditioner factors K_MM + eps * M * I (eps of the dtype the n x M
+    # products run in, relative to the mean diagonal); the CG operator's penalty uses the same
+    # shifted K_MM (see _precond_apply), so this shift changes the penalty by a relative eps * M and
+    # keeps the operator accurate at the products' precision (a float64 factor with float64's eps
+    # but float32 products diverges: T^-1 then spans a range float32 products cannot carry)
+    prod_dt = dtypes.gram_dtype(x, centers)
+    shift = jnp.finfo(prod_dt).eps * m * jnp.mean(jnp.diagonal(kmm))
     low_t, _, st_t = c.robust_cholesky(kmm + shift * jnp.eye(m, dtype=dt), jitter=jitter)
     lam = alpha_reg.astype(dt) / n
     # T T^T = L^T L
@@ -90,8 +94,8 @@ def _precond_apply(p: _Problem, b, kern, block_size, mesh):
     n = p.x.shape[0]
     u = _tri(p.low_a, b, transpose=True)  # A^-1 b
     v = _tri(p.low_t, u, transpose=True)  # T^-1 A^-1 b
-    kv = kernels.kernel_matvec(kern, p.x, p.centers, v, block_size=block_size, mesh=mesh)
-    ktkv = kernels.kernel_matvec(kern, p.centers, p.x, kv, block_size=block_size, mesh=mesh)
+    ktkv = kernels.kernel_normal_matvec(kern, p.x, p.centers, v.astype(p.centers.dtype),
+                                        block_size=block_size, mesh=mesh).astype(b.dtype)
     inner = _tri(p.low_t, ktkv, transpose=False) / n + (p.alpha_reg / n) * u
     return _tri(p.low_a, inner, transpose=False)
 
@@ -121,6 +125,7 @@ class _CG(NamedTuple):
 def _cg_init(p, kern, block_size, mesh, maxiter):
     n = p.x.shape[0]
     kty = kernels.kernel_matvec(kern, p.centers, p.x, p.y, block_size=block_size, mesh=mesh)
+    kty = kty.astype(p.low_t.dtype)
     r0 = _tri(p.low_a, _tri(p.low_t, kty, transpose=False), transpose=False) / n
     dt = r0.dtype
     nan = jnp.full((maxiter,), jnp.nan, dt)
@@ -160,6 +165,7 @@ def falkon_fit(
     block_size: int | tuple[int, int] | None = None,
     mesh: Mesh | None = None,
     progress: bool = False,
+    solver_dtype: Any = None,
 ) -> FalkonState:
     r"""Falkon: Nystrom kernel ridge regression solved by preconditioned conjugate gradients.
 
@@ -177,9 +183,10 @@ def falkon_fit(
     operator: the penalty uses :math:`T^\top T` in place of :math:`K_{MM}`, a relative change of
     :math:`\epsilon M`, which keeps float32 accurate),
     whose condition number is :math:`O(1)` once :math:`M \gtrsim d_{eff}(\lambda)`; a dozen or
-    two iterations suffice. Each iteration costs two passes of
-    :func:`kjax.kernels.kernel_matvec` over the ``n x M`` kernel (blockwise, ``O(block)``
-    memory, split over ``mesh``); the ``M x M`` work is replicated. Each output column runs its
+    two iterations suffice. Each iteration costs one pass of
+    :func:`kjax.kernels.kernel_normal_matvec` over the ``n x M`` kernel (each block evaluated once
+    for both products, ``O(block)`` memory, split over ``mesh``); the ``M x M`` work is
+    replicated. Each output column runs its
     own CG (multi-output). If :math:`K_{MM}` is not numerically positive definite (duplicated
     centres, a non-PSD kernel), jitter ``jitter * 10**k * mean(diag K_MM)`` is added to its
     Cholesky factor (``status`` 2); if that fails too ``status`` is 3.
@@ -200,11 +207,17 @@ def falkon_fit(
       x_val: optional ``[nv, d]`` validation points; with ``y_val``, the validation MSE is
         recorded after every iteration.
       y_val: ``[nv]`` or ``[nv, O]`` validation targets.
-      block_size: block sizes of the kernel matvecs.
+      block_size: block sizes of the kernel matvecs (an int or ``(rows, cols)``; the CG's
+        :func:`~kjax.kernels.kernel_normal_matvec` uses the rows).
       mesh: optional ``jax.sharding.Mesh``: the ``n x M`` products are split over its devices
         (also across processes after ``jax.distributed.initialize``).
       progress: run CG as a host loop and print the residual (and validation error) per
         iteration (not under ``jit``).
+      solver_dtype: dtype of the ``M x M`` preconditioner and the CG vectors; default the data's
+        (at least float32). ``jnp.float64`` with float32 data (needs ``jax_enable_x64``) keeps
+        the ``n x M`` kernel products in float32 and does the cheap ``M x M`` work in float64:
+        float32 Falkon's test error then moves most of the way to float64's (see
+        ``tests/regression/test_falkon.py::test_falkon_float32_small_ridge_tracks_float64``).
 
     Returns:
       :class:`FalkonState`; predict with :func:`falkon_predict`.
@@ -259,22 +272,42 @@ def falkon_fit(
         check_same_dim(fn, "x", x, "x_val", xv, -1, what="the feature dimension d")
         if yv.shape[1] != y2.shape[1]:
             fail(fn, "y_val", f"have {y2.shape[1]} output column(s) like y", f"shape {yv.shape}")
+    solver_dt = _solver_dtype(fn, solver_dtype, dtypes.gram_dtype(x, z))
     if progress:
         if not c.is_concrete(x, y2, z):
             raise KjaxError(f"{fn}: `progress=True` runs a host loop and cannot be used under "
                             "jit/vmap/grad; leave it False there.")
         coef, res, val, k, status = _falkon_host(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter,
-                                                 jitter, block_size, mesh, fn)
+                                                 jitter, block_size, mesh, solver_dt, fn)
     else:
         coef, res, val, k, status = _falkon_core(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter,
-                                                 jitter, block_size, mesh)
-    return FalkonState(z.astype(coef.dtype), coef, res, val, k, status, kern, c.Layout(vec, False))
+                                                 jitter, block_size, mesh, solver_dt)
+    return FalkonState(z.astype(dtypes.gram_dtype(x, z)), coef, res, val, k, status, kern,
+                       c.Layout(vec, False))
 
 
-def _problem(kern, x, y2, z, alpha_reg, xv, yv, jitter, block_size, mesh):
-    kmm, low_t, low_a, st_chol = _setup(kern, x, y2, z, alpha_reg, jitter, block_size, mesh)
-    dt = kmm.dtype
-    p = _Problem(x, y2.astype(dt), z.astype(dt), low_t, low_a, alpha_reg.astype(dt), xv, yv)
+def _solver_dtype(fn, solver_dtype, prod_dt):
+    if solver_dtype is None:
+        return prod_dt
+    try:
+        dt = np.dtype(solver_dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt not in (np.float32, np.float64):
+        fail(fn, "solver_dtype", "be None, jnp.float32 or jnp.float64", repr(solver_dtype))
+    if dt == np.float64 and not jax.config.jax_enable_x64:
+        fail(fn, "solver_dtype", "be float64 only with jax_enable_x64 on "
+             "(jax.config.update('jax_enable_x64', True))", "float64 with x64 off")
+    if dt.itemsize < prod_dt.itemsize:
+        fail(fn, "solver_dtype", f"be at least the data's {prod_dt.name}", dt.name)
+    return dt
+
+
+def _problem(kern, x, y2, z, alpha_reg, xv, yv, jitter, solver_dt):
+    prod_dt = dtypes.gram_dtype(x, z)
+    kmm, low_t, low_a, st_chol = _setup(kern, x, z, alpha_reg, jitter, solver_dt)
+    p = _Problem(x, y2.astype(prod_dt), z.astype(prod_dt), low_t, low_a,
+                 alpha_reg.astype(kmm.dtype), xv, yv)
     return p, st_chol
 
 
@@ -286,9 +319,10 @@ def _finish(p, s, x, y2, st_chol):
     return coef, s.res, s.val, s.k, status
 
 
-@functools.partial(jax.jit, static_argnums=(0, 8, 9, 10, 11))
-def _falkon_core(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_size, mesh):
-    p, st_chol = _problem(kern, x, y2, z, alpha_reg, xv, yv, jitter, block_size, mesh)
+@functools.partial(jax.jit, static_argnums=(0, 8, 9, 10, 11, 12))
+def _falkon_core(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_size, mesh,
+                 solver_dt):
+    p, st_chol = _problem(kern, x, y2, z, alpha_reg, xv, yv, jitter, solver_dt)
     s0 = _cg_init(p, kern, block_size, mesh, maxiter)
     r0norm = jnp.maximum(jnp.sqrt(s0.rs), jnp.finfo(s0.rs.dtype).tiny)
 
@@ -300,8 +334,9 @@ def _falkon_core(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_
     return _finish(p, s, x, y2, st_chol)
 
 
-def _falkon_host(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_size, mesh, fn):
-    setup = jax.jit(lambda *a: _problem(kern, *a, jitter, block_size, mesh))
+def _falkon_host(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_size, mesh,
+                 solver_dt, fn):
+    setup = jax.jit(lambda *a: _problem(kern, *a, jitter, solver_dt))
     p, st_chol = setup(x, y2, z, alpha_reg, xv, yv)
     s = jax.jit(lambda p: _cg_init(p, kern, block_size, mesh, maxiter))(p)
     r0norm = jnp.maximum(jnp.sqrt(s.rs), jnp.finfo(s.rs.dtype).tiny)
