@@ -62,6 +62,18 @@ def test_normal_matvec_conformance_and_float32(mesh):
     assert_close(out, k64.T @ k64.sum(1), 1e-5)
 
 
+def test_normal_matvec_float32_sum_over_many_blocks():
+    # 25000 blocks of 8 rows: one running float32 sum over them is off by 1.8e-6 (relative) here;
+    # the two-level sum (blocks into partial sums, partial sums into the result) by 2.7e-7
+    rng = np.random.default_rng(0)
+    x, c = rng.normal(size=(200_000, 2)), rng.normal(size=(4, 2))
+    k = skk.RBF(1.0)(x, c)
+    ref = k.T @ k.sum(1)
+    out = K.kernel_normal_matvec(K.rbf, x.astype(np.float32), c.astype(np.float32),
+                                 np.ones(4, np.float32), block_size=8)
+    assert_close(out, ref, 6e-7)
+
+
 def test_sharded_equals_unsharded(mesh):
     """The foundation's promise: relative error < 1e-6 in float64 (in fact roundoff)."""
     v = RNG.normal(size=(29, 2))
