@@ -31,7 +31,8 @@ def filter_spectrum(k: jax.Array, n: int, mode: str, acc) -> jax.Array:
 
 
 def fftconv_xla(u, k, *, mode: str = "causal", gate=None, skip=None):
-    """The XLA path: a fast FFT length, real FFTs along L, gate and skip fused into the epilogue.
+    """The XLA path: a fast FFT length, real FFTs along L, skip folded into the filter's spectrum
+    and the gate fused into the epilogue.
 
     The transforms run along axis 1 of ``[B, L, D]``; moving L last costs two transposes of the
     whole batch, which measured slower on CPU (see benchmarks/bench_ssm.py).
@@ -43,11 +44,13 @@ def fftconv_xla(u, k, *, mode: str = "causal", gate=None, skip=None):
     n = fft_size(mode, L, lk)
     uf = u.astype(acc)
     K = filter_spectrum(k, n, mode, acc)
+    if skip is not None:
+        # skip * u is the convolution with skip at tap 0, whose spectrum is skip at every
+        # frequency: folded into K it costs nothing, where the epilogue would read u again
+        K = K + skip.astype(acc)
     y = jnp.fft.irfft(jnp.fft.rfft(uf, n=n, axis=1) * K, n=n, axis=1)
     if n != L:
         y = y[:, :L]
-    if skip is not None:
-        y = y + skip.astype(acc) * uf
     if gate is not None:
         y = y * gate.astype(acc)
     return y.astype(out_dtype)
