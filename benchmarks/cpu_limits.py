@@ -6,7 +6,9 @@ Prints the time of one elementwise pass and one chunk-major transpose over a ``[
 float32 array (the size of q, k or v in bench_attention.py at T=16k), and the throughput of the
 batched ``[64, 64] x [64, 65]`` matmuls of the chunk algebra at several batch sizes against one large
 matmul; then, in float64 at n = 5000, JAX's Cholesky against SciPy's ``cho_factor`` and the RBF
-Gram matrix by one direct kernel call against ``kjax.kernels.gram`` (exact kernel ridge regression).
+Gram matrix by one direct kernel call against ``kjax.kernels.gram`` (exact kernel ridge regression);
+then Falkon's product ``K_nM^T K_nM v`` (float32, n = 1e5, M = 5000, d = 10, over the CPU devices)
+by two ``kernel_matvec`` calls against one ``kernel_normal_matvec`` at several row-block sizes.
 Each result is checked against NumPy / SciPy before it is timed; medians of 7 compiled calls.
 """
 
@@ -21,6 +23,7 @@ import time
 import jax
 
 jax.config.update("jax_enable_x64", True)  # for the float64 part; the rest is explicitly float32
+jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)  # the normal-matvec part shards
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -65,6 +68,33 @@ def main():
     np.testing.assert_allclose(np.asarray(f(a)), np.asarray(a) @ np.asarray(a), rtol=1e-3, atol=1e-2)
     print(f"one matmul [2048, 2048] x [2048, 2048]: {2 * 2048**3 / t / 1e9:.1f} GFLOP/s")
     float64_part(rng)
+    normal_part(rng)
+
+
+def normal_part(rng, n=100_000, m=5000):
+    import functools
+
+    from kjax import kernels
+
+    mesh = jax.make_mesh((len(jax.devices()),), ("data",))
+    x = jnp.asarray(rng.normal(size=(n, 10)).astype(np.float32))
+    z, v = x[:m], jnp.asarray(rng.normal(size=(m, 1)).astype(np.float32))
+    kern = functools.partial(kernels.rbf, lengthscale=3.0)
+
+    def two(x, z, v):
+        return kernels.kernel_matvec(kern, z, x, kernels.kernel_matvec(kern, x, z, v, mesh=mesh), mesh=mesh)
+
+    t2, f2 = timed(two, x, z, v, reps=5)
+    ref = np.asarray(f2(x, z, v), np.float64)
+    print(f"K_nM^T K_nM v, float32, n={n}, M={m}, {len(jax.devices())} devices: two kernel_matvec calls "
+          f"{t2:.3f} s")
+    for rows in (None, 16, 64, 256, 1024):
+        t, f = timed(lambda x, z, v, rows=rows: kernels.kernel_normal_matvec(kern, x, z, v, block_size=rows,
+                                                                            mesh=mesh), x, z, v, reps=5)
+        out = np.asarray(f(x, z, v), np.float64)
+        np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())
+        label = "default (32)" if rows is None else str(rows)
+        print(f"  kernel_normal_matvec, rows per block {label}: {t:.3f} s ({t2 / t:.1f}x)")
 
 
 def float64_part(rng, n=5000):

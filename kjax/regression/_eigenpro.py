@@ -109,26 +109,36 @@ def eigenpro_fit(
     fn = "kjax.regression.eigenpro_fit"
     kern = c.check_kernel(fn, kernel)
     x, y2, vec = c.check_xy(fn, x, y)
-    n = x.shape[0]
     epochs = check_int(fn, "epochs", epochs, minimum=1)
-    s = min(check_int(fn, "subsample_size", subsample_size, minimum=2), n)
+    sub, lam, vecs, lam_tail, eta, m, k_ep = _preconditioner(
+        fn, kern, x, x.shape[0], key, subsample_size, num_eigen, batch_size, max_batch_size)
+    coef, errs, st = _eigenpro_core(kern, x, y2, sub, lam, vecs, lam_tail, eta, k_ep,
+                                    m, epochs, block_size, mesh)
+    return EigenProState(x, coef, errs, m, jnp.asarray(eta, coef.dtype), st, kern,
+                         c.Layout(vec, False))
+
+
+def _preconditioner(fn, kern, pts, n, key, subsample_size, num_eigen, batch_size, max_batch_size):
+    """EigenPro's Nystrom preconditioner on a subsample of ``pts`` (the data for EigenPro 2, the
+    centres for EigenPro 3) and the batch size and step it allows for ``n`` training points.
+
+    Returns ``(sub, lam, vecs, lam_tail, eta, m, key_for_epochs)``: the subsample indices, the top
+    ``num_eigen`` eigenpairs, ``lambda_{q+1}``, the step size and the batch size.
+    """
+    s = min(check_int(fn, "subsample_size", subsample_size, minimum=2), pts.shape[0])
     q = check_int(fn, "num_eigen", num_eigen, minimum=1)
     if q >= s:
         fail(fn, "num_eigen", f"be smaller than the subsample size {s}", q)
     k_sub, k_ep = jax.random.split(key)
-    sub = jax.random.choice(k_sub, n, (s,), replace=False)
-    lam, vecs, beta = _eigensystem(kern, x[sub], q)
-    lam_tail = float(lam[q])
-    beta = float(beta)
+    sub = jax.random.choice(k_sub, pts.shape[0], (s,), replace=False)
+    lam, vecs, beta = _eigensystem(kern, pts[sub], q)
+    lam_tail, beta = float(lam[q]), float(beta)
     if batch_size is None:
         m = int(min(max(1, math.floor(beta / max(lam_tail, 1e-300))), max_batch_size, n))
     else:
         m = min(check_int(fn, "batch_size", batch_size, minimum=1), n)
     eta = m / (beta + (m - 1) * lam_tail)
-    coef, errs, st = _eigenpro_core(kern, x, y2, sub, lam[:q], vecs[:, :q], lam_tail, eta, k_ep,
-                                    m, epochs, block_size, mesh)
-    return EigenProState(x, coef, errs, m, jnp.asarray(eta, coef.dtype), st, kern,
-                         c.Layout(vec, False))
+    return sub, lam[:q], vecs[:, :q], lam_tail, eta, m, k_ep
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
@@ -287,23 +297,10 @@ def eigenpro3_fit(
     x, y2, vec = c.check_xy(fn, x, y)
     z = c.check_x(fn, "centers", centers)
     c.check_same_dim(fn, "x", x, "centers", z, -1, what="the feature dimension d")
-    p = z.shape[0]
     epochs = check_int(fn, "epochs", epochs, minimum=1)
-    s = min(check_int(fn, "subsample_size", subsample_size, minimum=2), p)
-    q = check_int(fn, "num_eigen", num_eigen, minimum=1)
-    if q >= s:
-        fail(fn, "num_eigen", f"be smaller than the subsample size {s}", q)
-    k_sub, k_ep = jax.random.split(key)
-    sub = jax.random.choice(k_sub, p, (s,), replace=False)
-    lam, vecs, beta = _eigensystem(kern, z[sub], q)
-    lam_tail, beta = float(lam[q]), float(beta)
-    n = x.shape[0]
-    if batch_size is None:
-        m = int(min(max(1, math.floor(beta / max(lam_tail, 1e-300))), max_batch_size, n))
-    else:
-        m = min(check_int(fn, "batch_size", batch_size, minimum=1), n)
-    eta = m / (beta + (m - 1) * lam_tail)
-    coef, errs, st = _eigenpro3_core(kern, x, y2, z, sub, lam[:q], vecs[:, :q], lam_tail, eta, k_ep,
+    sub, lam, vecs, lam_tail, eta, m, k_ep = _preconditioner(
+        fn, kern, z, x.shape[0], key, subsample_size, num_eigen, batch_size, max_batch_size)
+    coef, errs, st = _eigenpro3_core(kern, x, y2, z, sub, lam, vecs, lam_tail, eta, k_ep,
                                      m, epochs, jitter, block_size, mesh)
     return EigenProState(z.astype(coef.dtype), coef, errs, m, jnp.asarray(eta, coef.dtype), st, kern,
                          c.Layout(vec, False))
