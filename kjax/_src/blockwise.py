@@ -50,8 +50,8 @@ DEFAULT_MATVEC_BLOCK = (256, 4096)
 #: column blocks per unrolled step of the matvec scan
 MATVEC_UNROLL = 16
 #: target size of one ``[rows, m]`` block of the fused normal-equations product (about 640 KB in
-#: float32, which stays in cache: at n = 1e5, M = 5000, d = 10 on the 2-core VM 32 rows took
-#: 0.37 s against 0.50 s for 128 and 0.78 s for 1024; see blockwise_normal_matvec)
+#: float32, so a block stays in cache between its two products; ``benchmarks/cpu_limits.py`` times
+#: several row counts)
 NORMAL_BLOCK_ELEMENTS = 160_000
 
 
@@ -471,8 +471,7 @@ def blockwise_normal_matvec(
     # each device sums its blocks in two levels, `inner` blocks into a partial sum that is then
     # added to the result and reset, so rounding grows with ~2 sqrt(blocks), not with the number
     # of blocks: at n = 1e6, M = 5000 one running float32 sum over 15k blocks per device moved
-    # Falkon's test error by 15%. (One flat scan with the flush in the carry: nested scans ran
-    # 1.5x slower on XLA:CPU.)
+    # Falkon's test error by 15% (tests/kernels/test_gram.py checks the sum over 25000 blocks)
     nb = math.ceil(math.ceil(n / b) / ndev) * ndev
     inner = math.ceil(math.sqrt(nb // ndev))
     acc = dtypes.accum_dtype(jnp.result_type(v2.dtype, *jax.tree.leaves(x), *jax.tree.leaves(z)))

@@ -225,7 +225,8 @@ def falkon_fit(
     Raises:
       ValueError: ``ridge <= 0``, neither or both of ``num_centers``/``centers``,
         ``num_centers > n``, ``y`` rows different from ``x``, NaN/inf in concrete inputs
-        (``status`` 1 under ``jit``), ``progress`` under ``jit``.
+        (``status`` 1 under ``jit``), ``progress`` under ``jit``, ``solver_dtype`` other than
+        float32 / float64, below the data's precision, or float64 with x64 off.
 
     Example:
       >>> import jax, jax.numpy as jnp
