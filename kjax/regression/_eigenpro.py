@@ -12,6 +12,7 @@ from jax.sharding import Mesh
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from kjax import kernels
+from kjax._src import linalg
 from kjax._src.errors import check_int, fail
 from kjax.regression import _common as c
 
@@ -325,7 +326,7 @@ def _eigenpro3_core(kern, x, y2, z, sub, lam, vecs, lam_tail, eta, key, m, epoch
         g = kernels.kernel_matvec(kern, xb, z, alpha, block_size=block_size, mesh=mesh) - y2[ids]
         grad = kernels.kernel_matvec(kern, z, xb, g, block_size=block_size, mesh=mesh)
         corr = vecs @ (diag[:, None] * (vecs.T @ (kern(zs, xb).astype(dt) @ g)))
-        theta = jax.scipy.linalg.cho_solve((low, True), grad - kz_zs @ corr)
+        theta = linalg.cho_solve(low, grad - kz_zs @ corr)
         return alpha - (eta / m) * theta, None
 
     def epoch(alpha, k):

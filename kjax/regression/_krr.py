@@ -11,6 +11,7 @@ from jax.sharding import Mesh
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from kjax import kernels
+from kjax._src import linalg
 from kjax._src.errors import check_in, check_int
 from kjax.regression import _common as c
 
@@ -120,7 +121,7 @@ def _krr_core(kern, x, y2, alpha, path, jitter, block_size, mesh):
     fin = c.finite_status(x, y2)
     if not path:
         low, _, st = c.robust_cholesky(k + alpha.astype(dt) * jnp.eye(n, dtype=dt), jitter=jitter)
-        coef = jax.scipy.linalg.cho_solve((low, True), yk)
+        coef = linalg.cho_solve(low, yk)
     else:
         s, u = jnp.linalg.eigh(k)
         st = _neg_status(s)

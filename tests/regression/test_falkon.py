@@ -148,13 +148,13 @@ def _templates_mse(dt, solver_dtype=None):
 
 
 def test_falkon_float32_small_ridge_tracks_float64():
-    # n = 10000, M = 1000, lambda = 1e-6 (n-scaling), RBF: with the penalty applied as K_MM and
-    # solved back through T, float32 CG converged to a solution with 2.5x the float64 test MSE;
-    # Falkon's operator (penalty as lambda I between the A factors) keeps it within 1.25x
+    # n = 10000, M = 1000, lambda = 1e-6 (n-scaling), RBF. Test MSE of float32 over float64:
+    # 2.5x with the penalty applied as K_MM and solved back through T (Falkon's operator fixed it),
+    # 1.22x with jax.scipy's float32 triangular solves in the CG (the blocked substitution of
+    # kjax._src.linalg fixed that), 1.06x now
     mse64, mse32 = _templates_mse(np.float64), _templates_mse(np.float32)
-    assert mse32 < 1.4 * mse64, (mse64, mse32)
-    # float32 data with the M x M work in float64 (solver_dtype) lands within 1.1x the float64
-    # test MSE (measured 1.07x; float32 throughout is 1.22x)
+    assert mse32 < 1.1 * mse64, (mse64, mse32)
+    # float32 data with the M x M work in float64 (solver_dtype): 1.05x
     mixed = _templates_mse(np.float32, jnp.float64)
-    assert mixed < 1.1 * mse64 and mixed < 0.95 * mse32, (mse64, mse32, mixed)
+    assert mixed < 1.1 * mse64 and mixed <= 1.01 * mse32, (mse64, mse32, mixed)
 
