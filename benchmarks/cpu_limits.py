@@ -1,4 +1,4 @@
-"""What bounds kjax on XLA:CPU: memory passes, small batched matmuls, and LAPACK's Cholesky.
+"""What bounds kjax on XLA:CPU: memory passes, small batched matmuls, LAPACK's Cholesky, triangular solves.
 
     .venv/bin/python benchmarks/cpu_limits.py
 
@@ -7,6 +7,7 @@ float32 array (the size of q, k or v in bench_attention.py at T=16k), and the th
 batched ``[64, 64] x [64, 65]`` matmuls of the chunk algebra at several batch sizes against one large
 matmul; then, in float64 at n = 5000, JAX's Cholesky against SciPy's ``cho_factor`` and the RBF
 Gram matrix by one direct kernel call against ``kjax.kernels.gram`` (exact kernel ridge regression);
+triangular solves with one right-hand side at m = 5000 (jax, kjax's blocked substitution, SciPy);
 then Falkon's product ``K_nM^T K_nM v`` (float32, n = 1e5, M = 5000, d = 10, over the CPU devices)
 by two ``kernel_matvec`` calls against one ``kernel_normal_matvec`` at several row-block sizes.
 Each result is checked against NumPy / SciPy before it is timed; medians of 7 compiled calls.
@@ -68,7 +69,33 @@ def main():
     np.testing.assert_allclose(np.asarray(f(a)), np.asarray(a) @ np.asarray(a), rtol=1e-3, atol=1e-2)
     print(f"one matmul [2048, 2048] x [2048, 2048]: {2 * 2048**3 / t / 1e9:.1f} GFLOP/s")
     float64_part(rng)
+    triangular_part(rng)
     normal_part(rng)
+
+
+def triangular_part(rng, m=5000):
+    import scipy.linalg
+
+    from kjax._src import linalg
+
+    a = rng.normal(size=(m, m)) / np.sqrt(m)
+    low = np.linalg.cholesky(a @ a.T + np.eye(m))
+    b = rng.normal(size=(m, 1))
+    for dt in (np.float32, np.float64):
+        lj, bj = jnp.asarray(low, dt), jnp.asarray(b, dt)
+        want = scipy.linalg.solve_triangular(low.astype(dt), b.astype(dt), lower=True)
+        t_jax, f = timed(lambda lo, v: jax.scipy.linalg.solve_triangular(lo, v, lower=True), lj, bj)
+        np.testing.assert_allclose(np.asarray(f(lj, bj)), want, rtol=1e-3, atol=1e-3)
+        t_kj, f = timed(lambda lo, v: linalg.solve_triangular(lo, v), lj, bj)
+        np.testing.assert_allclose(np.asarray(f(lj, bj)), want, rtol=1e-3, atol=1e-3)
+        ln, bn, ts = low.astype(dt), b.astype(dt), []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            scipy.linalg.solve_triangular(ln, bn, lower=True, check_finite=False)
+            ts.append(time.perf_counter() - t0)
+        print(f"{np.dtype(dt).name} triangular solve m={m}, one right-hand side: "
+              f"jax.scipy.linalg.solve_triangular {1e3 * t_jax:.1f} ms, kjax._src.linalg (blocked) "
+              f"{1e3 * t_kj:.1f} ms, scipy.linalg.solve_triangular {1e3 * statistics.median(ts):.1f} ms")
 
 
 def normal_part(rng, n=100_000, m=5000):
