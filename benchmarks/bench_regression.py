@@ -278,7 +278,8 @@ def main(argv=None):
         for r in real:
             print(f"| {r['method']} | {r['n']} | {r['m']} | {r['t']:.1f} | {r['mse']:.4f} |")
     os.makedirs(os.path.dirname(args.plot), exist_ok=True)
-    plot(exact, falkon, args.plot)
+    if exact or falkon:
+        plot(exact, falkon, args.plot)
     return 0
 
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from kjax import kernels
+from kjax._src import linalg
 from kjax._src.errors import check_positive
 from kjax.regression import _common as c
 
@@ -44,7 +45,7 @@ def _factor_core(kern, x, y2, noise, jitter):
     dt = k.dtype
     n = x.shape[0]
     low, _, st = c.robust_cholesky(k + jnp.asarray(noise, dt) * jnp.eye(n, dtype=dt), jitter=jitter)
-    coef = jax.scipy.linalg.cho_solve((low, True), y2.astype(dt))
+    coef = linalg.cho_solve(low, y2.astype(dt))
     return low, coef, c.combine_status(c.finite_status(x, y2), st)
 
 
