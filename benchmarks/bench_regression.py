@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
-import subprocess
 import sys
 import time
 
@@ -26,8 +24,10 @@ import jax
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
 
+import _common  # noqa: E402
 import jax.numpy as jnp
 import numpy as np
+from _common import time_median  # noqa: E402
 
 from kjax import kernels, regression
 
@@ -51,25 +51,14 @@ def make_data(n, seed=0, dtype=np.float64):
 
 
 def timed(f, repeats):
-    f()  # warm-up / compile
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f())
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+    # the warm-up call is blocked on (benchmarks/_common.py): until 2026-11-22 this script's own
+    # timer did not block on it, so a single timed call also waited for the warm-up call and came
+    # out about twice too long (the "single-call anomaly" of earlier notes)
+    return time_median(f, repeats=repeats, max_seconds=600.0)
 
 
 def header():
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=ROOT).stdout.strip()
-    except OSError:
-        commit = "?"
-    load = os.getloadavg()
-    print(f"machine: {platform.machine()} {platform.processor() or platform.platform()}, "
-          f"nproc {os.cpu_count()}, jax {jax.__version__}, {len(jax.devices())} CPU device(s), "
-          f"commit {commit}, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    _common.header("kjax.regression benchmark (bench_regression.py)")
 
 
 def timed_once(run):

@@ -49,10 +49,10 @@ DEFAULT_GRAM_BLOCK = 1024
 DEFAULT_MATVEC_BLOCK = (256, 4096)
 #: column blocks per unrolled step of the matvec scan
 MATVEC_UNROLL = 16
-#: target size of one ``[rows, m]`` block of the fused normal-equations product (about 640 KB in
+#: target size of one ``[rows, m]`` block of the fused normal-equations product (about 320 KB in
 #: float32, so a block stays in cache between its two products; ``benchmarks/cpu_limits.py`` times
 #: several row counts)
-NORMAL_BLOCK_ELEMENTS = 160_000
+NORMAL_BLOCK_ELEMENTS = 80_000
 
 
 # --------------------------------------------------------------------------------------------

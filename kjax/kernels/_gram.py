@@ -188,7 +188,7 @@ def kernel_normal_matvec(
       v: ``[m]`` or ``[m, k]``.
       w: optional ``[n]`` or ``[n, k]`` (the layout of ``v``), added to :math:`K_{nm} v`.
       block_size: rows of ``x`` per block (an int, or the rows of a ``(rows, cols)`` pair; all
-        centres are used in every block); default about ``160_000 / m`` rows.
+        centres are used in every block); default about ``80_000 / m`` rows.
       mesh: optional ``jax.sharding.Mesh``.
       mesh_axis: the mesh axis to use (default: the mesh's only axis).
 
