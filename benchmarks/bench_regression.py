@@ -69,6 +69,15 @@ def timed_once(run):
     return time.perf_counter() - t0, out
 
 
+def check_fit(state, pred, label):
+    """A Falkon row is only reported for a fit with status 0 and finite predictions."""
+    status = int(state.status)
+    bad = int(np.sum(~np.isfinite(pred)))
+    assert status == 0 and bad == 0, (f"{label}: status {status} "
+                                      f"({regression.status_name(status)}), {bad} non-finite predictions, "
+                                      f"residuals {np.asarray(state.residuals)}")
+
+
 def exact_vs_sklearn(xtr, ytr, xte, ls, alpha, repeats, label):
     """scikit-learn KernelRidge and kjax krr_fit + krr_predict (RBF, float64) on the same data:
     predictions checked equal (relative 1e-6), then both timed. Returns (t_sk, t_kj, err, p_sk, p_kj)."""
@@ -128,6 +137,7 @@ def bench_falkon(ns, m, lam, maxiter, repeats, exact_n, once=False, solvers=("fl
             t = timed(run, repeats)
             s = run()
         pred = np.asarray(regression.falkon_predict(s, jnp.asarray(xte), mesh=mesh))
+        check_fit(s, pred, f"falkon n={n} {solver} solver")
         mse = float(np.mean((pred - yte) ** 2))
         rows.append(dict(n=n, t=t, mse=mse, its=int(s.iterations), exact_mse=exact_mse, solver=solver))
         print(f"falkon n={n} M={min(m, n)} float32 data, {solver} solver: {t:.1f} s, test MSE {mse:.4f} "
@@ -177,6 +187,7 @@ def bench_real(n_sub, m, lam, maxiter, ls, n_test=20000, solver="float64"):
             mesh=mesh, solver_dtype=SOLVER[solver])
         t, s = timed_once(run)
         pred = np.asarray(regression.falkon_predict(s, jnp.asarray(xte, jnp.float32), mesh=mesh))
+        check_fit(s, pred, f"flights falkon n={n}")
         rows.append(dict(method=f"kjax falkon_fit (float32 data, {solver} solver)", n=n, m=min(m, n), t=t,
                          mse=float(np.mean((pred - yte) ** 2))))
     for r in rows:

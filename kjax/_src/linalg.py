@@ -11,6 +11,8 @@ small ``block x block`` triangular solve.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -23,8 +25,36 @@ def _panel_solve(diag, r, transpose):
                                            transpose_a=transpose)
 
 
+def _diag_indices(m, bs):
+    nfull = m // bs
+    return jnp.arange(nfull)[:, None] * bs + jnp.arange(bs)[None, :]
+
+
+def block_inverses(low: jax.Array, *, block: int = TRI_BLOCK):
+    """Inverses of the diagonal blocks of ``low`` that :func:`solve_triangular` uses, for
+    ``diag_inv=``: ``([m // block, block, block], [m % block, m % block] or None)``.
+
+    With them a solve is matrix products only, no LAPACK call: XLA:CPU runs the replicated part of
+    a sharded program on every device at once, and concurrent calls into threaded OpenBLAS from
+    those threads intermittently returned NaN (Falkon on 2 CPU devices; see
+    kjax/regression/_falkon.py). Compute them once, outside the sharded program.
+    """
+    m = low.shape[0]
+    bs = max(1, min(block, m))
+    idx = _diag_indices(m, bs)
+    diags = low[idx[:, :, None], idx[:, None, :]]
+    eye = jnp.eye(bs, dtype=low.dtype)
+    inv = jax.vmap(lambda d: jax.lax.linalg.triangular_solve(d, eye, left_side=True, lower=True))(diags)
+    last = (m // bs) * bs
+    rem = None
+    if last < m:
+        rem = jax.lax.linalg.triangular_solve(low[last:, last:], jnp.eye(m - last, dtype=low.dtype),
+                                              left_side=True, lower=True)
+    return inv, rem
+
+
 def solve_triangular(low: jax.Array, b: jax.Array, *, transpose: bool = False,
-                     block: int = TRI_BLOCK) -> jax.Array:
+                     block: int = TRI_BLOCK, diag_inv=None) -> jax.Array:
     """``low^-1 b`` (or ``low^-T b`` with ``transpose``) for a lower-triangular ``low: [m, m]`` and
     ``b: [m]`` or ``[m, k]``, by blocked forward (backward) substitution.
 
@@ -32,7 +62,8 @@ def solve_triangular(low: jax.Array, b: jax.Array, *, transpose: bool = False,
     multiplies it with the part of the solution found so far (zeros elsewhere), so the whole solve
     costs about two passes over ``low`` in matrix-vector products plus ``m / block`` small
     triangular solves. Only the lower triangle of ``low`` is used. Differentiable (a ``fori_loop``
-    with a fixed trip count).
+    with a fixed trip count). With ``diag_inv`` from :func:`block_inverses` (same ``block``) the
+    small solves are matrix products with the inverted diagonal blocks.
     """
     vec = b.ndim == 1
     b2 = b[:, None] if vec else b
@@ -46,8 +77,15 @@ def solve_triangular(low: jax.Array, b: jax.Array, *, transpose: bool = False,
 
     # the diagonal blocks, gathered once: a 2-D dynamic slice of `low` inside the loop ran ~50x
     # slower than the small solve itself on XLA:CPU
-    idx = jnp.arange(nfull)[:, None] * bs + jnp.arange(bs)[None, :]
-    diags = low[idx[:, :, None], idx[:, None, :]]  # [nfull, bs, bs]
+    if diag_inv is None:
+        idx = _diag_indices(m, bs)
+        diags = low[idx[:, :, None], idx[:, None, :]]  # [nfull, bs, bs]
+        solve = functools.partial(_panel_solve, transpose=transpose)
+    else:
+        diags = diag_inv[0].astype(dt)
+
+        def solve(inv, r):
+            return jnp.matmul(inv.T if transpose else inv, r, precision=hi)
 
     def update(x, start, size, diag):
         if transpose:  # rows start..start+size of low^T: a column panel of low
@@ -57,19 +95,22 @@ def solve_triangular(low: jax.Array, b: jax.Array, *, transpose: bool = False,
             panel = jax.lax.dynamic_slice_in_dim(low, start, size, axis=0)  # [size, m]
             r = jnp.matmul(panel, x, precision=hi)
         rhs = jax.lax.dynamic_slice_in_dim(b2, start, size, axis=0) - r
-        xi = _panel_solve(diag, rhs, transpose)
+        xi = solve(diag, rhs)
         return jax.lax.dynamic_update_slice_in_dim(x, xi, start, axis=0)
 
     x = jnp.zeros_like(b2)
     rem = m - nfull * bs
     last = nfull * bs
+    rem_diag = None
+    if rem:
+        rem_diag = low[last:, last:] if diag_inv is None else diag_inv[1].astype(dt)
     if not transpose:
         x = jax.lax.fori_loop(0, nfull, lambda i, x: update(x, i * bs, bs, diags[i]), x)
         if rem:
-            x = update(x, last, rem, low[last:, last:])
+            x = update(x, last, rem, rem_diag)
     else:  # backward: the last (partial) panel first
         if rem:
-            x = update(x, last, rem, low[last:, last:])
+            x = update(x, last, rem, rem_diag)
         x = jax.lax.fori_loop(
             0, nfull, lambda i, x: update(x, (nfull - 1 - i) * bs, bs, diags[nfull - 1 - i]), x)
     return x[:, 0] if vec else x

@@ -47,17 +47,20 @@ class FalkonState(NamedTuple):
     layout: c.Layout
 
 
-def _tri(low, v, *, transpose):
-    # blocked substitution: jax's triangular solve with one right-hand side is ~10x slower on CPU
-    return linalg.solve_triangular(low, v, transpose=transpose)
+def _tri(fac, v, *, transpose):
+    # blocked substitution with the factor's inverted diagonal blocks: matrix products only (jax's
+    # triangular solve with one right-hand side is ~10x slower on CPU, and LAPACK calls in the
+    # sharded CG loop run concurrently on every CPU device; see _falkon_core)
+    low, inv = fac
+    return linalg.solve_triangular(low, v, transpose=transpose, diag_inv=inv)
 
 
 class _Problem(NamedTuple):
     x: Any  # data dtype: the n x M products run in it
     y: Any
     centers: Any
-    low_t: Any  # lower factor L of K_MM (T = L^T)
-    low_a: Any  # lower factor of T T^T / M + lambda I (A = low_a^T)
+    low_t: Any  # (L, inverted diagonal blocks of L): L the lower factor of K_MM (T = L^T)
+    low_a: Any  # the same for the lower factor of T T^T / M + lambda I (A = low_a^T)
     alpha_reg: Any
     x_val: Any
     y_val: Any
@@ -79,7 +82,9 @@ def _setup(kern, x, centers, alpha_reg, jitter, solver_dt):
     # T T^T = L^T L
     tt = low_t.T @ low_t / m + lam * jnp.eye(m, dtype=dt)
     low_a, _, st_a = c.robust_cholesky(tt, jitter=jitter)
-    return kmm, low_t, low_a, c.combine_status(st_t, st_a)
+    fac_t = (low_t, linalg.block_inverses(low_t))
+    fac_a = (low_a, linalg.block_inverses(low_a))
+    return kmm, fac_t, fac_a, c.combine_status(st_t, st_a)
 
 
 def _precond_apply(p: _Problem, b, kern, block_size, mesh):
@@ -126,7 +131,7 @@ class _CG(NamedTuple):
 def _cg_init(p, kern, block_size, mesh, maxiter):
     n = p.x.shape[0]
     kty = kernels.kernel_matvec(kern, p.centers, p.x, p.y, block_size=block_size, mesh=mesh)
-    kty = kty.astype(p.low_t.dtype)
+    kty = kty.astype(p.low_t[0].dtype)
     r0 = _tri(p.low_a, _tri(p.low_t, kty, transpose=False), transpose=False) / n
     dt = r0.dtype
     nan = jnp.full((maxiter,), jnp.nan, dt)
@@ -321,10 +326,21 @@ def _finish(p, s, x, y2, st_chol):
     return coef, s.res, s.val, s.k, status
 
 
-@functools.partial(jax.jit, static_argnums=(0, 8, 9, 10, 11, 12))
+_problem_jit = jax.jit(_problem, static_argnums=(0, 7, 8))
+
+
 def _falkon_core(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_size, mesh,
                  solver_dt):
-    p, st_chol = _problem(kern, x, y2, z, alpha_reg, xv, yv, jitter, solver_dt)
+    # the M x M setup (two LAPACK Choleskys, the inverted diagonal blocks) is its own program, run
+    # on one device: inside the sharded CG program XLA:CPU runs replicated work on every device at
+    # once, and concurrent calls into threaded OpenBLAS intermittently returned NaN there (float64
+    # solver, n = 307k, 2 CPU devices: 3 of 12 fresh runs, none of 6 with OPENBLAS_NUM_THREADS=1)
+    p, st_chol = _problem_jit(kern, x, y2, z, alpha_reg, xv, yv, jitter, solver_dt)
+    return _falkon_cg(kern, p, x, y2, st_chol, tol, maxiter, block_size, mesh)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 6, 7, 8))
+def _falkon_cg(kern, p, x, y2, st_chol, tol, maxiter, block_size, mesh):
     s0 = _cg_init(p, kern, block_size, mesh, maxiter)
     r0norm = jnp.maximum(jnp.sqrt(s0.rs), jnp.finfo(s0.rs.dtype).tiny)
 
@@ -338,8 +354,7 @@ def _falkon_core(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_
 
 def _falkon_host(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_size, mesh,
                  solver_dt, fn):
-    setup = jax.jit(lambda *a: _problem(kern, *a, jitter, solver_dt))
-    p, st_chol = setup(x, y2, z, alpha_reg, xv, yv)
+    p, st_chol = _problem_jit(kern, x, y2, z, alpha_reg, xv, yv, jitter, solver_dt)
     s = jax.jit(lambda p: _cg_init(p, kern, block_size, mesh, maxiter))(p)
     r0norm = jnp.maximum(jnp.sqrt(s.rs), jnp.finfo(s.rs.dtype).tiny)
     step = jax.jit(lambda s, p, r0: _cg_step(s, p, kern, block_size, mesh, r0))
