@@ -41,7 +41,19 @@ def test_cho_solve_few_and_many_rhs_and_grads():
         b = RNG.normal(size=(200, k))
         assert_close(linalg.cho_solve(jnp.asarray(low), jnp.asarray(b)), np.linalg.solve(spd, b), 1e-10)
     b = jnp.asarray(RNG.normal(size=(200, 2)))
-    check_grads(lambda l, b: linalg.solve_triangular(jnp.tril(l), b, transpose=True, block=64),
+    check_grads(lambda lo, b: linalg.solve_triangular(jnp.tril(lo), b, transpose=True, block=64),
                 (jnp.asarray(low), b), order=1, modes=("rev", "fwd"))
     f = jax.jit(jax.vmap(lambda bb: linalg.cho_solve(jnp.asarray(low), bb), in_axes=1, out_axes=1))
     assert_close(f(b), np.linalg.solve(spd, np.asarray(b)), 1e-10)
+
+
+@pytest.mark.parametrize("m,block", [(300, 64), (513, 128), (5, 8)])
+def test_solve_with_inverted_diagonal_blocks(m, block):
+    low = _factor(m)
+    b = RNG.normal(size=(m, 2))
+    inv = linalg.block_inverses(jnp.asarray(low), block=block)
+    for transpose in (False, True):
+        want = scipy.linalg.solve_triangular(low, b, lower=True, trans=1 if transpose else 0)
+        got = linalg.solve_triangular(jnp.asarray(low), jnp.asarray(b), transpose=transpose,
+                                      block=block, diag_inv=inv)
+        assert_close(got, want, 1e-11)
