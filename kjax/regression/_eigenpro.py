@@ -301,20 +301,28 @@ def eigenpro3_fit(
     epochs = check_int(fn, "epochs", epochs, minimum=1)
     sub, lam, vecs, lam_tail, eta, m, k_ep = _preconditioner(
         fn, kern, z, x.shape[0], key, subsample_size, num_eigen, batch_size, max_batch_size)
+    # K_zz's factor as its own single-device program, as in Falkon: inside the sharded program
+    # XLA:CPU would run the LAPACK calls on every device at once (see _falkon._falkon_core)
+    fac, st_chol = _eigenpro3_factor(kern, z, jitter)
     coef, errs, st = _eigenpro3_core(kern, x, y2, z, sub, lam, vecs, lam_tail, eta, k_ep,
-                                     m, epochs, jitter, block_size, mesh)
+                                     m, epochs, fac, st_chol, block_size, mesh)
     return EigenProState(z.astype(coef.dtype), coef, errs, m, jnp.asarray(eta, coef.dtype), st, kern,
                          c.Layout(vec, False))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 10, 11, 12, 13, 14))
-def _eigenpro3_core(kern, x, y2, z, sub, lam, vecs, lam_tail, eta, key, m, epochs, jitter,
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _eigenpro3_factor(kern, z, jitter):
+    low, _, st_chol = c.robust_cholesky(kernels.gram(kern, z), jitter=jitter)
+    return (low, linalg.block_inverses(low)), st_chol
+
+
+@functools.partial(jax.jit, static_argnums=(0, 10, 11, 14, 15))
+def _eigenpro3_core(kern, x, y2, z, sub, lam, vecs, lam_tail, eta, key, m, epochs, fac, st_chol,
                     block_size, mesh):
     n, s = x.shape[0], sub.shape[0]
     dt = vecs.dtype
     y2 = y2.astype(dt)
-    kzz = kernels.gram(kern, z)
-    low, _, st_chol = c.robust_cholesky(kzz, jitter=jitter)
+    low, inv = fac
     diag = jnp.where(lam > 0, (1.0 - lam_tail / jnp.where(lam > 0, lam, 1.0))
                      / (s * jnp.where(lam > 0, lam, 1.0)), 0.0)
     zs = z[sub]
@@ -326,7 +334,9 @@ def _eigenpro3_core(kern, x, y2, z, sub, lam, vecs, lam_tail, eta, key, m, epoch
         g = kernels.kernel_matvec(kern, xb, z, alpha, block_size=block_size, mesh=mesh) - y2[ids]
         grad = kernels.kernel_matvec(kern, z, xb, g, block_size=block_size, mesh=mesh)
         corr = vecs @ (diag[:, None] * (vecs.T @ (kern(zs, xb).astype(dt) @ g)))
-        theta = linalg.cho_solve(low, grad - kz_zs @ corr)
+        rhs = grad - kz_zs @ corr
+        theta = linalg.solve_triangular(low, linalg.solve_triangular(low, rhs, diag_inv=inv),
+                                        transpose=True, diag_inv=inv)
         return alpha - (eta / m) * theta, None
 
     def epoch(alpha, k):
