@@ -14,6 +14,7 @@ from kjax._src import dispatch, dtypes
 from kjax._src.errors import check_int, check_positive, check_rank, fail, shape_of
 from kjax.attention import _feature_maps as fm
 from kjax.attention import _reference as ref
+from kjax.attention import _xla
 
 
 class LinearAttentionState(NamedTuple):
@@ -65,22 +66,20 @@ def _check_segments(fn: str, segment_ids, q):
     return ref.run_ids(seg, q.shape[1])
 
 
-def _check_state(fn: str, state, q, v, acc):
-    b, _, h, m = q.shape
+def _check_state(fn: str, state, q, v, acc, m=None):
+    """``(s0 [B, H, M, Dv], z0 [B, H, M])`` in ``acc`` (zeros for None)."""
+    b, _, h, mq = q.shape
+    m = mq if m is None else m
     dv = v.shape[-1]
     if state is None:
-        return jnp.zeros((b, h, m, dv + 1), acc)
+        return jnp.zeros((b, h, m, dv), acc), jnp.zeros((b, h, m), acc)
     if not isinstance(state, LinearAttentionState):
         fail(fn, "initial_state", "be a LinearAttentionState(kv, k_sum) or None", type(state).__name__,
              cls=TypeError)
     if shape_of(state.kv) != (b, h, m, dv) or shape_of(state.k_sum) != (b, h, m):
         fail(fn, "initial_state", f"have kv of shape {(b, h, m, dv)} and k_sum of shape {(b, h, m)}",
              f"kv {shape_of(state.kv)}, k_sum {shape_of(state.k_sum)}")
-    return jnp.concatenate([state.kv.astype(acc), state.k_sum.astype(acc)[..., None]], axis=-1)
-
-
-def _split_state(s, dtype) -> LinearAttentionState:
-    return LinearAttentionState(kv=s[..., :-1].astype(dtype), k_sum=s[..., -1].astype(dtype))
+    return state.kv.astype(acc), state.k_sum.astype(acc)
 
 
 def _chunk(fn: str, chunk_size) -> int:
@@ -97,65 +96,74 @@ def _eps(fn: str, eps) -> float:
 _LA = "kjax.attention.linear_attention"
 
 
-def _la_xla(q, k, v, *, causal, normalize, eps, chunk_size, state, runs):
-    if causal and runs is None:
-        return ref.causal_grouped(q, k, v, state, chunk_size=chunk_size, normalize=normalize, eps=eps)
-    va = ref.augment(v)
-    if causal:
-        out, s = ref.causal_chunked(q, k, va, state, chunk_size=chunk_size, runs=runs)
-    else:
-        out, s = ref.noncausal(q, k, va, state, chunk_size=chunk_size, runs=runs)
-    return ref.finish(out, normalize, eps), s
+def _la_pallas(q, k, v, w, s0, z0, runs, *, feature_map, causal, normalize, eps, chunk_size):
+    """The Pallas kernels: Triton on cuda, Mosaic on tpu (chosen when the call is lowered)."""
+    from kjax.attention import _pallas_tpu, _pallas_triton
+
+    kw = dict(feature_map=feature_map, normalize=normalize, eps=eps, chunk_size=chunk_size)
+    return jax.lax.platform_dependent(
+        q, k, v, w, s0, z0, runs,
+        cuda=functools.partial(_pallas_triton.causal_linear_attention, **kw),
+        tpu=functools.partial(_pallas_tpu.causal_linear_attention, **kw))
 
 
-def _la_pallas(q, k, v, *, causal, normalize, eps, chunk_size, state, runs, interpret=False,
-               feature_map="identity", feature_params=None):
-    from kjax.attention import _pallas
+def _interpret(module: str):
+    def run(q, k, v, w, s0, z0, runs, *, feature_map, causal, normalize, eps, chunk_size):
+        import importlib
 
-    if not causal or runs is not None or state is not None:
-        what = ("causal=False" if not causal else "segment_ids" if runs is not None
-                else "initial_state/return_state")
-        raise dispatch.KjaxError(f"{_LA}: implementation 'pallas' does not support {what}; use "
-                                 f"implementation='xla' or a list such as ['pallas', 'xla'].")
-    out = _pallas.causal_linear_attention(q, k, v, feature_params, feature_map=feature_map,
-                                          normalize=normalize, eps=float(eps), chunk_size=chunk_size,
-                                          interpret=interpret)
-    return out, None
+        mod = importlib.import_module(f"kjax.attention.{module}")
+        return mod.causal_linear_attention_interpret(q, k, v, w, s0, z0, runs, feature_map=feature_map,
+                                                     normalize=normalize, eps=eps, chunk_size=chunk_size)
+    return run
 
 
+def _supports(module: str):
+    def supports(platform, config):
+        import importlib
+
+        return importlib.import_module(f"kjax.attention.{module}").supports(platform, config)
+    return supports
+
+
+def _pallas_supports(platform, config):
+    return _supports("_pallas_tpu" if platform == "tpu" else "_pallas_triton")(platform, config)
+
+
+#: the implementations of :func:`linear_attention` / :func:`kernel_attention`, in order of preference;
+#: all share the signature of :func:`kjax.attention._xla.linear_attention_xla`
 IMPLEMENTATIONS = (
-    dispatch.Implementation("xla", _la_xla),
-    dispatch.Implementation("pallas", _la_pallas, supported=dispatch.gpu_only),
-    dispatch.Implementation("pallas_interpret", functools.partial(_la_pallas, interpret=True), auto=False),
+    dispatch.Implementation("pallas", _la_pallas, platforms=dispatch.PALLAS_PLATFORMS,
+                            supports=_pallas_supports),
+    dispatch.Implementation("xla", _xla.linear_attention_xla),
+    dispatch.Implementation("pallas_interpret", _interpret("_pallas_triton"),
+                            supports=_supports("_pallas_triton"), auto=False),
+    dispatch.Implementation("pallas_tpu_interpret", _interpret("_pallas_tpu"),
+                            supports=_supports("_pallas_tpu"), auto=False),
 )
 
 
 def _attend(fn, q, k, v, *, causal, normalize, eps, chunk_size, initial_state, return_state,
-            segment_ids, implementation, feature_map="identity", feature_params=None, raw=None):
-    """Shared body of :func:`linear_attention` and :func:`kernel_attention` (q, k already mapped
-    unless ``raw`` carries the unmapped inputs for a Pallas kernel that fuses the map)."""
+            segment_ids, implementation, feature_map="identity", w=None):
+    """Shared body of :func:`linear_attention` and :func:`kernel_attention`: ``q, k`` are raw inputs
+    of the fused ``feature_map`` (``"identity"`` when they are features already)."""
     dtype = dtypes.result_dtype(q, k, v)
     acc = dtypes.accum_dtype(dtype)
     chunk_size = _chunk(fn, chunk_size)
     eps = _eps(fn, eps)
     runs = _check_segments(fn, segment_ids, q)
-    impl = dispatch.select(fn, implementation, IMPLEMENTATIONS)
-    needs_state = initial_state is not None or return_state
-    if impl.name == "xla":
-        state = _check_state(fn, initial_state, q, v, acc)
-        out, s = _la_xla(q.astype(acc), k.astype(acc), v.astype(acc), causal=causal, normalize=normalize,
-                         eps=eps, chunk_size=chunk_size, state=state, runs=runs)
-    else:
-        if needs_state:
-            _check_state(fn, initial_state, q, v, acc)
-        fused = raw is not None and feature_map in FUSED_MAPS
-        qq, kk = raw if fused else (q, k)
-        out, s = impl.fn(qq, kk, v, causal=causal, normalize=normalize, eps=eps, chunk_size=chunk_size,
-                         state=True if needs_state else None, runs=runs,
-                         feature_map=feature_map if fused else "identity",
-                         feature_params=feature_params)
+    m = w.shape[0] if feature_map == "favor_positive" else q.shape[-1]
+    s0, z0 = _check_state(fn, initial_state, q, v, acc, m)
+    w = jnp.zeros((1, 1), dtype) if w is None else w.astype(dtype)
+    config = dict(causal=causal, feature_map=feature_map, dtype=jnp.dtype(dtype), d=q.shape[-1], m=m,
+                  dv=v.shape[-1], t=q.shape[1], segments=runs is not None)
+    run = dispatch.dispatch(fn, implementation, IMPLEMENTATIONS, config)
+    out, s, z = run(q.astype(dtype), k.astype(dtype), v.astype(dtype), w, s0, z0, runs,
+                    feature_map=feature_map, causal=causal, normalize=normalize, eps=eps,
+                    chunk_size=chunk_size)
     out = out.astype(dtype)
-    return (out, _split_state(s, dtype)) if return_state else out
+    if not return_state:
+        return out
+    return out, LinearAttentionState(kv=s.astype(dtype), k_sum=z.astype(dtype))
 
 
 def linear_attention(
@@ -210,9 +218,13 @@ def linear_attention(
       return_state: also return the final :class:`LinearAttentionState` (for decoding with
         :func:`linear_attention_step`).
       segment_ids: ``[B, T]`` integer ids of packed sequences, or None.
-      implementation: None (XLA on CPU), ``"xla"``, ``"pallas"`` (GPU; causal, without segments or
-        states), ``"pallas_interpret"`` (the Pallas kernel in interpret mode, any backend, for tests)
-        or a list tried in order.
+      implementation: chosen per platform when the call is lowered. None: the Pallas kernels on
+        GPU (Triton) and TPU (Mosaic) for the calls they support (causal, feature sizes <= 256,
+        float32/bfloat16), XLA otherwise and on CPU; ``"xla"``; ``"pallas"`` (exactly the kernels,
+        an error where they cannot serve); ``"pallas_interpret"`` / ``"pallas_tpu_interpret"``
+        (the Triton / TPU kernels in interpret mode, any backend, for tests); or a list, the first
+        that supports the call on each platform. ``chunk_size`` is a hint for the kernels (Triton:
+        a power of two in [16, 64]; TPU: 128 tokens).
 
     Returns:
       ``[B, T, H, Dv]`` outputs with the dtype of the inputs, and the final state if
@@ -221,7 +233,7 @@ def linear_attention(
     Raises:
       ValueError: ranks other than 4; ``q`` and ``k`` of different shapes; ``v`` with another
         ``[B, T, H]``; ``chunk_size < 1``; ``eps < 0``; ``segment_ids`` not ``[B, T]``;
-        ``initial_state`` of the wrong shapes; an implementation that cannot run here.
+        ``initial_state`` of the wrong shapes; an implementation that cannot serve the call here.
       TypeError: complex inputs, non-integer ``segment_ids``, ``chunk_size`` not an int.
 
     Example:
@@ -295,9 +307,11 @@ def linear_attention_step(
     _eps(fn, eps)
     dtype = dtypes.result_dtype(q_t, k_t, v_t)
     acc = dtypes.accum_dtype(dtype)
-    s = _check_state(fn, state, q_t[:, None], v_t[:, None], acc)
+    s0, z0 = _check_state(fn, state, q_t[:, None], v_t[:, None], acc)
+    s = jnp.concatenate([s0, z0[..., None]], axis=-1)
     out, s = ref.step(s, q_t.astype(acc), k_t.astype(acc), ref.augment(v_t.astype(acc)))
-    return ref.finish(out, normalize, eps).astype(dtype), _split_state(s, dtype)
+    return ref.finish(out, normalize, eps).astype(dtype), LinearAttentionState(
+        kv=s[..., :-1].astype(dtype), k_sum=s[..., -1].astype(dtype))
 
 
 # ----------------------------------------------------------------------------------- feature maps by name
@@ -307,8 +321,8 @@ _PLAIN = {"elu_plus_one": fm.elu_plus_one, "relu": fm.relu_features, "taylor2": 
 #: maps that take ``feature_params`` (the projection ``w``, the params dict, or ``nu``)
 _PARAM = ("favor_positive", "favor_trig", "dpfp", "hedgehog", "learned_spectral")
 FEATURE_MAPS = tuple(_PLAIN) + _PARAM
-#: maps the Pallas kernel applies inside the kernel
-FUSED_MAPS = ("elu_plus_one", "favor_positive")
+#: maps the implementations take by name (the Pallas kernels apply them inside the kernel)
+FUSED_MAPS = ("elu_plus_one", "relu", "favor_positive")
 
 
 def apply_feature_map(fn: str, feature_map, feature_params, x, *, is_query: bool):
@@ -398,13 +412,17 @@ def kernel_attention(
       ICLR 2021.
     """
     q, k, v = _check_qkv(_KA, q, k, v)
-    phi_q = apply_feature_map(_KA, feature_map, feature_params, q, is_query=True)
-    phi_k = apply_feature_map(_KA, feature_map, feature_params, k, is_query=False)
-    fused = feature_map if isinstance(feature_map, str) else None
-    return _attend(_KA, phi_q, phi_k, v, causal=causal, normalize=normalize, eps=eps,
+    fmap = lambda x, is_query: apply_feature_map(_KA, feature_map, feature_params, x, is_query=is_query)
+    if isinstance(feature_map, str) and feature_map in FUSED_MAPS:
+        jax.eval_shape(functools.partial(fmap, is_query=True), q)  # checks the map's arguments
+        w = dtypes.as_float_array(_KA, "feature_params", feature_params) if feature_map == "favor_positive" \
+            else None
+        return _attend(_KA, q, k, v, causal=causal, normalize=normalize, eps=eps, chunk_size=chunk_size,
+                       initial_state=initial_state, return_state=return_state, segment_ids=segment_ids,
+                       implementation=implementation, feature_map=feature_map, w=w)
+    return _attend(_KA, fmap(q, True), fmap(k, False), v, causal=causal, normalize=normalize, eps=eps,
                    chunk_size=chunk_size, initial_state=initial_state, return_state=return_state,
-                   segment_ids=segment_ids, implementation=implementation,
-                   feature_map=fused, feature_params=feature_params, raw=(q, k))
+                   segment_ids=segment_ids, implementation=implementation)
 
 
 # ----------------------------------------------------------------------------------- delta rule

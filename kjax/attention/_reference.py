@@ -112,56 +112,6 @@ def causal_chunked(q, k, va, state, *, chunk_size: int, runs=None):
     return _from_chunks(out, t), state
 
 
-GROUP = 4  # chunks per step of :func:`causal_grouped`
-
-
-@functools.partial(jax.jit, static_argnames=("chunk_size", "normalize", "group"))
-def causal_grouped(q, k, v, state, *, chunk_size: int, normalize: bool, eps: float, group: int = GROUP):
-    """:func:`causal_chunked` (no segments) arranged for XLA: the same chunk algebra, finished outputs.
-
-    Differences that matter for speed on XLA:CPU, where the time goes into memory passes over the
-    ``[B, T, H, *]`` arrays and into batched matmuls of chunk size: inputs stay in their ``[B, T, H, *]``
-    layout (a step reads ``group`` consecutive chunks with a free reshape; no chunk-major transpose
-    of whole arrays), the ones column of the normaliser is appended inside the step (no augmented
-    copy of ``v``), the ``group`` chunks of a step are one batched matmul each, their prefix states a
-    short running sum, and the step divides by the normaliser before it writes its outputs. Takes
-    plain ``v: [B, T, H, Dv]`` and the augmented ``state: [B, H, M, Dv + 1]``; returns ``(out [B, T, H,
-    Dv], final state)``.
-    """
-    b, t, h, m = q.shape
-    c = min(chunk_size, t)
-    g = max(1, min(group, -(-t // c)))
-    span = c * g
-    n = -(-t // span)
-    pad = n * span - t
-    tril = jnp.tril(jnp.ones((c, c), dtype=q.dtype))
-
-    q, k, v = (_pad_time(x, pad) for x in (q, k, v))
-
-    def body(i, carry):
-        s, out = carry
-        # a step's g chunks, read in place: [B, g*c, H, F] -> [B, g, c, H, F] is a free reshape
-        qi, ki, vi = (jax.lax.dynamic_slice_in_dim(x, i * span, span, axis=1).reshape(b, g, c, h, -1)
-                      for x in (q, k, v))
-        vi = augment(vi)
-        kv = jnp.einsum("bgchm,bgchf->bghmf", ki, vi)
-        prefix = [s]
-        for j in range(g - 1):
-            prefix.append(prefix[-1] + kv[:, j])
-        a = jnp.einsum("bgchm,bgshm->bghcs", qi, ki) * tril
-        o = (jnp.einsum("bghcs,bgshf->bgchf", a, vi)
-             + jnp.einsum("bgchm,bghmf->bgchf", qi, jnp.stack(prefix, axis=1)))
-        o = finish(o, normalize, eps).reshape(b, span, h, -1)
-        return prefix[-1] + kv[:, -1], jax.lax.dynamic_update_slice_in_dim(out, o, i * span, axis=1)
-
-    # a loop that writes into its output in place: a scan with stacked outputs measured ~25% slower
-    # on XLA:CPU (extra copies of the [B, T, H, Dv] result); reverse-mode works because the trip
-    # count is static (fori_loop lowers to scan)
-    out = jnp.zeros(v.shape, q.dtype)
-    state, out = jax.lax.fori_loop(0, n, body, (state, out))
-    return out[:, :t], state
-
-
 @functools.partial(jax.jit, static_argnames=("chunk_size",))
 def noncausal(q, k, va, state, *, chunk_size: int, runs=None):
     """Non-causal linear attention: every token sees every token of its run (and ``state``)."""

@@ -27,7 +27,6 @@ from kjax.ntk import _jaxpr
 
 PyTree = Any
 
-IMPLEMENTATIONS = ("jacobian_contraction", "ntk_vector_products", "structured")
 #: neural-tangents' ``NtkImplementation`` integers, accepted as aliases
 _NT_INTS = {0: None, 1: "jacobian_contraction", 2: "ntk_vector_products", 3: "structured"}
 
@@ -374,14 +373,19 @@ def implementation_costs(model: Model, plan, n1, n2, out_shape, trace, diag) -> 
 # ------------------------------------------------------------------------------ kernels
 
 
-def _kernel_from_jacobians(model, x1, x2, trace, diag, out_ndim, precision):
+# Every implementation takes ``(model, x1, x2, *, trace, diag, out_ndim, precision, n1, n2, out_shape,
+# size, plan_bundle)`` and returns the kernel in NT's layout, averaged over the traced axes (``size``
+# elements).
+
+
+def _kernel_from_jacobians(model, x1, x2, *, trace, diag, out_ndim, precision, size=1, **_):
     j1 = _jacobian_features(model, x1)
     j2 = j1 if x2 is None else _jacobian_features(model, x2)
     return sum(_contract_jac(a, b, out_ndim, trace, diag, model.vmap, precision)
-               for a, b in zip(j1, j2, strict=True))
+               for a, b in zip(j1, j2, strict=True)) / size
 
 
-def _kernel_structured(model, x1, x2, trace, diag, out_ndim, precision, n1, n2, out_shape,
+def _kernel_structured(model, x1, x2, *, trace, diag, out_ndim, precision, n1, n2, out_shape, size=1,
                        plan_bundle=None):
     plan, closed, leaf_index = plan_bundle or structured_plan(model, x1)
     costs = structured_costs(model, plan, n1, n2, out_shape, trace, diag)
@@ -393,7 +397,8 @@ def _kernel_structured(model, x1, x2, trace, diag, out_ndim, precision, n1, n2, 
         # without vmap the jaxpr is specialised to the batch size: trace x2's batch too
         plan2, closed2, _ = (plan, closed, None) if model.vmap else structured_plan(model, x2)
         if plan2.tapped_leaves != plan.tapped_leaves:
-            return _kernel_from_jacobians(model, x1, x2, trace, diag, out_ndim, precision)
+            return _kernel_from_jacobians(model, x1, x2, trace=trace, diag=diag, out_ndim=out_ndim,
+                                          precision=precision, size=size)
         f2, j2 = _structured_features(model, x2, plan2, closed2, leaf_index, materialise)
     total = 0.0
     for t, a, b in zip(plan.taps, f1, f2, strict=True):
@@ -403,11 +408,12 @@ def _kernel_structured(model, x1, x2, trace, diag, out_ndim, precision, n1, n2, 
             total = total + _contract_ag(a, b, out_ndim, trace, diag, model.vmap, precision)
     for a, b in zip(j1, j2, strict=True):
         total = total + _contract_jac(a, b, out_ndim, trace, diag, model.vmap, precision)
-    return total
+    return total / size
 
 
-def _kernel_nvp(model, x1, x2, trace, diag, out_ndim, precision):
-    """Theta = J1 J2^T by vector products: a VJP per output of x2, then a JVP through x1."""
+def _kernel_nvp(model, x1, x2, *, trace, diag, out_ndim, precision, **_):
+    """Theta = J1 J2^T by vector products: a VJP per output of x2, then a JVP through x1 (averaged
+    over the traced axes by :func:`trace_and_diagonal`)."""
     x2_ = x1 if x2 is None else x2
     with_sub = model.apply_selected
     p0 = model.selected_leaves()
@@ -432,6 +438,12 @@ def _kernel_nvp(model, x1, x2, trace, diag, out_ndim, precision):
     half = full.ndim // 2
     full = jnp.moveaxis(full, tuple(range(half)), tuple(range(half, 2 * half)))
     return trace_and_diagonal(full, trace, diag)
+
+
+#: the eNTK's algorithms, one signature (see above), chosen by name or by the cost model
+_IMPLS = (dispatch.Implementation("jacobian_contraction", _kernel_from_jacobians),
+          dispatch.Implementation("ntk_vector_products", _kernel_nvp),
+          dispatch.Implementation("structured", _kernel_structured))
 
 
 def trace_and_diagonal(full: jax.Array, trace: tuple, diag: tuple) -> jax.Array:
@@ -460,17 +472,10 @@ def ntk_of(model: Model, x1, x2, *, trace, diag, implementation, out_shape_full,
         names = {im.name for im in ok}
         return min(ok, key=lambda im: costs[im.name] if im.name in names else math.inf)
 
-    impls = [dispatch.Implementation(n, None) for n in IMPLEMENTATIONS]
-    name = dispatch.select(fn, implementation, impls, chooser=auto_choice).name
-    total = trace and int(np.prod([out_shape_full[i] for i in trace])) or 1
-    if name == "jacobian_contraction":
-        k = _kernel_from_jacobians(model, x1, x2, trace, diag, out_ndim, precision)
-        return k / total
-    if name == "structured":
-        k = _kernel_structured(model, x1, x2, trace, diag, out_ndim, precision, n1, n2, out_shape,
-                               bundle)
-        return k / total
-    return _kernel_nvp(model, x1, x2, trace, diag, out_ndim, precision)
+    impl = dispatch.select(fn, implementation, _IMPLS, chooser=auto_choice)
+    size = trace and int(np.prod([out_shape_full[i] for i in trace])) or 1
+    return impl.fn(model, x1, x2, trace=trace, diag=diag, out_ndim=out_ndim, precision=precision, n1=n1,
+                   n2=n2, out_shape=out_shape, size=size, plan_bundle=bundle)
 
 
 def choose_implementation(f, params, x1, x2=None, *, trace_axes=(-1,), diagonal_axes=(),

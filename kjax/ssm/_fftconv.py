@@ -1,73 +1,80 @@
-"""Public :func:`fftconv` and its XLA path; the dispatcher picks XLA or the Pallas kernel."""
+"""Public :func:`fftconv`: checks its arguments and dispatches to an implementation.
+
+Implementations (all with the signature ``(u, k, gate, skip, *, mode)`` on validated arrays):
+
+* ``"xla"`` (``_xla.py``): real FFTs in XLA; every platform, the default on CPU;
+* ``"pallas"``: the Pallas kernels, lowered on cuda (``_pallas_triton.py``, Triton) and tpu
+  (``_pallas_tpu.py``, Mosaic), the default there for the configurations they support;
+* ``"pallas_interpret"`` / ``"pallas_tpu_interpret"``: the same kernels in interpret mode on any
+  platform, for tests (never chosen by default).
+
+The choice is made per platform when the call is lowered (``kjax._src.dispatch``), so one traced
+function runs XLA on CPU and the kernel on a GPU or TPU.
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from kjax._src import dispatch, dtypes
 from kjax._src.errors import check_in, fail
-from kjax._src.fft import next_fast_len
 from kjax.ssm import _checks
-from kjax.ssm._reference import bidirectional_filter
+from kjax.ssm._xla import fft_size as fft_size  # re-exported: kjax/ssm/_demo.py reports it
+from kjax.ssm._xla import fftconv_xla
 
 _FN = "kjax.ssm.fftconv"
 
 
-def fft_size(mode: str, L: int, lk: int) -> int:
-    """The FFT length used by the XLA path: exact for circular, a fast length >= L + L_k - 1 else."""
-    return L if mode == "circular" else next_fast_len(L + lk - 1)
+def _config(u, k, mode: str) -> dict:
+    """The static description of a call that ``supports`` predicates read."""
+    return dict(mode=mode, L=int(u.shape[1]), lk=int(k.shape[-2]),
+                dtype=str(np.dtype(dtypes.result_dtype(u, k))), u_dtype=str(np.dtype(u.dtype)))
 
 
-def filter_spectrum(k: jax.Array, n: int, mode: str, acc) -> jax.Array:
-    """``rfft`` of the filter at length ``n`` along axis 0: ``[n // 2 + 1, D]`` complex."""
-    kf = k.astype(acc)
-    if mode == "bidirectional":
-        kf = bidirectional_filter(kf, n)
-    return jnp.fft.rfft(kf, n=n, axis=0)
+def _backend(platform: str):
+    from kjax.ssm import _pallas_tpu, _pallas_triton
+
+    return _pallas_tpu if platform == "tpu" else _pallas_triton
 
 
-def fftconv_xla(u, k, *, mode: str = "causal", gate=None, skip=None):
-    """The XLA path: a fast FFT length, real FFTs along L, skip folded into the filter's spectrum
-    and the gate fused into the epilogue.
-
-    The transforms run along axis 1 of ``[B, L, D]``; moving L last costs two transposes of the
-    whole batch, which measured slower on CPU (see benchmarks/bench_ssm.py).
-    """
-    out_dtype = u.dtype
-    acc = dtypes.accum_dtype(dtypes.result_dtype(u, k))
-    L = u.shape[1]
-    lk = k.shape[-2]
-    n = fft_size(mode, L, lk)
-    uf = u.astype(acc)
-    K = filter_spectrum(k, n, mode, acc)
-    if skip is not None:
-        # skip * u is the convolution with skip at tap 0, whose spectrum is skip at every
-        # frequency: folded into K it costs nothing, where the epilogue would read u again
-        K = K + skip.astype(acc)
-    y = jnp.fft.irfft(jnp.fft.rfft(uf, n=n, axis=1) * K, n=n, axis=1)
-    if n != L:
-        y = y[:, :L]
-    if gate is not None:
-        y = y * gate.astype(acc)
-    return y.astype(out_dtype)
+def _pallas(u, k, gate, skip, *, mode):
+    """The Pallas kernels: Triton on cuda, Mosaic on tpu (``platform_dependent`` keeps the branch
+    of the platform the call is lowered for); a platform whose kernel does not support the call
+    has no branch, so lowering there fails loudly (the dispatcher never routes it here)."""
+    config = _config(u, k, mode)
+    branches = {p: functools.partial(_backend(p).fftconv, mode=mode)
+                for p in dispatch.PALLAS_PLATFORMS if _backend(p).supports(p, config) is None}
+    return jax.lax.platform_dependent(u, k, gate, skip, **branches)
 
 
-def _pallas_fftconv(u, k, *, mode, gate, skip):
-    from kjax.ssm import _pallas
-
-    return _pallas.fftconv_pallas(u, k, mode=mode, gate=gate, skip=skip)
+def _pallas_supports(platform, config):
+    return _backend(platform).supports(platform, config)
 
 
-# jitted once per implementation (mode static), so eager calls compile one program instead of
-# dispatching op by op; under an outer jit these inline.
-_IMPLS = (
+def _interpret(platform: str):
+    """The kernels of ``platform`` in interpret mode, and what they support (on any platform)."""
+    def run(u, k, gate, skip, *, mode):
+        return _backend(platform).fftconv(u, k, gate, skip, mode=mode, interpret=True)
+
+    def supports(_, config):
+        return _backend(platform).supports(platform, config, interpret=True)
+
+    return dict(fn=run, supports=supports, auto=False)
+
+
+#: the implementations of :func:`fftconv`, in order of preference for ``implementation=None``;
+#: jitted (``mode`` static) so an eager call compiles one program; under an outer jit they inline
+IMPLEMENTATIONS = (
+    dispatch.Implementation("pallas", jax.jit(_pallas, static_argnames="mode"),
+                            platforms=dispatch.PALLAS_PLATFORMS, supports=_pallas_supports),
     dispatch.Implementation("xla", jax.jit(fftconv_xla, static_argnames="mode")),
-    dispatch.Implementation("pallas", jax.jit(_pallas_fftconv, static_argnames="mode"),
-                            supported=dispatch.gpu_only, auto=False),
+    dispatch.Implementation("pallas_interpret", **_interpret("cuda")),
+    dispatch.Implementation("pallas_tpu_interpret", **_interpret("tpu")),
 )
 
 
@@ -94,11 +101,22 @@ def fftconv(
 
     then ``y <- gate * (y + skip * u)`` when given (the Hyena / H3 gated long convolution).
 
-    The FFT length is the smallest 2^a 3^b 5^c 7^d >= ``L + L_k - 1`` (exactly ``L`` when circular), so
-    any ``L`` works. bfloat16 / float16 inputs are cast to float32 around the transforms (XLA's FFT
-    rejects them) and the output is cast back: accumulation is float32 and large-magnitude bf16
-    inputs do not overflow. The output has the dtype of ``u``. Differentiable in ``u``, ``k``,
-    ``gate`` and ``skip``.
+    Numerics. bfloat16 / float16 inputs are computed in float32 and the output is cast back, so
+    accumulation is float32 and large-magnitude bf16 inputs do not overflow; float64 works with x64
+    on. The output has the dtype of ``u``. Differentiable in ``u``, ``k``, ``gate`` and ``skip``.
+
+    What runs where (``implementation=None``; the choice is made per platform when the call is
+    lowered, so one jitted or exported function runs XLA on CPU and the kernel on GPU / TPU):
+
+    * CPU (and ROCm): the XLA path, real FFTs at the smallest 2^a 3^b 5^c 7^d >= ``L + L_k - 1``
+      (exactly ``L`` when circular), so any ``L`` works;
+    * cuda: the Pallas **Triton** kernel, tpu: the Pallas **Mosaic TPU** kernel. Both compute the
+      FFT as split-DFT matmuls at a power-of-two length ``N`` (float32 accumulation), forward and
+      backward in Pallas; ``N`` up to 4096 (Triton) / 16384 (TPU) in one kernel, longer (up to
+      ``2^18``, so causal ``L + L_k - 1 <= 262144``) with an outer decimation step in XLA. They take
+      float32 / bfloat16 (and float16 on cuda); circular mode needs ``L`` a power of two >= 256
+      (Triton) / 2048 (TPU). Calls outside that (float64, a longer or non-power-of-two circular
+      ``L``) run the XLA path there.
 
     Args:
       u: ``[B, L, D]`` input sequences (batch, length, channels), real floating.
@@ -106,15 +124,20 @@ def fftconv(
       mode: ``"causal"``, ``"circular"`` or ``"bidirectional"``.
       gate: optional ``[B, L, D]`` multiplicative gate applied to the output.
       skip: optional ``[D]`` per-channel skip (the SSM's ``D`` term), adds ``skip * u``.
-      implementation: None (XLA everywhere; the Pallas kernel is opt-in), ``"xla"``, ``"pallas"``
-        (GPU only) or a list of them, tried in order.
+      implementation: None (as above), ``"xla"``, ``"pallas"`` (the kernels, on cuda / tpu only),
+        ``"pallas_interpret"`` / ``"pallas_tpu_interpret"`` (the Triton / TPU kernel in interpret
+        mode on any platform: slow, for tests), or a list of them: on each platform the first
+        that supports the call.
 
     Returns:
       ``[B, L, D]`` output with the dtype of ``u``.
 
     Raises:
       ValueError: wrong ranks, ``L = 0``, channel mismatch, ``L_k > L``, an unknown ``mode``, a
-        ``gate`` / ``skip`` of the wrong shape, an implementation that cannot run here.
+        ``gate`` / ``skip`` of the wrong shape; an unknown ``implementation``; a single
+        implementation that cannot serve the call here (``"pallas"`` on CPU, or a configuration
+        its kernel does not cover: the message names the argument, e.g. ``u`` for a circular
+        ``L`` that is not a power of two).
       TypeError: complex, integer or bool inputs.
 
     Example:
@@ -132,12 +155,12 @@ def fftconv(
       Fu et al., *FlashFFTConv: Efficient Convolutions for Long Sequences with Tensor Cores*, 2023.
     """
     u, k, gate, skip = check_fftconv_args(_FN, u, k, mode=mode, gate=gate, skip=skip)
-    im = dispatch.select(_FN, implementation, _IMPLS)
-    return im.fn(u, k, mode=mode, gate=gate, skip=skip)
+    selection = dispatch.dispatch(_FN, implementation, IMPLEMENTATIONS, _config(u, k, mode))
+    return selection(u, k, gate, skip, mode=mode)
 
 
 def check_fftconv_args(fn, u, k, *, mode, gate, skip):
-    """Validate the arguments of fftconv (shared with the Pallas entry point)."""
+    """Validate the arguments of :func:`fftconv`; returns them as arrays."""
     check_in(fn, "mode", mode, _checks.MODES)
     u = _checks.seq(fn, "u", u)
     _, L, D = u.shape

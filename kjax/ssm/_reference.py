@@ -1,9 +1,10 @@
 """The spec of :func:`kjax.ssm.fftconv`: a plain real-FFT pipeline in pure jnp, no tricks.
 
 It is tested in float64 against a NumPy direct convolution in every mode, and every fast path
-(the XLA path of ``_fftconv.py``, the Pallas kernel of ``_pallas.py``) is tested against it. It
-takes already-validated arrays: ``u: [B, L, D]``, ``k: [L_k, D]`` (``[2, L_k, D]`` when
-bidirectional), ``gate: [B, L, D] | None``, ``skip: [D] | None``.
+(the XLA path of ``_xla.py``, the Pallas kernels of ``_pallas_triton.py`` and ``_pallas_tpu.py``)
+is tested against it. It imports nothing from the other fftconv modules. It takes already-validated
+arrays: ``u: [B, L, D]``, ``k: [L_k, D]`` (``[2, L_k, D]`` when bidirectional),
+``gate: [B, L, D] | None``, ``skip: [D] | None``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def bidirectional_filter(k: jax.Array, n: int) -> jax.Array:
     return f
 
 
-def fftconv_reference(u, k, *, mode: str = "causal", gate=None, skip=None):
+def fftconv_reference(u, k, gate=None, skip=None, *, mode: str = "causal"):
     """``y = gate * (k * u + skip * u)`` with one real FFT per operand, at the smallest exact length."""
     out_dtype = u.dtype
     acc = dtypes.accum_dtype(dtypes.result_dtype(u, k))

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from kjax import attention as A
+from tests.conformance import assert_close
 
 q = jnp.ones((1, 5, 2, 3))
 v = jnp.ones((1, 5, 2, 4))
@@ -71,16 +72,29 @@ def test_feature_map_names():
 
 
 def test_implementations():
-    with pytest.raises(ValueError, match="implementation 'pallas' cannot run here: it needs a GPU"):
+    with pytest.raises(ValueError, match=r"linear_attention: implementation 'pallas' cannot serve this call on "
+                       r"cpu: it lowers on cuda, tpu, not on cpu"):
         A.linear_attention(q, q, v, implementation="pallas")
-    with pytest.raises(ValueError, match="implementation 'pallas' does not support segment_ids"):
-        A.linear_attention(q, q, v, implementation="pallas_interpret", segment_ids=jnp.zeros((1, 5), int))
-    with pytest.raises(ValueError, match="does not support causal=False"):
+    # a configuration the named kernel does not support: the error names the argument
+    with pytest.raises(ValueError, match=r"implementation 'pallas_interpret' cannot serve this call on cpu: "
+                       r"`causal=False` is served by the XLA path"):
         A.linear_attention(q, q, v, implementation="pallas_interpret", causal=False)
+    big = jnp.ones((1, 5, 2, 257))
+    with pytest.raises(ValueError, match=r"kernel_attention: implementation 'pallas_tpu_interpret' cannot serve "
+                       r"this call on cpu: feature sizes \(D, M, Dv\) of `q`, `k`, `v` above 256"):
+        A.kernel_attention(big, big, v, feature_map="relu", implementation="pallas_tpu_interpret")
+    # maps the kernels do not fuse reach them as precomputed features
+    out = A.kernel_attention(q, q, v, feature_map="taylor2", implementation="pallas_tpu_interpret")
+    assert_close(out, A.kernel_attention(q, q, v, feature_map="taylor2"), 1e-12)
     with pytest.raises(ValueError, match="`implementation` must be None, one of"):
         A.linear_attention(q, q, v, implementation="cuda")
+    with pytest.raises(ValueError, match=r"none of the implementations \['pallas'\] can run here \(cpu\)"):
+        A.linear_attention(q, q, v, implementation=["pallas"])
+    # a list falls through to the next implementation that supports the call
     out = A.linear_attention(q, q, v, implementation=["pallas", "xla"])
     assert out.shape == v.shape and np.all(np.isfinite(out))
+    out = A.linear_attention(q, q, v, causal=False, implementation=["pallas_interpret", "xla"])
+    assert_close(out, A.linear_attention(q, q, v, causal=False), 1e-12)
 
 
 def test_step_shapes():

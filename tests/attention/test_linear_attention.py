@@ -42,11 +42,12 @@ def test_grouped_causal_form_over_several_steps(normalize):
     # the XLA path runs GROUP chunks per scan step: T = 37 with chunk 3 gives 4 steps of 12 tokens,
     # the last one padded; it must equal the chunk-by-chunk reference and the oracle, state included
     from kjax.attention import _reference as ref
+    from kjax.attention._xla import causal_grouped
 
     pq, pk, v = _inputs(6, t=37)
     rng = np.random.default_rng(1)
     s0 = jnp.asarray(rng.uniform(0.5, 1.0, size=(B, H, M, DV + 1)))
-    out, s = ref.causal_grouped(pq, pk, v, s0, chunk_size=3, normalize=normalize, eps=1e-6)
+    out, s = causal_grouped(pq, pk, v, s0, chunk_size=3, normalize=normalize, eps=1e-6)
     want, want_s = ref.causal_chunked(pq, pk, ref.augment(v), s0, chunk_size=3)
     assert_close(out, ref.finish(want, normalize, 1e-6), 1e-12, "grouped vs chunked")
     assert_close(s, want_s, 1e-12, "grouped final state")
@@ -185,3 +186,14 @@ def test_kernel_attention_conformance(mesh):
     f = lambda q, k, v, w: A.kernel_attention(q, k, v, feature_map="favor_positive", feature_params=w,
                                               chunk_size=4)
     check_op(f, q, k, v, w, grad_argnums=(3,), mesh=mesh)
+
+
+def test_eps_zero_gradients_are_finite_for_ragged_lengths():
+    # regression: with eps=0 the padded tokens of the grouped causal path divided 0 by 0 and put
+    # NaN into the gradients of k and v whenever T was not a multiple of 4 x chunk_size
+    pq, pk, v = _inputs(3, t=37)
+    g = jax.grad(lambda k, v: jnp.sum(A.linear_attention(pq, k, v, chunk_size=4, eps=0.0)), argnums=(0, 1))(pk, v)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in g)
+    want = jax.grad(lambda k, v: jnp.sum(A.linear_attention(pq, k, v, chunk_size=37, eps=0.0)), argnums=(0, 1))(pk, v)
+    for a, b in zip(g, want, strict=True):
+        assert_close(a, b, 1e-10, "eps=0 gradient")

@@ -1,4 +1,12 @@
-"""The Pallas kernel in interpret mode on CPU (on a GPU the same class would run compiled)."""
+"""The Pallas kernels of causal linear attention, run in interpret mode on CPU against the reference.
+
+``pallas_interpret`` runs the Triton kernels (``_pallas_triton``) with ``interpret=True``;
+``pallas_tpu_interpret`` runs the TPU kernels (``_pallas_tpu``) under ``pltpu.InterpretParams()``
+(TPU semantics: memory spaces, DMAs, the sequential chunk axis with its VMEM scratch state). Both
+go through the public functions and the dispatcher. Forward and gradients (``q, k, v``, the FAVOR+
+projection ``w`` and the initial state) are compared in float64 with the XLA path, itself tested
+against the NumPy oracle, and the forward also with the oracle directly.
+"""
 
 import functools
 
@@ -8,70 +16,123 @@ import numpy as np
 import pytest
 
 from kjax import attention as A
-from kjax.attention import _pallas
+from kjax._src import dispatch
 from tests.attention import oracle
 from tests.conformance import assert_close
 
-# (B, T, H, D, Dv, chunk): small, ragged (T not a multiple of the chunk), one chunk, chunk of 1
-SHAPES = [(1, 8, 1, 4, 4, 4), (2, 7, 2, 3, 5, 4), (1, 5, 1, 2, 3, 16), (1, 3, 2, 2, 2, 1)]
+IMPLS = ["pallas_interpret", "pallas_tpu_interpret"]
+# (B, T, H, D, Dv): ragged (T not a multiple of the chunk), several chunks of the TPU kernel (128)
+SHAPES = [(2, 37, 2, 5, 6), (1, 300, 1, 3, 20)]
+RNG = np.random.default_rng(0)
 
 
-def _inputs(shape, seed=0):
-    b, t, h, d, dv, _ = shape
-    kq, kk, kv, kw = jax.random.split(jax.random.key(seed), 4)
-    q = jax.random.normal(kq, (b, t, h, d), jnp.float64) * 0.7
-    k = jax.random.normal(kk, (b, t, h, d), jnp.float64) * 0.7
-    v = jax.random.normal(kv, (b, t, h, dv), jnp.float64)
-    w = A.random_projection(kw, 6, d, dtype=np.float64)
+def _inputs(shape, m=7):
+    b, t, h, d, dv = shape
+    q, k = (jnp.asarray(RNG.normal(size=(b, t, h, d)) * 0.7) for _ in range(2))
+    v = jnp.asarray(RNG.normal(size=(b, t, h, dv)))
+    w = A.random_projection(jax.random.key(1), m, d, dtype=np.float64)
     return q, k, v, w
 
 
-class TestPallasInterpret:
-    interpret = True
+def _segments(b, t):
+    ids = np.zeros((b, t), np.int32)
+    for i in range(b):
+        cuts = np.sort(RNG.choice(np.arange(1, t), size=3, replace=False))
+        for c in cuts:
+            ids[i, c:] += 1
+    ids[:, -1] = ids[:, -2]  # the last segment spans at least two tokens
+    return jnp.asarray(ids)
 
-    @pytest.mark.parametrize("shape", SHAPES)
-    @pytest.mark.parametrize("feature_map", ["elu_plus_one", "favor_positive"])
-    def test_forward_matches_reference(self, shape, feature_map):
-        q, k, v, w = _inputs(shape)
-        c = shape[-1]
-        out = _pallas.causal_linear_attention(q, k, v, w, feature_map=feature_map, chunk_size=c,
-                                              interpret=self.interpret)
-        ref = A.kernel_attention(q, k, v, feature_map=feature_map, feature_params=w, chunk_size=c,
-                                 implementation="xla")
-        assert_close(out, ref, 1e-12, "pallas forward")
-        if feature_map == "elu_plus_one":  # and against the NumPy oracle directly
-            assert_close(out, oracle.linear_attention(A.elu_plus_one(q), A.elu_plus_one(k), v), 1e-12, "oracle")
 
-    @pytest.mark.parametrize(("shape", "feature_map", "normalize"), [
-        (SHAPES[0], "identity", False), (SHAPES[1], "elu_plus_one", True), (SHAPES[1], "favor_positive", True),
-        (SHAPES[3], "favor_positive", False)])
-    def test_vjp_matches_reference(self, shape, feature_map, normalize):
-        q, k, v, w = _inputs(shape, 1)
-        if feature_map == "identity":
-            q, k = A.elu_plus_one(q), A.elu_plus_one(k)
-        c = shape[-1]
-        pallas = lambda q, k, v, w: _pallas.causal_linear_attention(
-            q, k, v, w, feature_map=feature_map, normalize=normalize, chunk_size=c, interpret=self.interpret)
-        fmap = {"identity": lambda x: x, "elu_plus_one": A.elu_plus_one}.get(feature_map, feature_map)
-        ref = lambda q, k, v, w: A.kernel_attention(q, k, v, feature_map=fmap, feature_params=w,
-                                                    normalize=normalize, chunk_size=c)
-        ct = jax.random.normal(jax.random.key(5), v.shape, v.dtype)
-        vjp_p = jax.jit(lambda *a: jax.vjp(pallas, *a)[1](ct))
-        vjp_r = jax.jit(lambda *a: jax.vjp(ref, *a)[1](ct))
-        argnames = ("q", "k", "v", "w") if feature_map == "favor_positive" else ("q", "k", "v")
-        for name, gp, gr in zip(argnames, vjp_p(q, k, v, w), vjp_r(q, k, v, w), strict=False):
-            assert_close(gp, gr, 1e-11, f"d{name}")
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("feature_map", ["elu_plus_one", "relu", "favor_positive"])
+def test_forward_matches_reference_and_oracle(impl, shape, feature_map):
+    q, k, v, w = _inputs(shape)
+    f = functools.partial(A.kernel_attention, feature_map=feature_map, feature_params=w, chunk_size=16)
+    out = f(q, k, v, implementation=impl)
+    assert_close(out, f(q, k, v, implementation="xla"), 1e-12, "pallas forward")
+    phi = {"elu_plus_one": A.elu_plus_one, "relu": A.relu_features}.get(feature_map)
+    if phi is not None:
+        assert_close(out, oracle.linear_attention(phi(q), phi(k), v), 1e-12, "oracle")
 
-    def test_dispatch_and_float32(self):
-        q, k, v, w = _inputs(SHAPES[1], 2)
-        q, k, v, w = (x.astype(jnp.float32) for x in (q, k, v, w))
-        f = functools.partial(A.kernel_attention, feature_map="favor_positive", feature_params=w, chunk_size=4)
-        out = jax.jit(lambda q, k, v: f(q, k, v, implementation="pallas_interpret"))(q, k, v)
-        assert out.dtype == jnp.float32
-        assert_close(out, f(q, k, v), 1e-5, "dispatch, float32")
-        # linear_attention on features and a callable map go through the identity kernel
-        pq, pk = A.elu_plus_one(q), A.elu_plus_one(k)
-        out = A.linear_attention(pq, pk, v, chunk_size=4, implementation="pallas_interpret")
-        assert_close(out, A.linear_attention(pq, pk, v, chunk_size=4), 1e-5, "identity kernel")
-        out = A.kernel_attention(q, k, v, feature_map=A.elu_plus_one, implementation="pallas_interpret")
-        assert_close(out, A.linear_attention(pq, pk, v), 1e-5, "callable map")
+
+def _loss(q, k, v, w, kv, ks, *, impl, feature_map, normalize, segments, with_state):
+    state = A.LinearAttentionState(kv, ks) if with_state else None
+    ct = jnp.cos(jnp.arange(v.size, dtype=v.dtype)).reshape(v.shape)
+    o, s = A.kernel_attention(q, k, v, feature_map=feature_map, feature_params=w, normalize=normalize,
+                              segment_ids=segments, initial_state=state, return_state=True, chunk_size=16,
+                              implementation=impl)
+    return jnp.sum(o * ct) + jnp.sum(jnp.sin(s.kv)) + jnp.sum(s.k_sum ** 2)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize(("shape", "feature_map", "normalize", "segments", "with_state"), [
+    (SHAPES[0], "favor_positive", True, False, True),
+    (SHAPES[0], "elu_plus_one", False, True, False),
+    (SHAPES[1], "favor_positive", True, True, True),
+])
+def test_gradients_match_reference(impl, shape, feature_map, normalize, segments, with_state):
+    q, k, v, w = _inputs(shape)
+    b, t, h, _, dv = shape
+    m = w.shape[0] if feature_map == "favor_positive" else shape[3]
+    kv = jnp.asarray(RNG.normal(size=(b, h, m, dv)))
+    ks = jnp.asarray(RNG.uniform(0.5, 1.0, size=(b, h, m)))
+    seg = _segments(b, t) if segments else None
+    kw = dict(feature_map=feature_map, normalize=normalize, segments=seg, with_state=with_state)
+    grad = lambda impl: jax.jit(jax.value_and_grad(functools.partial(_loss, impl=impl, **kw),
+                                                   argnums=(0, 1, 2, 3, 4, 5)))(q, k, v, w, kv, ks)
+    (val_p, g_p), (val_r, g_r) = grad(impl), grad("xla")
+    assert_close(val_p, val_r, 1e-12, "value")
+    for name, a, r in zip(("q", "k", "v", "w", "kv", "k_sum"), g_p, g_r, strict=True):
+        if name == "w" and feature_map != "favor_positive":
+            continue
+        assert_close(a, r, 1e-11, f"d{name}")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_segments_and_states_match_oracle(impl):
+    # packed sequences start from zero state; the initial state belongs to the first and the
+    # returned state to the last; linear_attention (identity map) on features
+    shape = SHAPES[1]
+    q, k, v, _ = _inputs(shape)
+    pq, pk = A.elu_plus_one(q), A.elu_plus_one(k)
+    b, t, h, m, dv = shape
+    seg = _segments(b, t)
+    s0 = A.LinearAttentionState(jnp.asarray(RNG.normal(size=(b, h, m, dv))),
+                                jnp.asarray(RNG.uniform(0.5, 1, size=(b, h, m))))
+    out, s = A.linear_attention(pq, pk, v, segment_ids=seg, initial_state=s0, return_state=True,
+                                implementation=impl)
+    want = oracle.linear_attention(pq, pk, v, segment_ids=seg, s0=s0.kv, z0=s0.k_sum)
+    assert_close(out, want, 1e-12, "packed outputs")
+    _, s_ref = A.linear_attention(pq, pk, v, segment_ids=seg, initial_state=s0, return_state=True,
+                                  implementation="xla")
+    assert_close(s.kv, s_ref.kv, 1e-12, "final state")
+    assert_close(s.k_sum, s_ref.k_sum, 1e-12, "final normaliser")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_bfloat16_inputs_accumulate_in_float32(impl):
+    q, k, v, w = _inputs(SHAPES[0])
+    f = functools.partial(A.kernel_attention, feature_map="favor_positive", chunk_size=16)
+    lo = [x.astype(jnp.bfloat16) for x in (q, k, v, w)]
+    out = f(*lo[:3], feature_params=lo[3], implementation=impl)
+    assert out.dtype == jnp.bfloat16
+    want = f(*(x.astype(jnp.float32) for x in lo[:3]), feature_params=lo[3].astype(jnp.float32))
+    assert_close(out, want, 2e-2, "bf16 vs float32 XLA path")
+
+
+def test_dispatch_per_platform():
+    # the default is chosen per platform: the kernels on cuda and tpu, XLA on CPU (this machine)
+    q, k, v, w = _inputs(SHAPES[0])
+    config = dict(causal=True, feature_map="elu_plus_one", dtype=jnp.dtype(jnp.float32), d=5, m=5, dv=6,
+                  t=37, segments=False)
+    sel = dispatch.dispatch("f", None, A._attention.IMPLEMENTATIONS, config)
+    assert sel.names() == {"cpu": "xla", "cuda": "pallas", "rocm": "xla", "tpu": "pallas"}
+    # an unsupported configuration falls through to XLA everywhere, with the reason recorded
+    sel = dispatch.dispatch("f", None, A._attention.IMPLEMENTATIONS, {**config, "causal": False})
+    assert set(sel.names().values()) == {"xla"}
+    assert ("pallas", "cuda", "`causal=False` is served by the XLA path") in sel.skipped
+    sel = dispatch.dispatch("f", None, A._attention.IMPLEMENTATIONS, {**config, "dtype": jnp.dtype("float64")})
+    assert sel.names()["cuda"] == "xla" and "float64" in dict(
+        ((n, p), r) for n, p, r in sel.skipped)[("pallas", "cuda")]

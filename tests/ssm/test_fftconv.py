@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from kjax.ssm import fftconv
-from kjax.ssm._fftconv import fftconv_xla
 from kjax.ssm._reference import fftconv_reference
+from kjax.ssm._xla import fftconv_xla
 from tests.conformance import assert_close, check_op, tol
 from tests.ssm._oracles import direct_conv
 
@@ -124,14 +124,17 @@ def test_grad_matches_numpy_adjoint():
 
 
 def test_implementation_dispatch():
+    """"xla" and lists run here; unknown names and wrong types raise. (The Pallas implementations and
+    their errors are tested in test_pallas.py.)"""
     u, k = _data(1, 8, 2, 8, "causal")
     ref = fftconv(u, k)
     assert_close(fftconv(u, k, implementation="xla"), ref, 1e-12)
-    assert_close(fftconv(u, k, implementation=["pallas", "xla"]), ref, 1e-12)
-    with pytest.raises(ValueError, match=r"kjax.ssm.fftconv: implementation 'pallas' cannot run here"):
-        fftconv(u, k, implementation="pallas")
-    with pytest.raises(ValueError, match=r"kjax.ssm.fftconv: `implementation` must be"):
+    assert_close(jax.jit(lambda u, k: fftconv(u, k, implementation=["pallas", "xla"]))(u, k), ref, 1e-12)
+    with pytest.raises(ValueError, match=r"kjax.ssm.fftconv: `implementation` must be None, one of \('pallas', "
+                                         r"'xla', 'pallas_interpret', 'pallas_tpu_interpret'\) or a list"):
         fftconv(u, k, implementation="cuda")
+    with pytest.raises(ValueError, match=r"kjax.ssm.fftconv: `implementation` entries must be in"):
+        fftconv(u, k, implementation=["xla", "triton"])
 
 
 # ------------------------------------------------------------------------------------ bad input
