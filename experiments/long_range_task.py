@@ -49,7 +49,7 @@ def init_s4d(key):
     k = jax.random.split(key, 3)
     return dict(
         w1=jax.random.normal(k[0], (2, H)), b1=-jnp.linspace(0.0, 1.0, H),
-        ssm=ssm.s4d_init(k[1], H, N, init="lin", dt_min=1e-4, dt_max=1e-2), skip=jnp.zeros(H),
+        ssm=ssm.init_s4d(k[1], H, N, init="lin", dt_min=1e-4, dt_max=1e-2), skip=jnp.zeros(H),
         w3=jax.random.normal(k[2], (H, 1)) / np.sqrt(H), b3=jnp.ones(1))
 
 

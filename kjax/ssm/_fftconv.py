@@ -18,13 +18,13 @@ import functools
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from kjax._src import dispatch, dtypes
 from kjax._src.errors import check_in, fail
 from kjax.ssm import _checks
-from kjax.ssm._xla import fft_size as fft_size  # re-exported: kjax/ssm/_demo.py reports it
 from kjax.ssm._xla import fftconv_xla
 
 _FN = "kjax.ssm.fftconv"
@@ -103,7 +103,9 @@ def fftconv(
 
     Numerics. bfloat16 / float16 inputs are computed in float32 and the output is cast back, so
     accumulation is float32 and large-magnitude bf16 inputs do not overflow; float64 works with x64
-    on. The output has the dtype of ``u``. Differentiable in ``u``, ``k``, ``gate`` and ``skip``.
+    on. Integer and bool inputs are promoted to the default float dtype (the package dtype policy).
+    The output has the (floating) dtype of ``u``. Differentiable in ``u``, ``k``, ``gate`` and
+    ``skip``. An empty batch (``B = 0``) or ``D = 0`` gives an empty output.
 
     What runs where (``implementation=None``; the choice is made per platform when the call is
     lowered, so one jitted or exported function runs XLA on CPU and the kernel on GPU / TPU):
@@ -119,7 +121,7 @@ def fftconv(
       ``L``) run the XLA path there.
 
     Args:
-      u: ``[B, L, D]`` input sequences (batch, length, channels), real floating.
+      u: ``[B, L, D]`` input sequences (batch, length, channels), real (integers are promoted).
       k: ``[L_k, D]`` filters (``[2, L_k, D]`` when bidirectional: causal and anti-causal halves).
       mode: ``"causal"``, ``"circular"`` or ``"bidirectional"``.
       gate: optional ``[B, L, D]`` multiplicative gate applied to the output.
@@ -130,7 +132,7 @@ def fftconv(
         that supports the call.
 
     Returns:
-      ``[B, L, D]`` output with the dtype of ``u``.
+      ``[B, L, D]`` output with the (floating) dtype of ``u``.
 
     Raises:
       ValueError: wrong ranks, ``L = 0``, channel mismatch, ``L_k > L``, an unknown ``mode``, a
@@ -138,7 +140,7 @@ def fftconv(
         implementation that cannot serve the call here (``"pallas"`` on CPU, or a configuration
         its kernel does not cover: the message names the argument, e.g. ``u`` for a circular
         ``L`` that is not a power of two).
-      TypeError: complex, integer or bool inputs.
+      TypeError: complex inputs.
 
     Example:
       >>> import jax.numpy as jnp
@@ -156,6 +158,8 @@ def fftconv(
     """
     u, k, gate, skip = check_fftconv_args(_FN, u, k, mode=mode, gate=gate, skip=skip)
     selection = dispatch.dispatch(_FN, implementation, IMPLEMENTATIONS, _config(u, k, mode))
+    if u.shape[0] == 0 or u.shape[2] == 0:  # nothing to convolve: no transform, no kernel launch
+        return jnp.zeros(u.shape, u.dtype)
     return selection(u, k, gate, skip, mode=mode)
 
 

@@ -1,10 +1,14 @@
-"""The spec of :func:`kjax.ssm.fftconv`: a plain real-FFT pipeline in pure jnp, no tricks.
+"""The spec of :func:`kjax.ssm.fftconv`: the convolution sums themselves, in the time domain.
 
-It is tested in float64 against a NumPy direct convolution in every mode, and every fast path
-(the XLA path of ``_xla.py``, the Pallas kernels of ``_pallas_triton.py`` and ``_pallas_tpu.py``)
-is tested against it. It imports nothing from the other fftconv modules. It takes already-validated
-arrays: ``u: [B, L, D]``, ``k: [L_k, D]`` (``[2, L_k, D]`` when bidirectional),
-``gate: [B, L, D] | None``, ``skip: [D] | None``.
+A direct depthwise convolution (``jax.lax.conv_general_dilated`` with one group per channel,
+``Precision.HIGHEST``), ``O(L L_k)`` per channel: no FFT, no padding length, no spectrum tricks. It
+is deliberately a different formulation from the production paths (the XLA path calls the shared
+real-FFT convolution :func:`kjax._src.fft.fft_linear_conv`; the Pallas kernels compute split-DFT
+matmuls), so testing them against it is a cross-check of independent implementations, not of one
+FFT pipeline against a copy of itself. It is tested in float64 against a NumPy loop over taps in
+every mode. It imports nothing from the other fftconv modules and takes already-validated arrays:
+``u: [B, L, D]``, ``k: [L_k, D]`` (``[2, L_k, D]`` when bidirectional), ``gate: [B, L, D] | None``,
+``skip: [D] | None``.
 """
 
 from __future__ import annotations
@@ -15,38 +19,33 @@ import jax.numpy as jnp
 from kjax._src import dtypes
 
 
-def bidirectional_filter(k: jax.Array, n: int) -> jax.Array:
-    """The two-sided filter ``k: [2, L_k, D]`` laid out circularly at length ``n``.
-
-    Offset ``s >= 0`` (weight on ``u[t - s]``) sits at index ``s``, from ``k[0, s]``; offset
-    ``-s < 0`` (weight on ``u[t + s]``) sits at index ``n - s``, from ``k[1, s]``. ``k[1, 0]`` is unused.
-    """
-    lk = k.shape[1]
-    f = jnp.zeros((n,) + k.shape[2:], k.dtype)
-    f = f.at[:lk].set(k[0])
-    if lk > 1:
-        f = f.at[n - lk + 1:].set(k[1, :0:-1])
-    return f
-
-
 def fftconv_reference(u, k, gate=None, skip=None, *, mode: str = "causal"):
-    """``y = gate * (k * u + skip * u)`` with one real FFT per operand, at the smallest exact length."""
+    r"""``y = gate * (k * u + skip * u)`` by direct summation over the taps.
+
+    causal :math:`y_t = \sum_{s=0}^{L_k-1} k_s u_{t-s}` (zeros before 0); circular with
+    :math:`u_{(t-s) \bmod L}`; bidirectional :math:`\sum_{s \ge 0} k_{0,s} u_{t-s} + \sum_{s \ge 1}
+    k_{1,s} u_{t+s}`. Accumulates in at least float32; returns the dtype of ``u``.
+    """
     out_dtype = u.dtype
     acc = dtypes.accum_dtype(dtypes.result_dtype(u, k))
-    L = u.shape[1]
-    uf = u.astype(acc)
-    if mode == "circular":
-        n = L
-        kf = k.astype(acc)
-    elif mode == "causal":
-        n = L + k.shape[0] - 1
-        kf = k.astype(acc)
-    else:  # bidirectional
-        n = L + k.shape[1] - 1
-        kf = bidirectional_filter(k.astype(acc), n)
-    U = jnp.fft.rfft(uf, n=n, axis=1)
-    K = jnp.fft.rfft(kf, n=n, axis=0)
-    y = jnp.fft.irfft(U * K[None], n=n, axis=1)[:, :L]
+    B, L, D = u.shape
+    uf, kf = u.astype(acc), k.astype(acc)
+    # conv_general_dilated correlates: out[t] = sum_j w[j] x[t + j]; x is u padded so that
+    # x[t + j] = u[t + j - (lk - 1)], hence w[j] is the weight of offset s = lk - 1 - j (flipped k)
+    if mode == "bidirectional":
+        lk = kf.shape[1]
+        w = jnp.concatenate([kf[0, ::-1], kf[1, 1:]], axis=0)          # offsets lk-1 .. 0, then -1 .. -(lk-1)
+        x = jnp.pad(uf, ((0, 0), (lk - 1, lk - 1), (0, 0)))
+    else:
+        lk = kf.shape[0]
+        w = kf[::-1]
+        if mode == "circular":
+            x = jnp.concatenate([uf[:, L - (lk - 1):], uf], axis=1)    # u[(t - s) mod L]
+        else:
+            x = jnp.pad(uf, ((0, 0), (lk - 1, 0), (0, 0)))
+    y = jax.lax.conv_general_dilated(x, w[:, None, :], window_strides=(1,), padding="VALID",
+                                     dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=D,
+                                     precision=jax.lax.Precision.HIGHEST)
     if skip is not None:
         y = y + skip.astype(acc) * uf
     if gate is not None:

@@ -44,8 +44,9 @@ def spectral_conv(
       ``[B, L, Co]`` or ``[B, H, W, Co]``.
 
     Raises:
-      ValueError: ranks, ``modes`` not matching ``weights`` or too many for the grid, channel mismatch.
-      TypeError: complex or integer ``u``.
+      ValueError: ranks, an empty grid (``L``, ``H`` or ``W`` = 0), ``modes`` not matching ``weights``
+        or too many for the grid, channel mismatch.
+      TypeError: complex ``u`` (integer ``u`` is promoted to float, the package dtype policy).
 
     Example:
       >>> import jax.numpy as jnp
@@ -82,6 +83,9 @@ def spectral_conv(
             fail(_FN, "modes", "be a pair (m1, m2) for 2D input [B, H, W, Ci]", repr(modes))
         m1, m2 = (int(x) for x in modes)
         B, H, W, ci = u.shape
+        if H < 1 or W < 1:
+            fail(_FN, "u", "have H >= 1 and W >= 1 (axes 1 and 2 of [B, H, W, Ci])",
+                 f"shape {tuple(u.shape)}")
         if not (1 <= m1 and 2 * m1 <= H and 1 <= m2 <= W // 2 + 1):
             fail(_FN, "modes", f"satisfy 1 <= m1 <= H/2 = {H / 2} and 1 <= m2 <= W // 2 + 1 = "
                  f"{W // 2 + 1}", repr(tuple(modes)))

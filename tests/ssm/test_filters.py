@@ -1,3 +1,5 @@
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,16 +8,20 @@ import scipy.linalg
 import scipy.ndimage
 import scipy.signal
 
+from kjax import ssm
 from kjax.ssm import (
+    HyenaFilterParams,
     RTFParams,
+    S4DParams,
+    SGConvParams,
     hyena_filter,
-    hyena_init,
+    init_hyena,
+    init_rtf,
+    init_s4d,
+    init_sgconv,
     rtf_filter,
-    rtf_init,
     s4d_filter,
-    s4d_init,
     sgconv_filter,
-    sgconv_init,
     smooth,
     squash,
     stu_filters,
@@ -52,7 +58,7 @@ def _materialised_s4d_kernel(p, L, disc):
 @pytest.mark.parametrize("init", ["lin", "inv", "legs"])
 @pytest.mark.parametrize("disc", ["zoh", "bilinear"])
 def test_s4d_filter_equals_materialised_ssm(init, disc):
-    p = s4d_init(jax.random.key(3), 3, 8, init=init, dt_min=0.01, dt_max=0.5)
+    p = init_s4d(jax.random.key(3), 3, 8, init=init, dt_min=0.01, dt_max=0.5)
     p = p._replace(b_im=p.b_im + 0.3)  # a non-real B exercises the complex arithmetic
     got = s4d_filter(p, 25, discretization=disc)
     assert got.shape == (25, 3) and got.dtype == jnp.float64
@@ -61,13 +67,13 @@ def test_s4d_filter_equals_materialised_ssm(init, disc):
 
 def test_s4d_init_spectra():
     n = 16
-    lin = s4d_init(jax.random.key(0), 2, n, init="lin")
+    lin = init_s4d(jax.random.key(0), 2, n, init="lin")
     np.testing.assert_allclose(lin.a_imag[0], np.pi * np.arange(n // 2))
     np.testing.assert_allclose(np.exp(lin.log_a_real), 0.5)
-    inv = s4d_init(jax.random.key(0), 2, n, init="inv")
+    inv = init_s4d(jax.random.key(0), 2, n, init="inv")
     np.testing.assert_allclose(inv.a_imag[1], n / np.pi * (n / (2 * np.arange(n // 2) + 1) - 1))
     # LegS: eigenvalues of the normal part of HiPPO-LegS (built here from the HiPPO paper's formula)
-    legs = s4d_init(jax.random.key(0), 2, n, init="legs")
+    legs = init_s4d(jax.random.key(0), 2, n, init="legs")
     A = np.zeros((n, n))
     for i in range(n):
         for j in range(n):
@@ -83,9 +89,44 @@ def test_s4d_init_spectra():
 
 
 def test_s4d_conformance(mesh):
-    p = s4d_init(jax.random.key(0), 3, 8)
+    p = init_s4d(jax.random.key(0), 3, 8)
     fn = lambda log_dt, c_re: s4d_filter(p._replace(log_dt=log_dt, c_re=c_re), 16)
     check_op(fn, p.log_dt, p.c_re, grad_argnums=(0,), vmap_argnums=(1,), expected_dtype=jnp.float64, mesh=mesh)
+
+
+def test_s4d_zoh_heavily_damped_modes_are_finite():
+    """Regression: log_a_real = 10 made exp(dt A) underflow to 0, then log(0) * 0 = NaN in every tap.
+    The limit is K_0 = -2 Re(C B / A) (dt phi_1(dt A) -> -1/A), K_l = 0 after; the gradient is finite."""
+    p = init_s4d(jax.random.key(0), 2, 8)
+    p = p._replace(log_a_real=jnp.full_like(p.log_a_real, 10.0), log_dt=jnp.full_like(p.log_dt, np.log(0.1)))
+    q = jax.tree.map(lambda x: np.asarray(x, np.float64), p)
+    a = -np.exp(q.log_a_real) + 1j * q.a_imag
+    k0 = (-2 * ((q.c_re + 1j * q.c_im) * (q.b_re + 1j * q.b_im) / a).real).sum(-1)
+    for dtype, rtol in ((jnp.float64, 1e-12), (jnp.float32, 1e-5)):
+        k = s4d_filter(jax.tree.map(lambda x: x.astype(dtype), p), 16)
+        assert k.dtype == dtype and bool(jnp.all(jnp.isfinite(k))), dtype
+        np.testing.assert_allclose(k[0], k0, rtol=rtol)
+        np.testing.assert_allclose(k[1:], 0.0, atol=1e-30)
+    g = jax.grad(lambda lar: jnp.sum(s4d_filter(p._replace(log_a_real=lar), 16)))(p.log_a_real)
+    assert bool(jnp.all(jnp.isfinite(g)))
+
+
+@pytest.mark.parametrize("disc", ["zoh", "bilinear"])
+def test_s4d_degenerate_modes_are_finite(disc):
+    """Finite parameters never give NaN: A = 0 (log_a_real -> -inf with a_imag = 0: ZOH's
+    dB = dt B, K_l = 2 Re(C B)); dt A = -2 (the bilinear pole exactly at 0); log_a_real = 200 (exp
+    overflows float32). Values and gradients, in float32."""
+    p = init_s4d(jax.random.key(1), 2, 4, init="lin")  # a_imag[:, 0] = 0
+    lar = p.log_a_real.at[0, 0].set(-1e4).at[1, 0].set(np.log(2.0)).at[1, 1].set(200.0)
+    p = jax.tree.map(lambda x: x.astype(jnp.float32), p._replace(log_a_real=lar, log_dt=jnp.zeros(2)))
+    k = s4d_filter(p, 8, discretization=disc)
+    g = jax.grad(lambda c: jnp.sum(s4d_filter(p._replace(c_re=c), 8, discretization=disc)))(p.c_re)
+    assert bool(jnp.all(jnp.isfinite(k))) and bool(jnp.all(jnp.isfinite(g)))
+    if disc == "zoh":  # mode (0, 0) alone (C = 0 elsewhere): A = 0, dt = 1, so K_l = 2 Re(C B) for all l
+        only = p._replace(c_re=jnp.zeros_like(p.c_re).at[0, 0].set(p.c_re[0, 0]),
+                          c_im=jnp.zeros_like(p.c_im).at[0, 0].set(p.c_im[0, 0]))
+        np.testing.assert_allclose(s4d_filter(only, 8)[:, 0],
+                                   2 * (p.c_re * p.b_re - p.c_im * p.b_im)[0, 0], rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------- RTF
@@ -117,7 +158,7 @@ def test_rtf_filter_equals_scipy_impulse_response_periodised():
 
 
 def test_rtf_init_is_fir():
-    p = rtf_init(jax.random.key(0), 2, 5)
+    p = init_rtf(jax.random.key(0), 2, 5)
     k = rtf_filter(p, 16)
     np.testing.assert_allclose(k[1:6], p.b.T, atol=1e-12)
     np.testing.assert_allclose(k[6:], 0.0, atol=1e-12)
@@ -149,7 +190,7 @@ def test_stu_filters_equal_scipy_eigh():
 # -------------------------------------------------------------------------------------- Hyena
 
 def test_hyena_filter_equals_numpy():
-    p = hyena_init(jax.random.key(0), 5, emb_dim=7, width=8, depth=2)
+    p = init_hyena(jax.random.key(0), 5, emb_dim=7, width=8, depth=2)
     p = p._replace(freq=p.freq * 1.3)
     L = 37
     got = hyena_filter(p, L, shift=0.05)
@@ -169,7 +210,7 @@ def test_hyena_filter_equals_numpy():
 
 
 def test_hyena_conformance(mesh):
-    p = hyena_init(jax.random.key(0), 3, emb_dim=5, width=8, depth=1)
+    p = init_hyena(jax.random.key(0), 3, emb_dim=5, width=8, depth=1)
     fn = lambda w_out, decay: hyena_filter(p._replace(w_out=w_out, decay=decay), 20)
     check_op(fn, p.w_out, p.decay, grad_argnums=(1,), expected_dtype=jnp.float64, mesh=mesh)
 
@@ -178,7 +219,7 @@ def test_hyena_conformance(mesh):
 
 @pytest.mark.parametrize("L", [20, 40, 70])
 def test_sgconv_filter_equals_numpy(L):
-    p = sgconv_init(jax.random.key(0), 2, 40, kernel_dim=5)  # S = 1 + ceil(log2 8) = 4: 5 + 5 + 10 + 20 taps
+    p = init_sgconv(jax.random.key(0), 2, 40, kernel_dim=5)  # S = 1 + ceil(log2 8) = 4: 5 + 5 + 10 + 20 taps
     assert p.kernels.shape == (4, 5, 2)
     got = sgconv_filter(p, L, decay=0.7)
     ks = np.asarray(p.kernels)
@@ -193,7 +234,7 @@ def test_sgconv_filter_equals_numpy(L):
 
 
 def test_sgconv_conformance(mesh):
-    p = sgconv_init(jax.random.key(0), 2, 24, kernel_dim=4)
+    p = init_sgconv(jax.random.key(0), 2, 24, kernel_dim=4)
     check_op(lambda k: sgconv_filter(p._replace(kernels=k), 24), p.kernels, grad_argnums=(0,),
              expected_dtype=jnp.float64, mesh=mesh)
 
@@ -215,23 +256,99 @@ def test_regulariser_conformance(mesh):
 
 # --------------------------------------------------------------------------------- bad inputs
 
+_KEY = jax.random.key(0)
+_S4D = init_s4d(_KEY, 2, 8)
+_SG = init_sgconv(_KEY, 2, 16, kernel_dim=4)
+_HY = init_hyena(_KEY, 2, emb_dim=5, width=4, depth=1)
+
+
 @pytest.mark.parametrize("call,exc,pattern", [
-    (lambda: s4d_init(jax.random.key(0), 2, 7), ValueError, r"kjax.ssm.s4d_init: `state_size` must be even.*got 7"),
-    (lambda: s4d_init(jax.random.key(0), 2, 8, init="hippo"), ValueError,
-     r"kjax.ssm.s4d_init: `init` must be one of \('lin', 'inv', 'legs'\); got 'hippo'"),
-    (lambda: s4d_filter(s4d_init(jax.random.key(0), 2, 8), 0), ValueError, r"kjax.ssm.s4d_filter: `L` must be >= 1"),
-    (lambda: s4d_filter(s4d_init(jax.random.key(0), 2, 8), 8, discretization="euler"), ValueError,
+    (lambda: init_s4d(_KEY, 2, 7), ValueError, r"kjax.ssm.init_s4d: `state_size` must be even.*got 7"),
+    (lambda: init_s4d(_KEY, 0, 8), ValueError, r"kjax.ssm.init_s4d: `d_model` must be >= 1; got 0"),
+    (lambda: init_s4d(_KEY, 2, 8, init="hippo"), ValueError,
+     r"kjax.ssm.init_s4d: `init` must be one of \('lin', 'inv', 'legs'\); got 'hippo'"),
+    # regression: dt_min > dt_max was accepted (log dt drawn from an empty / reversed interval)
+    (lambda: init_s4d(_KEY, 2, 8, dt_min=0.1, dt_max=0.01), ValueError,
+     r"kjax.ssm.init_s4d: `dt_min` must be <= dt_max=0.01.*got 0.1"),
+    (lambda: init_s4d(_KEY, 2, 8, dt_min=-1.0), ValueError, r"kjax.ssm.init_s4d: `dt_min` must be > 0; got -1.0"),
+    (lambda: init_s4d(_KEY, 2, 8, dt_max=float("inf")), ValueError, r"kjax.ssm.init_s4d: `dt_max` must be finite"),
+    (lambda: s4d_filter(_S4D, 0), ValueError, r"kjax.ssm.s4d_filter: `L` must be >= 1; got 0"),
+    (lambda: s4d_filter(_S4D, 8, discretization="euler"), ValueError,
      r"kjax.ssm.s4d_filter: `discretization` must be one of \('zoh', 'bilinear'\); got 'euler'"),
-    (lambda: rtf_filter(rtf_init(jax.random.key(0), 2, 8), 8), ValueError,
+    (lambda: s4d_filter(tuple(_S4D), 8), TypeError, r"kjax.ssm.s4d_filter: `params` must be a kjax.ssm.S4DParams "
+     r"\(from kjax.ssm.init_s4d\); got tuple"),
+    (lambda: s4d_filter(_S4D._replace(c_re=_S4D.c_re[:, :3]), 8), ValueError,
+     r"kjax.ssm.s4d_filter: `params` must have `c_re` with M=4, as its other fields; got `c_re` of shape \(2, 3\)"),
+    (lambda: s4d_filter(_S4D._replace(b_re=_S4D.b_re + 0j), 8), TypeError, r"kjax.ssm.s4d_filter: `params.b_re` must be "
+     r"a real array"),
+    (lambda: rtf_filter(init_rtf(_KEY, 2, 8), 8), ValueError,
      r"kjax.ssm.rtf_filter: `L` must be larger than the order N=8.*got 8"),
+    (lambda: rtf_filter(RTFParams(jnp.zeros((2, 3)), jnp.zeros((2, 4)), jnp.zeros(2)), 8), ValueError,
+     r"kjax.ssm.rtf_filter: `params` must have `b` with N=3"),
+    (lambda: init_rtf(_KEY, 2, 0), ValueError, r"kjax.ssm.init_rtf: `state_size` must be >= 1; got 0"),
+    (lambda: init_rtf(_KEY, 2, 4, scale=-1.0), ValueError, r"kjax.ssm.init_rtf: `scale` must be >= 0; got -1.0"),
     (lambda: stu_filters(8, 9), ValueError, r"kjax.ssm.stu_filters: `K` must be <= L=8; got 9"),
+    (lambda: stu_filters(0, 1), ValueError, r"kjax.ssm.stu_filters: `L` must be >= 1; got 0"),
     (lambda: stu_filters(8.0, 2), TypeError, r"kjax.ssm.stu_filters: `L` must be a Python int; got 8.0"),
-    (lambda: hyena_init(jax.random.key(0), 2, emb_dim=4), ValueError, r"kjax.ssm.hyena_init: `emb_dim` must be odd"),
+    (lambda: init_hyena(_KEY, 2, emb_dim=4), ValueError, r"kjax.ssm.init_hyena: `emb_dim` must be odd"),
+    (lambda: init_hyena(_KEY, 2, width=0), ValueError, r"kjax.ssm.init_hyena: `width` must be >= 1; got 0"),
+    (lambda: init_hyena(_KEY, 2, target=1.5), ValueError, r"kjax.ssm.init_hyena: `target` must be in \(0.0, 1.0\); "
+     r"got 1.5"),
+    (lambda: init_hyena(_KEY, 2, fast_decay_pct=0.0), ValueError, r"kjax.ssm.init_hyena: `fast_decay_pct` must be > 0"),
+    (lambda: hyena_filter(_HY, 0), ValueError, r"kjax.ssm.hyena_filter: `L` must be >= 1; got 0"),
+    (lambda: hyena_filter(_HY, 8, shift=float("nan")), ValueError, r"kjax.ssm.hyena_filter: `shift` must be a finite"),
+    (lambda: hyena_filter(_HY._replace(w_in=_HY.w_in[:4]), 8), ValueError,
+     r"kjax.ssm.hyena_filter: `params` must have `w_in` of shape \[E, W\] with E odd >= 3"),
+    (lambda: hyena_filter(_HY._replace(decay=jnp.ones(3)), 8), ValueError,
+     r"kjax.ssm.hyena_filter: `params` must have `decay` with D=2"),
+    (lambda: init_sgconv(_KEY, 2, 0), ValueError, r"kjax.ssm.init_sgconv: `L` must be >= 1; got 0"),
+    (lambda: init_sgconv(_KEY, 2, 16, kernel_dim=0), ValueError, r"kjax.ssm.init_sgconv: `kernel_dim` must be >= 1"),
+    # regression: decay = 2 was accepted (weights growing with the scale); the domain is (0, 1]
+    (lambda: sgconv_filter(_SG, 16, decay=2.0), ValueError, r"kjax.ssm.sgconv_filter: `decay` must be in \(0.0, 1.0\]; "
+     r"got 2.0"),
+    (lambda: sgconv_filter(_SG, 16, decay=0.0), ValueError, r"kjax.ssm.sgconv_filter: `decay` must be in \(0.0, 1.0\]"),
+    (lambda: sgconv_filter(_SG, 0), ValueError, r"kjax.ssm.sgconv_filter: `L` must be >= 1; got 0"),
+    (lambda: sgconv_filter(SGConvParams(jnp.ones((4, 2))), 16), ValueError,
+     r"kjax.ssm.sgconv_filter: `params` must have `kernels` of rank 3 \[S, d, D\]"),
     (lambda: smooth(jnp.ones((8, 2)), 4), ValueError, r"kjax.ssm.smooth: `width` must be odd.*got 4"),
-    (lambda: smooth(jnp.ones((8, 2), jnp.int32), 3), TypeError, r"kjax.ssm.smooth: `k` must be a real floating"),
     (lambda: squash(jnp.ones((8, 2)), -1.0), ValueError, r"kjax.ssm.squash: `lam` must be >= 0; got -1.0"),
     (lambda: squash(jnp.ones((8, 2), jnp.complex64), 1.0), TypeError, r"kjax.ssm.squash: `k` must be a real"),
 ])
 def test_filter_errors(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+def test_sgconv_decay_boundary_and_traced():
+    """decay = 1 (no decay) is in the domain; a traced decay is not checked (documented)."""
+    np.testing.assert_allclose(sgconv_filter(_SG, 16, decay=1.0)[:4], _SG.kernels[0], atol=0)
+    g = jax.grad(lambda a: jnp.sum(sgconv_filter(_SG, 16, decay=a)))(0.5)
+    assert np.isfinite(g)
+
+
+def test_regularisers_promote_integers():
+    """The package dtype policy: integer filters are promoted to float (not rejected)."""
+    k = jnp.asarray([[-2], [0], [3]], jnp.int32)
+    assert squash(k, 1.0).ravel().tolist() == [-1.0, 0.0, 2.0]
+    assert jnp.issubdtype(smooth(k, 3).dtype, jnp.floating)
+
+
+@pytest.mark.parametrize("old,new,args", [
+    ("s4d_init", init_s4d, (2, 8)),
+    ("rtf_init", init_rtf, (2, 4)),
+    ("hyena_init", init_hyena, (2,)),
+    ("sgconv_init", init_sgconv, (2, 16)),
+])
+def test_deprecated_init_aliases_warn_and_match(old, new, args):
+    """The ``*_init`` names are deprecated aliases of ``init_*``: same result, a DeprecationWarning."""
+    alias = getattr(ssm, old)
+    with pytest.warns(DeprecationWarning, match=rf"kjax.ssm.{old} is deprecated.*use kjax.ssm.{new.__name__}"):
+        got = alias(_KEY, *args)
+    want = new(_KEY, *args)
+    assert type(got) is type(want)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), got, want)
+    assert old not in ssm.__all__ and new.__name__ in ssm.__all__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new(_KEY, *args)  # the new name does not warn
+    assert isinstance(want, S4DParams | RTFParams | HyenaFilterParams | SGConvParams)
