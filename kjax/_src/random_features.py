@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kjax._src import dtypes
-from kjax._src.errors import check_in, check_int
+from kjax._src.errors import KjaxTypeError, check_in, check_int, fail
 
 KINDS = ("iid", "orthogonal", "simplex")
 
@@ -36,6 +36,30 @@ def _haar_orthogonal(key, d, dtype):
 
 def _chi_norms(key, d, dtype):
     return jnp.linalg.norm(jax.random.normal(key, (d, d), dtype), axis=-1)
+
+
+def check_key(fn: str, key, arg: str = "key") -> None:
+    """``key`` must be a PRNG key: a typed key (``jax.random.key``) or a raw ``uint32[2]`` one."""
+    dt = getattr(key, "dtype", None)
+    if dt is not None and jax.dtypes.issubdtype(dt, jax.dtypes.prng_key):
+        return
+    if dt == np.uint32 and np.shape(key)[-1:] == (2,):
+        return
+    got = f"{type(key).__name__} of dtype {dt} and shape {np.shape(key)}" if dt is not None else repr(key)
+    fail(fn, arg, "be a PRNG key, e.g. jax.random.key(0)", got, cls=KjaxTypeError)
+
+
+def float_dtype(fn: str, arg: str, dtype) -> np.dtype:
+    """``dtype`` as a real floating NumPy dtype (None: the default float); an error names ``arg``."""
+    if dtype is None:
+        return dtypes.default_float()
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        fail(fn, arg, "be a real floating dtype (e.g. jnp.float32)", repr(dtype), cls=KjaxTypeError)
+    if not jnp.issubdtype(dt, jnp.floating):
+        fail(fn, arg, "be a real floating dtype (e.g. jnp.float32)", dt.name, cls=KjaxTypeError)
+    return dt
 
 
 def simplex_directions(d: int, dtype=np.float64) -> np.ndarray:
@@ -68,7 +92,7 @@ def random_projection(key: jax.Array, num_features: int, dim: int, *, kind: str 
       num_features: number of rows ``M >= 1``.
       dim: input dimension ``d >= 1``.
       kind: ``"iid"``, ``"orthogonal"`` or ``"simplex"``.
-      dtype: output dtype (default: the default float); drawn in at least float32.
+      dtype: a real floating output dtype (default: the default float); drawn in at least float32.
       fn_name: name used in error messages (for pillars that re-export it).
 
     Returns:
@@ -76,7 +100,8 @@ def random_projection(key: jax.Array, num_features: int, dim: int, *, kind: str 
 
     Raises:
       ValueError: ``num_features`` or ``dim`` < 1, unknown ``kind``.
-      TypeError: ``num_features`` or ``dim`` not an int.
+      TypeError: ``key`` not a PRNG key; ``num_features`` or ``dim`` not an int; ``dtype`` not a
+        real floating dtype.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -90,10 +115,11 @@ def random_projection(key: jax.Array, num_features: int, dim: int, *, kind: str 
       Choromanski et al., *Rethinking Attention with Performers*, ICLR 2021; Yu et al.,
       *Orthogonal Random Features*, NeurIPS 2016; Reid et al., *Simplex Random Features*, ICML 2023.
     """
+    check_key(fn_name, key)
     num_features = check_int(fn_name, "num_features", num_features, minimum=1)
     dim = check_int(fn_name, "dim", dim, minimum=1)
     check_in(fn_name, "kind", kind, KINDS)
-    dtype = dtypes.default_float() if dtype is None else np.dtype(dtype)
+    dtype = float_dtype(fn_name, "dtype", dtype)
     acc = dtypes.accum_dtype(dtype)
     if kind == "iid":
         return jax.random.normal(key, (num_features, dim), acc).astype(dtype)

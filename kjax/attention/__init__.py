@@ -7,7 +7,8 @@ Layout everywhere: ``[B, T, H, D]`` (batch, time, heads, head dimension). Querie
 * Random projections: :func:`random_projection` (iid, orthogonal, simplex).
 * Feature maps ``[..., D] -> [..., M]``: :func:`favor_positive`, :func:`favor_trig`,
   :func:`elu_plus_one`, :func:`relu_features`, :func:`dpfp`, :func:`taylor2`, and the learnable
-  :func:`hedgehog` and :func:`learned_spectral` with their ``init_*`` functions.
+  :func:`hedgehog` and :func:`learned_spectral` with their ``init_*`` functions and parameter
+  NamedTuples :class:`HedgehogParams` and :class:`LearnedSpectralParams`.
 * Attention: :func:`linear_attention` (non-causal, causal chunked, packed segments, states),
   :func:`linear_attention_step` (decoding), :func:`kernel_attention`,
   :func:`delta_rule_attention` / :func:`delta_rule_step`, :func:`rpe_kernel_attention`,
@@ -27,6 +28,8 @@ from kjax.attention._attention import (
     softmax_attention_reference,
 )
 from kjax.attention._feature_maps import (
+    HedgehogParams,
+    LearnedSpectralParams,
     dpfp,
     elu_plus_one,
     favor_positive,
@@ -41,6 +44,8 @@ from kjax.attention._feature_maps import (
 
 __all__ = [
     "DeltaRuleState",
+    "HedgehogParams",
+    "LearnedSpectralParams",
     "LinearAttentionState",
     "delta_rule_attention",
     "delta_rule_step",

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from kjax._src import dispatch, dtypes
-from kjax._src.errors import check_int, check_positive, check_rank, fail, shape_of
+from kjax._src.errors import (
+    KjaxTypeError,
+    check_int,
+    check_positive,
+    check_rank,
+    fail,
+    is_static_number,
+    shape_of,
+)
 from kjax.attention import _feature_maps as fm
 from kjax.attention import _reference as ref
 from kjax.attention import _xla
@@ -38,12 +48,22 @@ class DeltaRuleState(NamedTuple):
 # ----------------------------------------------------------------------------------- validation
 
 
-def _check_qkv(fn: str, q, k, v):
+def _check_nonempty(fn: str, arg: str, x, axes: Sequence[str]) -> None:
+    """Every axis of ``x`` (named by ``axes``, e.g. ``("B", "T", "H", "D")``) has size >= 1."""
+    for name, size in zip(axes, x.shape, strict=True):
+        if size == 0:
+            fail(fn, arg, f"have {name} >= 1 in [{', '.join(axes)}]", f"shape {tuple(x.shape)}")
+
+
+def _check_qkv(fn: str, q, k, v, feat: str = "D"):
+    """``q, k: [B, T, H, feat]``, ``v: [B, T, H, Dv]``, real, non-empty, of matching sizes."""
     q = dtypes.as_float_array(fn, "q", q)
     k = dtypes.as_float_array(fn, "k", k)
     v = dtypes.as_float_array(fn, "v", v)
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        check_rank(fn, name, x, 4, layout="[B, T, H, D]")
+    for name, x, last in (("q", q, feat), ("k", k, feat), ("v", v, "Dv")):
+        axes = ("B", "T", "H", last)
+        check_rank(fn, name, x, 4, layout=f"[{', '.join(axes)}]")
+        _check_nonempty(fn, name, x, axes)
     if k.shape[-1] != q.shape[-1]:
         fail(fn, "k", f"have the feature size of `q` (M={q.shape[-1]}) in its last axis",
              f"shape {k.shape}")
@@ -66,20 +86,26 @@ def _check_segments(fn: str, segment_ids, q):
     return ref.run_ids(seg, q.shape[1])
 
 
-def _check_state(fn: str, state, q, v, acc, m=None):
-    """``(s0 [B, H, M, Dv], z0 [B, H, M])`` in ``acc`` (zeros for None)."""
+def _check_state(fn: str, state, q, v, acc, m=None, arg: str = "initial_state"):
+    """``(s0 [B, H, M, Dv], z0 [B, H, M])`` in ``acc`` (zeros for None, where ``arg`` allows it)."""
     b, _, h, mq = q.shape
     m = mq if m is None else m
     dv = v.shape[-1]
     if state is None:
         return jnp.zeros((b, h, m, dv), acc), jnp.zeros((b, h, m), acc)
     if not isinstance(state, LinearAttentionState):
-        fail(fn, "initial_state", "be a LinearAttentionState(kv, k_sum) or None", type(state).__name__,
-             cls=TypeError)
+        fail(fn, arg, "be a LinearAttentionState(kv, k_sum) or None", type(state).__name__, cls=KjaxTypeError)
     if shape_of(state.kv) != (b, h, m, dv) or shape_of(state.k_sum) != (b, h, m):
-        fail(fn, "initial_state", f"have kv of shape {(b, h, m, dv)} and k_sum of shape {(b, h, m)}",
+        fail(fn, arg, f"have kv of shape {(b, h, m, dv)} and k_sum of shape {(b, h, m)}",
              f"kv {shape_of(state.kv)}, k_sum {shape_of(state.k_sum)}")
     return state.kv.astype(acc), state.k_sum.astype(acc)
+
+
+def _check_flags(fn: str, **flags) -> None:
+    """Static Python (or NumPy) bools: a traced or truthy value would silently pick a branch."""
+    for name, value in flags.items():
+        if not isinstance(value, bool | np.bool_):
+            fail(fn, name, "be a Python bool", repr(value), cls=KjaxTypeError)
 
 
 def _chunk(fn: str, chunk_size) -> int:
@@ -234,7 +260,8 @@ def linear_attention(
       ValueError: ranks other than 4; ``q`` and ``k`` of different shapes; ``v`` with another
         ``[B, T, H]``; ``chunk_size < 1``; ``eps < 0``; ``segment_ids`` not ``[B, T]``;
         ``initial_state`` of the wrong shapes; an implementation that cannot serve the call here.
-      TypeError: complex inputs, non-integer ``segment_ids``, ``chunk_size`` not an int.
+      TypeError: complex inputs, non-integer ``segment_ids``, ``chunk_size`` not an int,
+        ``causal`` / ``normalize`` / ``return_state`` not Python bools.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -248,7 +275,8 @@ def linear_attention(
       Katharopoulos et al., *Transformers are RNNs*, ICML 2020; Yang et al., *Gated Linear Attention
       Transformers with Hardware-Efficient Training*, ICML 2024 (the chunked form).
     """
-    q, k, v = _check_qkv(_LA, q, k, v)
+    q, k, v = _check_qkv(_LA, q, k, v, "M")
+    _check_flags(_LA, causal=causal, normalize=normalize, return_state=return_state)
     return _attend(_LA, q, k, v, causal=causal, normalize=normalize, eps=eps, chunk_size=chunk_size,
                    initial_state=initial_state, return_state=return_state, segment_ids=segment_ids,
                    implementation=implementation)
@@ -283,7 +311,8 @@ def linear_attention_step(
       ``(o_t [B, H, Dv], new_state)``, in the dtype of the inputs.
 
     Raises:
-      ValueError: shapes that do not match each other or the state.
+      ValueError: shapes that do not match each other or the state; an empty axis; ``eps < 0``.
+      TypeError: ``state`` not a :class:`LinearAttentionState`; complex inputs.
 
     Example:
       >>> import jax.numpy as jnp
@@ -298,16 +327,18 @@ def linear_attention_step(
     """
     fn = "kjax.attention.linear_attention_step"
     q_t, k_t, v_t = (dtypes.as_float_array(fn, n, x) for n, x in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)))
-    for name, x in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)):
-        check_rank(fn, name, x, 3, layout="[B, H, D]")
+    for name, x, last in (("q_t", q_t, "M"), ("k_t", k_t, "M"), ("v_t", v_t, "Dv")):
+        check_rank(fn, name, x, 3, layout=f"[B, H, {last}]")
+        _check_nonempty(fn, name, x, ("B", "H", last))
     if k_t.shape != q_t.shape:
         fail(fn, "k_t", f"have the shape of `q_t` {q_t.shape}", f"shape {k_t.shape}")
     if v_t.shape[:2] != q_t.shape[:2]:
         fail(fn, "v_t", f"have the [B, H] = {q_t.shape[:2]} of `q_t`", f"shape {v_t.shape}")
     _eps(fn, eps)
+    _check_flags(fn, normalize=normalize)
     dtype = dtypes.result_dtype(q_t, k_t, v_t)
     acc = dtypes.accum_dtype(dtype)
-    s0, z0 = _check_state(fn, state, q_t[:, None], v_t[:, None], acc)
+    s0, z0 = _check_state(fn, state, q_t[:, None], v_t[:, None], acc, arg="state")
     s = jnp.concatenate([s0, z0[..., None]], axis=-1)
     out, s = ref.step(s, q_t.astype(acc), k_t.astype(acc), ref.augment(v_t.astype(acc)))
     return ref.finish(out, normalize, eps).astype(dtype), LinearAttentionState(
@@ -318,29 +349,50 @@ def linear_attention_step(
 
 #: maps that take no parameters, by name
 _PLAIN = {"elu_plus_one": fm.elu_plus_one, "relu": fm.relu_features, "taylor2": fm.taylor2}
-#: maps that take ``feature_params`` (the projection ``w``, the params dict, or ``nu``)
+#: maps that take ``feature_params`` (the projection ``w``, ``nu``, or the NamedTuple of parameters)
 _PARAM = ("favor_positive", "favor_trig", "dpfp", "hedgehog", "learned_spectral")
 FEATURE_MAPS = tuple(_PLAIN) + _PARAM
 #: maps the implementations take by name (the Pallas kernels apply them inside the kernel)
 FUSED_MAPS = ("elu_plus_one", "relu", "favor_positive")
 
 
-def apply_feature_map(fn: str, feature_map, feature_params, x, *, is_query: bool):
-    """``phi(x)`` for a feature map given by name (with ``feature_params``) or as a callable."""
+def check_feature_params(fn: str, feature_map, feature_params, d: int, *, stacklevel: int = 4):
+    """Validate ``feature_map`` and its ``feature_params`` for inputs of size ``d`` once, with errors
+    that name ``fn`` and its arguments; returns the parameters in checked form."""
     if callable(feature_map):
-        return feature_map(x)
-    if feature_map not in FEATURE_MAPS:
+        return feature_params
+    if not isinstance(feature_map, str) or feature_map not in FEATURE_MAPS:
         fail(fn, "feature_map", f"be a callable or one of {FEATURE_MAPS!r}", repr(feature_map))
     if feature_map in _PLAIN:
-        return _PLAIN[feature_map](x)
-    if feature_params is None and feature_map != "dpfp":
+        return None
+    if feature_map == "dpfp":
+        return 1 if feature_params is None else check_int(fn, "feature_params", feature_params, minimum=1)
+    if feature_params is None:
         fail(fn, "feature_params", f"be given for feature_map={feature_map!r}", "None")
+    if feature_map in ("favor_positive", "favor_trig"):
+        return fm.check_projection(fn, d, feature_params, "feature_params")
+    if feature_map == "hedgehog":
+        return fm.as_hedgehog_params(fn, "feature_params", d, feature_params, stacklevel=stacklevel)
+    return fm.as_spectral_params(fn, "feature_params", d, feature_params, stacklevel=stacklevel)
+
+
+def apply_feature_map(fn: str, feature_map, feature_params, x, *, is_query: bool):
+    """``phi(x)`` for a feature map given by name (with parameters checked by
+    :func:`check_feature_params`) or as a callable, whose output is checked."""
+    if callable(feature_map):
+        out = feature_map(x)
+        if shape_of(out)[:-1] != x.shape[:-1] or shape_of(out)[-1:] == (0,):
+            fail(fn, "feature_map", f"map [B, T, H, D] to [B, T, H, M] with M >= 1 (inputs {x.shape})",
+                 f"an output of shape {shape_of(out)}")
+        return dtypes.as_float_array(fn, "feature_map", out)
+    if feature_map in _PLAIN:
+        return _PLAIN[feature_map](x)
     if feature_map == "favor_positive":
         return fm.favor_positive(x, feature_params, stabilize="row" if is_query else "weights")
     if feature_map == "favor_trig":
         return fm.favor_trig(x, feature_params)
     if feature_map == "dpfp":
-        return fm.dpfp(x, nu=1 if feature_params is None else feature_params)
+        return fm.dpfp(x, nu=feature_params)
     if feature_map == "hedgehog":
         return fm.hedgehog(feature_params, x)
     return fm.learned_spectral(feature_params, x)
@@ -376,7 +428,9 @@ def kernel_attention(
     ``feature_map`` is a callable ``[..., D] -> [..., M]`` (e.g.
     ``functools.partial(dpfp, nu=2)``) or a name: ``"elu_plus_one"``, ``"relu"``, ``"taylor2"``,
     or, with ``feature_params``, ``"favor_positive"`` / ``"favor_trig"`` (``w: [M, D]``),
-    ``"dpfp"`` (``nu``), ``"hedgehog"`` / ``"learned_spectral"`` (their params dicts). For
+    ``"dpfp"`` (``nu``), ``"hedgehog"`` / ``"learned_spectral"`` (:class:`HedgehogParams` /
+    :class:`LearnedSpectralParams`; their old dict form warns). A callable must map
+    ``[B, T, H, D]`` to ``[B, T, H, M]``. For
     ``"favor_positive"`` queries use the per-row stabiliser and keys the weight stabiliser (both
     cancel in normalised attention). The Pallas kernel fuses the map for ``"elu_plus_one"`` and
     ``"favor_positive"``.
@@ -395,7 +449,9 @@ def kernel_attention(
 
     Raises:
       ValueError: as :func:`linear_attention`; an unknown ``feature_map`` name; missing
-        ``feature_params``.
+        ``feature_params`` or ones of the wrong shape (errors name ``feature_params``); a callable
+        ``feature_map`` whose output is not ``[B, T, H, M]``.
+      TypeError: as :func:`linear_attention`; ``feature_params`` of the wrong type.
 
     Example:
       >>> import jax
@@ -412,11 +468,11 @@ def kernel_attention(
       ICLR 2021.
     """
     q, k, v = _check_qkv(_KA, q, k, v)
+    _check_flags(_KA, causal=causal, normalize=normalize, return_state=return_state)
+    feature_params = check_feature_params(_KA, feature_map, feature_params, q.shape[-1])
     fmap = lambda x, is_query: apply_feature_map(_KA, feature_map, feature_params, x, is_query=is_query)
     if isinstance(feature_map, str) and feature_map in FUSED_MAPS:
-        jax.eval_shape(functools.partial(fmap, is_query=True), q)  # checks the map's arguments
-        w = dtypes.as_float_array(_KA, "feature_params", feature_params) if feature_map == "favor_positive" \
-            else None
+        w = feature_params if feature_map == "favor_positive" else None
         return _attend(_KA, q, k, v, causal=causal, normalize=normalize, eps=eps, chunk_size=chunk_size,
                        initial_state=initial_state, return_state=return_state, segment_ids=segment_ids,
                        implementation=implementation, feature_map=feature_map, w=w)
@@ -482,7 +538,8 @@ def delta_rule_attention(
       2021; Yang et al., *Parallelizing Linear Transformers with the Delta Rule over Sequence
       Length*, NeurIPS 2024 (chunked WY form).
     """
-    q, k, v = _check_qkv(_DR, q, k, v)
+    q, k, v = _check_qkv(_DR, q, k, v, "M")
+    _check_flags(_DR, return_state=return_state)
     beta = dtypes.as_float_array(_DR, "beta", beta)
     if beta.shape != q.shape[:3]:
         fail(_DR, "beta", f"have shape [B, T, H] = {q.shape[:3]}", f"shape {beta.shape}")
@@ -525,7 +582,8 @@ def delta_rule_step(
       ``(o_t [B, H, Dv], new_state)``.
 
     Raises:
-      ValueError: shapes that do not match the state.
+      ValueError: ranks or shapes that do not match each other or the state; an empty axis.
+      TypeError: ``state`` not a :class:`DeltaRuleState`; complex inputs.
 
     Example:
       >>> import jax.numpy as jnp
@@ -543,9 +601,15 @@ def delta_rule_step(
     fn = "kjax.attention.delta_rule_step"
     q_t, k_t, v_t, beta_t = (dtypes.as_float_array(fn, n, x) for n, x in
                              (("q_t", q_t), ("k_t", k_t), ("v_t", v_t), ("beta_t", beta_t)))
-    b, h, m = q_t.shape if q_t.ndim == 3 else (None, None, None)
-    if q_t.ndim != 3 or k_t.shape != q_t.shape:
-        fail(fn, "k_t", "have the shape [B, H, M] of `q_t`", f"{q_t.shape} and {k_t.shape}")
+    for name, x, axes in (("q_t", q_t, ("B", "H", "M")), ("k_t", k_t, ("B", "H", "M")),
+                          ("v_t", v_t, ("B", "H", "Dv")), ("beta_t", beta_t, ("B", "H"))):
+        check_rank(fn, name, x, len(axes), layout=f"[{', '.join(axes)}]")
+        _check_nonempty(fn, name, x, axes)
+    b, h, m = q_t.shape
+    if k_t.shape != q_t.shape:
+        fail(fn, "k_t", f"have the shape [B, H, M] = {q_t.shape} of `q_t`", f"shape {k_t.shape}")
+    if not isinstance(state, DeltaRuleState):
+        fail(fn, "state", "be a DeltaRuleState(kv)", type(state).__name__, cls=KjaxTypeError)
     dv = v_t.shape[-1]
     if shape_of(state.kv) != (b, h, m, dv) or v_t.shape != (b, h, dv) or beta_t.shape != (b, h):
         fail(fn, "state", f"have kv of shape {(b, h, m, dv)} with v_t {(b, h, dv)} and beta_t {(b, h)}",
@@ -586,6 +650,15 @@ def rpe_kernel_attention(
     :math:`O(T \log T\, M D_v)` by FFT (``kjax._src.fft.toeplitz_matmul``, shared with kjax.ssm)
     instead of :math:`O(T^2)`. Memory is :math:`O(T M D_v)` per head.
 
+    The weights are computed as :math:`e^{b - m_h}` with :math:`m_h` the largest bias of head
+    :math:`h` that is used (offsets :math:`\ge 0` when causal), and the result is rescaled exactly,
+    so large biases do not overflow. Normalised, a constant :math:`c` added to the biases cancels
+    (exactly for ``eps = 0``; otherwise it scales :math:`\varepsilon` by :math:`e^{-c}`, as the
+    formula says: biases far below 0 let :math:`\varepsilon` dominate and outputs go to 0).
+    Unnormalised (``normalize=False``), it scales the output by :math:`e^{c}`, which overflows to
+    ``inf`` only where the exact result exceeds the dtype's range. A bias of ``-inf`` gives weight 0
+    (masks the pair out).
+
     Args:
       q: ``[B, T, H, D]`` queries.
       k: ``[B, T, H, D]`` keys.
@@ -604,7 +677,10 @@ def rpe_kernel_attention(
       ``[B, T, H, Dv]`` outputs in the input dtype.
 
     Raises:
-      ValueError: as :func:`linear_attention`; ``rpe`` not of shape ``[H, 2T-1]`` or ``[2T-1]``.
+      ValueError: as :func:`linear_attention`; ``rpe`` not of shape ``[H, 2T-1]`` or ``[2T-1]``;
+        ``feature_params`` as in :func:`kernel_attention`.
+      TypeError: complex inputs; ``causal`` / ``normalize`` not Python bools; ``feature_params``
+        of the wrong type.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -620,6 +696,7 @@ def rpe_kernel_attention(
       Encoding*, NeurIPS 2021.
     """
     q, k, v = _check_qkv(_RPE, q, k, v)
+    _check_flags(_RPE, causal=causal, normalize=normalize)
     _eps(_RPE, eps)
     t, h = q.shape[1], q.shape[2]
     rpe = dtypes.as_float_array(_RPE, "rpe", rpe)
@@ -629,13 +706,14 @@ def rpe_kernel_attention(
         fail(_RPE, "rpe", f"have shape [H, 2T - 1] = {(h, 2 * t - 1)} or [2T - 1] = ({2 * t - 1},)",
              f"shape {rpe.shape}")
     if feature_map is not None:
+        feature_params = check_feature_params(_RPE, feature_map, feature_params, q.shape[-1])
         q = apply_feature_map(_RPE, feature_map, feature_params, q, is_query=True)
         k = apply_feature_map(_RPE, feature_map, feature_params, k, is_query=False)
     dtype = dtypes.result_dtype(q, k, v)
     acc = dtypes.accum_dtype(dtype)
-    out = ref.rpe_linear(q.astype(acc), k.astype(acc), ref.augment(v.astype(acc)),
-                         jnp.exp(rpe.astype(acc)), causal=causal)
-    return ref.finish(out, normalize, eps).astype(dtype)
+    out = ref.rpe_attention(q.astype(acc), k.astype(acc), v.astype(acc), rpe.astype(acc), eps, causal=causal,
+                            normalize=normalize)
+    return out.astype(dtype)
 
 
 # ----------------------------------------------------------------------------------- softmax
@@ -663,14 +741,15 @@ def softmax_attention_reference(
       k: ``[B, T, H, D]`` keys.
       v: ``[B, T, H, Dv]`` values.
       causal: causal mask.
-      scale: logit scale :math:`\tau`, default :math:`1/\sqrt D`.
+      scale: logit scale :math:`\tau` (a finite scalar, may be traced), default :math:`1/\sqrt D`.
       segment_ids: ``[B, T]`` integer segment ids, or None.
 
     Returns:
       ``[B, T, H, Dv]`` outputs in the input dtype.
 
     Raises:
-      ValueError: mismatched shapes (as in :func:`linear_attention`).
+      ValueError: mismatched shapes or an empty axis (as in :func:`linear_attention`); ``scale``
+        not a finite scalar.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -685,10 +764,17 @@ def softmax_attention_reference(
     """
     fn = "kjax.attention.softmax_attention_reference"
     q, k, v = _check_qkv(fn, q, k, v)
+    _check_flags(fn, causal=causal)
     runs = _check_segments(fn, segment_ids, q)
     dtype = dtypes.result_dtype(q, k, v)
     acc = dtypes.accum_dtype(dtype)
-    out = ref.softmax_attention(q.astype(acc), k.astype(acc), v.astype(acc), causal=causal, scale=scale,
-                                runs=runs)
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    elif shape_of(scale) != ():
+        fail(fn, "scale", "be a scalar", f"shape {shape_of(scale)}")
+    elif is_static_number(scale) and not math.isfinite(float(scale)):
+        fail(fn, "scale", "be finite", repr(float(scale)))
+    scale = dtypes.as_float_array(fn, "scale", scale).astype(acc)
+    out = ref.softmax_attention(q.astype(acc), k.astype(acc), v.astype(acc), scale, causal=causal, runs=runs)
     return out.astype(dtype)
 

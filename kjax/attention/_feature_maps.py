@@ -9,15 +9,17 @@ least float32.
 from __future__ import annotations
 
 import math
-from typing import Any
+import warnings
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from kjax._src import dtypes
-from kjax._src.errors import check_in, check_int, check_rank, fail
+from kjax._src.errors import KjaxTypeError, check_in, check_int, check_positive, check_rank, fail
+from kjax._src.random_features import check_key, float_dtype
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -26,15 +28,19 @@ def _prep(fn: str, x) -> jax.Array:
     x = dtypes.as_float_array(fn, "x", x)
     if x.ndim < 1:
         fail(fn, "x", "have rank >= 1 [..., D]", f"shape {x.shape} (rank 0)")
+    if x.shape[-1] == 0:
+        fail(fn, "x", "have D >= 1 in its last axis [..., D]", f"shape {x.shape}")
     return x
 
 
-def _check_w(fn: str, x, w, arg: str = "w") -> jax.Array:
+def check_projection(fn: str, d: int, w, arg: str = "w") -> jax.Array:
+    """A projection ``[M, D]`` with ``M >= 1`` matching the inputs' ``D`` (``arg`` names it)."""
     w = dtypes.as_float_array(fn, arg, w)
     check_rank(fn, arg, w, 2, layout="[M, D]")
-    if w.shape[1] != x.shape[-1]:
-        fail(fn, arg, f"have shape (M, {x.shape[-1]}) matching x's last axis D={x.shape[-1]}",
-             f"shape {w.shape}")
+    if w.shape[1] != d:
+        fail(fn, arg, f"have shape (M, {d}) matching x's last axis D={d}", f"shape {w.shape}")
+    if w.shape[0] == 0:
+        fail(fn, arg, "have M >= 1 rows (features)", f"shape {w.shape}")
     return w
 
 
@@ -96,7 +102,7 @@ def favor_positive(
       ``[..., M]`` positive features, dtype of ``x``.
 
     Raises:
-      ValueError: ``w`` not of shape ``(M, D)``; unknown ``stabilize``.
+      ValueError: ``w`` not of shape ``(M, D)`` with ``M >= 1``; ``D = 0``; unknown ``stabilize``.
       TypeError: complex inputs.
 
     Example:
@@ -112,7 +118,7 @@ def favor_positive(
     """
     fn = "kjax.attention.favor_positive"
     x = _prep(fn, x)
-    w = _check_w(fn, x, w)
+    w = check_projection(fn, x.shape[-1], w)
     check_in(fn, "stabilize", stabilize, ("weights", "row", None))
     wx = _project(x, w)
     xx = x.astype(wx.dtype)
@@ -146,7 +152,7 @@ def favor_trig(x: Float[ArrayLike, "... D"], w: Float[ArrayLike, "M D"]) -> Floa
       ``[..., 2M]`` features, dtype of ``x``.
 
     Raises:
-      ValueError: ``w`` not of shape ``(M, D)``.
+      ValueError: ``w`` not of shape ``(M, D)`` with ``M >= 1``; ``D = 0``.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -161,7 +167,7 @@ def favor_trig(x: Float[ArrayLike, "... D"], w: Float[ArrayLike, "M D"]) -> Floa
     """
     fn = "kjax.attention.favor_trig"
     x = _prep(fn, x)
-    w = _check_w(fn, x, w)
+    w = check_projection(fn, x.shape[-1], w)
     wx = _project(x, w)
     xx = x.astype(wx.dtype)
     scale = jnp.exp(0.5 * jnp.sum(xx * xx, axis=-1, keepdims=True)) / math.sqrt(w.shape[0])
@@ -287,9 +293,91 @@ def taylor2(x: Float[ArrayLike, "... D"]) -> Float[Array, "... F"]:
     return jnp.concatenate([jnp.ones_like(x[..., :1]), x, outer], axis=-1)
 
 
+class HedgehogParams(NamedTuple):
+    """Parameters of :func:`hedgehog` (see :func:`init_hedgehog`), a pytree of two arrays.
+
+    Attributes:
+      w: ``[D, M]`` projection.
+      b: ``[M]`` bias.
+    """
+
+    w: jax.Array
+    b: jax.Array
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return _deprecated_item(self, key)
+        return tuple.__getitem__(self, key)
+
+
+class LearnedSpectralParams(NamedTuple):
+    r"""Parameters of :func:`learned_spectral` (see :func:`init_learned_spectral`), each ``[M, D]``.
+
+    Attributes:
+      mu: means of the frequencies.
+      log_sigma: log standard deviations of the frequencies.
+      noise: the fixed standard-normal draw :math:`\epsilon` (gets no gradient).
+    """
+
+    mu: jax.Array
+    log_sigma: jax.Array
+    noise: jax.Array
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return _deprecated_item(self, key)
+        return tuple.__getitem__(self, key)
+
+
+def _deprecated_item(params, key: str):
+    """``params["w"]``: the dict access of earlier versions, kept with a DeprecationWarning."""
+    name = type(params).__name__
+    if key not in params._fields:
+        raise KeyError(key)
+    warnings.warn(f"{name}[{key!r}] is deprecated: learned parameters are NamedTuples now; "
+                  f"use `params.{key}`.", DeprecationWarning, stacklevel=3)
+    return getattr(params, key)
+
+
+def _as_params(fn: str, arg: str, params, cls, init: str, stacklevel: int):
+    """``params`` as ``cls``; the old dict form is converted with a DeprecationWarning."""
+    fields = cls._fields
+    if isinstance(params, Mapping):
+        if set(params) != set(fields):
+            fail(fn, arg, f"be a {cls.__name__}{fields} (see {init})", f"a dict with keys {sorted(params)}",
+                 cls=KjaxTypeError)
+        warnings.warn(f"{fn}: `{arg}` as a dict is deprecated; pass kjax.attention.{cls.__name__} "
+                      f"(what {init} returns).", DeprecationWarning, stacklevel=stacklevel + 1)
+        params = cls(**params)
+    if not isinstance(params, cls):
+        fail(fn, arg, f"be a {cls.__name__}{fields} (see {init})", type(params).__name__, cls=KjaxTypeError)
+    return cls(*(dtypes.as_float_array(fn, f"{arg}.{f}", getattr(params, f)) for f in fields))
+
+
+def as_hedgehog_params(fn: str, arg: str, d: int, params, *, stacklevel: int = 3) -> HedgehogParams:
+    """Validate :func:`hedgehog`'s parameters for inputs of size ``d`` (errors name ``fn``, ``arg``)."""
+    p = _as_params(fn, arg, params, HedgehogParams, "kjax.attention.init_hedgehog", stacklevel)
+    if p.w.ndim != 2 or p.w.shape[0] != d or p.w.shape[1] == 0:
+        fail(fn, f"{arg}.w", f"have shape ({d}, M) with M >= 1, matching x's D", f"shape {p.w.shape}")
+    if p.b.shape != (p.w.shape[1],):
+        fail(fn, f"{arg}.b", f"have shape ({p.w.shape[1]},)", f"shape {p.b.shape}")
+    return p
+
+
+def as_spectral_params(fn: str, arg: str, d: int, params, *, stacklevel: int = 3) -> LearnedSpectralParams:
+    """Validate :func:`learned_spectral`'s parameters for inputs of size ``d``."""
+    p = _as_params(fn, arg, params, LearnedSpectralParams, "kjax.attention.init_learned_spectral", stacklevel)
+    for f in p._fields:
+        check_projection(fn, d, getattr(p, f), f"{arg}.{f}")
+    if not (p.mu.shape == p.log_sigma.shape == p.noise.shape):
+        fail(fn, arg, "hold mu, log_sigma and noise of one shape (M, D)",
+             f"{p.mu.shape}, {p.log_sigma.shape}, {p.noise.shape}")
+    return p
+
+
 def init_hedgehog(key: jax.Array, dim: int, num_features: int | None = None, *,
-                  dtype: Any = None) -> dict[str, jax.Array]:
-    r"""Parameters of :func:`hedgehog`: ``{"w": [D, M], "b": [M]}``.
+                  dtype: Any = None) -> HedgehogParams:
+    r"""Parameters of :func:`hedgehog`: ``HedgehogParams(w: [D, M], b: [M])``.
 
     ``w`` starts at the identity (padded or cut to ``[D, M]``) plus a small Gaussian perturbation
     drawn from ``key``, ``b`` at zero, as in the paper (the map starts near softmax of the input).
@@ -298,19 +386,20 @@ def init_hedgehog(key: jax.Array, dim: int, num_features: int | None = None, *,
       key: PRNG key.
       dim: input dimension ``D``.
       num_features: ``M`` (default ``D``); :func:`hedgehog` returns ``2M`` features.
-      dtype: parameter dtype (default: the default float).
+      dtype: a real floating parameter dtype (default: the default float).
 
     Returns:
-      The parameter dict.
+      A :class:`HedgehogParams` (a NamedTuple: a pytree that jit, grad and optax take as is).
 
     Raises:
       ValueError: ``dim`` or ``num_features`` < 1.
+      TypeError: ``key`` not a PRNG key; ``dtype`` not a real floating dtype.
 
     Example:
       >>> import jax
       >>> from kjax.attention import init_hedgehog
       >>> p = init_hedgehog(jax.random.key(0), 4, 8)
-      >>> print(p["w"].shape, p["b"].shape)
+      >>> print(p.w.shape, p.b.shape)
       (4, 8) (8,)
 
     References:
@@ -318,14 +407,15 @@ def init_hedgehog(key: jax.Array, dim: int, num_features: int | None = None, *,
       Mimicry*, ICLR 2024.
     """
     fn = "kjax.attention.init_hedgehog"
+    check_key(fn, key)
     dim = check_int(fn, "dim", dim, minimum=1)
     m = dim if num_features is None else check_int(fn, "num_features", num_features, minimum=1)
-    dtype = dtypes.default_float() if dtype is None else np.dtype(dtype)
+    dtype = float_dtype(fn, "dtype", dtype)
     w = jnp.eye(dim, m, dtype=dtype) + 0.01 * jax.random.normal(key, (dim, m), dtype)
-    return {"w": w, "b": jnp.zeros((m,), dtype)}
+    return HedgehogParams(w=w, b=jnp.zeros((m,), dtype))
 
 
-def hedgehog(params: dict[str, ArrayLike], x: Float[ArrayLike, "... D"]) -> Float[Array, "... 2M"]:
+def hedgehog(params: HedgehogParams, x: Float[ArrayLike, "... D"]) -> Float[Array, "... 2M"]:
     r"""The Hedgehog learnable feature map.
 
     .. math:: \phi(x) = \big[\mathrm{softmax}(W^\top x + b),\ \mathrm{softmax}(-W^\top x - b)\big]
@@ -334,14 +424,16 @@ def hedgehog(params: dict[str, ArrayLike], x: Float[ArrayLike, "... D"]) -> Floa
     (softmax over the feature axis), trained so that linear attention mimics softmax attention.
 
     Args:
-      params: ``{"w": [D, M], "b": [M]}`` (see :func:`init_hedgehog`).
+      params: :class:`HedgehogParams` ``(w: [D, M], b: [M])`` (see :func:`init_hedgehog`). The
+        dict ``{"w": ..., "b": ...}`` of earlier versions is accepted with a ``DeprecationWarning``.
       x: ``[..., D]`` inputs.
 
     Returns:
       ``[..., 2M]`` positive features, dtype of ``x``.
 
     Raises:
-      ValueError: parameters of the wrong shapes.
+      ValueError: parameters of the wrong shapes; ``D = 0``.
+      TypeError: ``params`` not a :class:`HedgehogParams`; complex inputs.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -357,20 +449,16 @@ def hedgehog(params: dict[str, ArrayLike], x: Float[ArrayLike, "... D"]) -> Floa
     """
     fn = "kjax.attention.hedgehog"
     x = _prep(fn, x)
-    w = dtypes.as_float_array(fn, "params['w']", params["w"])
-    b = dtypes.as_float_array(fn, "params['b']", params["b"])
-    if w.ndim != 2 or w.shape[0] != x.shape[-1]:
-        fail(fn, "params['w']", f"have shape ({x.shape[-1]}, M) matching x's D", f"shape {w.shape}")
-    if b.shape != (w.shape[1],):
-        fail(fn, "params['b']", f"have shape ({w.shape[1]},)", f"shape {b.shape}")
+    w, b = as_hedgehog_params(fn, "params", x.shape[-1], params)
     z = _project(x, w.T) + b
     out = jnp.concatenate([jax.nn.softmax(z, axis=-1), jax.nn.softmax(-z, axis=-1)], axis=-1)
     return out.astype(x.dtype)
 
 
 def init_learned_spectral(key: jax.Array, dim: int, num_features: int, *, lengthscale: float = 1.0,
-                          dtype: Any = None) -> dict[str, jax.Array]:
-    r"""Parameters of :func:`learned_spectral`: ``{"mu", "log_sigma", "noise"}``, each ``[M, D]``.
+                          dtype: Any = None) -> LearnedSpectralParams:
+    r"""Parameters of :func:`learned_spectral`: ``LearnedSpectralParams(mu, log_sigma, noise)``,
+    each ``[M, D]``.
 
     Starts at the Gaussian kernel of the given lengthscale: ``mu = 0``,
     ``log_sigma = -log(lengthscale)``, and ``noise`` a fixed standard-normal draw from ``key``
@@ -381,36 +469,39 @@ def init_learned_spectral(key: jax.Array, dim: int, num_features: int, *, length
       dim: input dimension ``D``.
       num_features: number of frequencies ``M`` (:func:`learned_spectral` returns ``2M`` features).
       lengthscale: initial lengthscale (> 0).
-      dtype: parameter dtype (default: the default float).
+      dtype: a real floating parameter dtype (default: the default float).
 
     Returns:
-      The parameter dict.
+      A :class:`LearnedSpectralParams` (a NamedTuple pytree).
 
     Raises:
-      ValueError: ``dim`` or ``num_features`` < 1.
+      ValueError: ``dim`` or ``num_features`` < 1; ``lengthscale <= 0`` or not finite.
+      TypeError: ``key`` not a PRNG key; ``dtype`` not a real floating dtype.
 
     Example:
       >>> import jax
       >>> from kjax.attention import init_learned_spectral
       >>> p = init_learned_spectral(jax.random.key(0), 4, 8)
-      >>> print(sorted(p), p["mu"].shape)
-      ['log_sigma', 'mu', 'noise'] (8, 4)
+      >>> print(p._fields, p.mu.shape)
+      ('mu', 'log_sigma', 'noise') (8, 4)
 
     References:
       Chowdhury et al., *Learning the Transformer Kernel*, TMLR 2022.
     """
     fn = "kjax.attention.init_learned_spectral"
+    check_key(fn, key)
     dim = check_int(fn, "dim", dim, minimum=1)
     m = check_int(fn, "num_features", num_features, minimum=1)
-    dtype = dtypes.default_float() if dtype is None else np.dtype(dtype)
-    return {
-        "mu": jnp.zeros((m, dim), dtype),
-        "log_sigma": jnp.full((m, dim), -math.log(lengthscale), dtype),
-        "noise": jax.random.normal(key, (m, dim), dtype),
-    }
+    check_positive(fn, "lengthscale", lengthscale)
+    dtype = float_dtype(fn, "dtype", dtype)
+    return LearnedSpectralParams(
+        mu=jnp.zeros((m, dim), dtype),
+        log_sigma=jnp.full((m, dim), -jnp.log(jnp.asarray(lengthscale, dtype)), dtype),
+        noise=jax.random.normal(key, (m, dim), dtype),
+    )
 
 
-def learned_spectral(params: dict[str, ArrayLike], x: Float[ArrayLike, "... D"]) -> Float[Array, "... 2M"]:
+def learned_spectral(params: LearnedSpectralParams, x: Float[ArrayLike, "... D"]) -> Float[Array, "... 2M"]:
     r"""Random Fourier features with a learned spectral distribution (Kernelized Transformer).
 
     The frequencies are reparameterised samples :math:`w_m = \mu_m + \sigma_m \odot \epsilon_m` of a
@@ -424,15 +515,17 @@ def learned_spectral(params: dict[str, ArrayLike], x: Float[ArrayLike, "... D"])
     Gaussian kernel). Features can be negative.
 
     Args:
-      params: ``{"mu": [M, D], "log_sigma": [M, D], "noise": [M, D]}`` (see
-        :func:`init_learned_spectral`).
+      params: :class:`LearnedSpectralParams` ``(mu, log_sigma, noise)``, each ``[M, D]`` (see
+        :func:`init_learned_spectral`). The dict of earlier versions is accepted with a
+        ``DeprecationWarning``.
       x: ``[..., D]`` inputs.
 
     Returns:
       ``[..., 2M]`` features, dtype of ``x``.
 
     Raises:
-      ValueError: parameters of the wrong shapes.
+      ValueError: parameters of the wrong shapes; ``D = 0``.
+      TypeError: ``params`` not a :class:`LearnedSpectralParams`; complex inputs.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -448,12 +541,7 @@ def learned_spectral(params: dict[str, ArrayLike], x: Float[ArrayLike, "... D"])
     """
     fn = "kjax.attention.learned_spectral"
     x = _prep(fn, x)
-    mu = _check_w(fn, x, params["mu"], "params['mu']")
-    log_sigma = _check_w(fn, x, params["log_sigma"], "params['log_sigma']")
-    noise = _check_w(fn, x, params["noise"], "params['noise']")
-    if not (mu.shape == log_sigma.shape == noise.shape):
-        fail(fn, "params", "hold mu, log_sigma and noise of one shape (M, D)",
-             f"{mu.shape}, {log_sigma.shape}, {noise.shape}")
+    mu, log_sigma, noise = as_spectral_params(fn, "params", x.shape[-1], params)
     w = mu + jnp.exp(log_sigma) * jax.lax.stop_gradient(noise)
     wx = _project(x, w)
     out = jnp.concatenate([jnp.cos(wx), jnp.sin(wx)], axis=-1) / math.sqrt(w.shape[0])

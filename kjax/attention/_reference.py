@@ -10,7 +10,6 @@ column is the running sum of keys (the normaliser), so numerator and denominator
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -195,11 +194,35 @@ def rpe_linear(q, k, va, weights, *, causal: bool):
     return jnp.einsum("bthm,bthmf->bthf", q, acc)
 
 
-@functools.partial(jax.jit, static_argnames=("causal", "scale"))
-def softmax_attention(q, k, v, *, causal: bool, scale: float | None, runs=None):
+@functools.partial(jax.jit, static_argnames=("causal", "normalize"))
+def rpe_attention(q, k, v, rpe, eps, *, causal: bool, normalize: bool):
+    """Attention with weights ``exp(rpe)`` (``rpe: [H, 2T-1]`` biases), stabilised and exact.
+
+    With ``m_h`` the largest bias of head ``h`` that is used (offsets >= 0 when causal; 0 when none
+    is finite) the weights are ``exp(b - m_h) <= 1``, so no weight and no FFT sum overflows, and
+
+    * normalised: ``num' / (den' + eps exp(-m_h))``, which is ``num / (den + eps)`` exactly: a
+      constant added to the biases cancels up to the ``eps`` term (``eps exp(-m)`` may round to 0
+      or inf, the value the exact formula has in the dtype);
+    * unnormalised: ``exp(m_h) num'``, exact: it overflows only where the result does.
+    """
+    t = q.shape[1]
+    used = rpe[:, t - 1:] if causal else rpe
+    m = jnp.max(used, axis=1)
+    m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))[:, None]  # [H, 1]; cancels exactly
+    shifted = rpe - m
+    if causal:  # ignored offsets get weight 0 (and gradient 0, where exp(large) * 0 would be NaN)
+        shifted = jnp.where(jnp.arange(rpe.shape[1]) < t - 1, -jnp.inf, shifted)
+    out = rpe_linear(q, k, augment(v), jnp.exp(shifted), causal=causal)
+    num, den = out[..., :-1], out[..., -1:]
+    if not normalize:
+        return jnp.where(num == 0, num, num * jnp.exp(m))  # 0, not 0 * inf, where nothing is summed
+    return num / (den + jnp.where(eps > 0, eps * jnp.exp(-m), 0.0))
+
+
+@functools.partial(jax.jit, static_argnames=("causal",))
+def softmax_attention(q, k, v, scale, *, causal: bool, runs=None):
     """Quadratic softmax attention ``softmax(scale q k^T + mask) v`` (float32 or wider logits)."""
-    d = q.shape[-1]
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
     logits = jnp.einsum("bthd,bshd->bhts", q, k) * scale
     t = q.shape[1]
     mask = jnp.ones((t, t), dtype=bool)

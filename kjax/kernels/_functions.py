@@ -9,6 +9,11 @@ subgradient), which is exact for Matern 3/2 and 5/2 and the conventional choice 
 
 Hyperparameters known at trace time are checked (``lengthscale > 0``); traced ones (under ``grad``
 of a marginal likelihood) cannot be, so keep them positive, e.g. with ``jax.nn.softplus``.
+Empty inputs (``n1``, ``n2`` or ``d`` zero) are errors.
+
+Non-finite inputs are values, not checked: a point holding NaN gives NaN in its row of the kernel
+matrix (its row and column when ``x2`` is None) and leaves every other entry as it was. No kernel
+turns NaN into a plausible value (such as ``k = 1``, "identical to every point").
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from kjax._src import dtypes
@@ -27,10 +33,18 @@ from kjax._src.errors import check_int, check_positive, check_rank, check_same_d
 _DIRECT_DIM = 8
 
 
+def _nonempty(fn: str, arg: str, x, n: str) -> None:
+    if x.shape[0] == 0:
+        fail(fn, arg, f"have {n} >= 1 points in [{n}, d]", f"shape {x.shape}")
+    if x.shape[1] == 0:
+        fail(fn, arg, f"have d >= 1 features in [{n}, d]", f"shape {x.shape}")
+
+
 def _prep(fn: str, x1, x2):
     """Validate and promote inputs; returns ``(x1, x2, same)`` in the Gram dtype."""
     x1 = dtypes.as_float_array(fn, "x1", x1)
     check_rank(fn, "x1", x1, 2, layout="[n1, d]")
+    _nonempty(fn, "x1", x1, "n1")
     same = x2 is None
     if same:
         x2 = x1
@@ -38,6 +52,7 @@ def _prep(fn: str, x1, x2):
         x2 = dtypes.as_float_array(fn, "x2", x2)
         check_rank(fn, "x2", x2, 2, layout="[n2, d]")
         check_same_dim(fn, "x1", x1, "x2", x2, -1, what="the feature dimension d")
+        _nonempty(fn, "x2", x2, "n2")
     dt = dtypes.gram_dtype(x1, x2)
     return x1.astype(dt), x2.astype(dt), same
 
@@ -66,20 +81,27 @@ def squared_distance(x1: Float[Array, "n1 d"], x2: Float[Array, "n2 d"], *,
     n1 = jnp.sum(x1 * x1, axis=-1)
     n2 = jnp.sum(x2 * x2, axis=-1)
     cross = jnp.matmul(x1, x2.T, precision=jax.lax.Precision.HIGHEST)
-    d2 = jnp.maximum(n1[:, None] + n2[None, :] - 2.0 * cross, 0.0)
+    d2 = jnp.maximum(n1[:, None] + n2[None, :] - 2.0 * cross, 0.0)  # NaN stays NaN
     if same:
-        d2 = jnp.where(jnp.eye(x1.shape[0], dtype=bool), 0.0, d2)
+        d2 = jnp.where(jnp.eye(x1.shape[0], dtype=bool), 0.0 * d2, d2)  # 0, or NaN for a NaN point
     return d2
 
 
 def _safe_sqrt(d2):
-    """sqrt with gradient 0 (instead of inf/NaN) at 0."""
+    """sqrt with gradient 0 (instead of inf/NaN) at 0; NaN stays NaN."""
     pos = d2 > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, d2, 1.0)), 0.0)
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, d2, 1.0)), 0.0 * d2)
+
+
+def _scalar(fn: str, arg: str, x, *, allow_zero: bool = False) -> None:
+    """A scalar hyperparameter: positive (or >= 0) when static; a shape would broadcast silently."""
+    if x is not None and np.shape(x) != ():
+        fail(fn, arg, "be a scalar", f"shape {np.shape(x)}")
+    check_positive(fn, arg, x, allow_zero=allow_zero)
 
 
 def _variance(fn, variance, k):
-    check_positive(fn, "variance", variance)
+    _scalar(fn, "variance", variance)
     return jnp.asarray(variance, k.dtype) * k
 
 
@@ -104,8 +126,9 @@ def rbf(
       ``[n1, n2]`` kernel matrix, dtype at least float32.
 
     Raises:
-      ValueError: ranks other than 2, mismatched ``d``, non-positive static ``lengthscale`` or
-        ``variance``, ``lengthscale`` of the wrong shape.
+      ValueError: ranks other than 2, empty inputs (``n1``, ``n2`` or ``d`` zero), mismatched
+        ``d``, non-positive static ``lengthscale`` or ``variance``, ``lengthscale`` of the wrong
+        shape, a non-scalar ``variance``.
       TypeError: complex inputs.
 
     Example:
@@ -149,7 +172,7 @@ def matern(
       variance: :math:`\sigma^2 > 0`.
 
     Returns:
-      ``[n1, n2]`` kernel matrix.
+      ``[n1, n2]`` kernel matrix; NaN where a point holds NaN (never ``k = 1``).
 
     Raises:
       ValueError: ``nu`` not in {0.5, 1.5, 2.5}, and the input errors of :func:`rbf`.
@@ -164,7 +187,10 @@ def matern(
     References:
       Rasmussen & Williams 2006, eq. 4.17.
     """
-    fn = "kjax.kernels.matern"
+    return _matern("kjax.kernels.matern", x1, x2, lengthscale=lengthscale, nu=nu, variance=variance)
+
+
+def _matern(fn: str, x1, x2, *, lengthscale, nu, variance):
     if nu not in (0.5, 1.5, 2.5):
         fail(fn, "nu", "be one of 0.5, 1.5, 2.5", repr(nu))
     x1, x2, same = _prep(fn, x1, x2)
@@ -201,7 +227,8 @@ def laplace(
       variance: :math:`\sigma^2 > 0`.
 
     Returns:
-      ``[n1, n2]`` kernel matrix. Its gradient at ``x1 == x2`` is taken as zero (subgradient).
+      ``[n1, n2]`` kernel matrix; NaN where a point holds NaN. Its gradient at ``x1 == x2`` is
+      taken as zero (subgradient).
 
     Raises:
       ValueError: the input errors of :func:`rbf`.
@@ -215,7 +242,7 @@ def laplace(
     References:
       Geifman et al., *On the Similarity between the Laplace and Neural Tangent Kernels*, 2020.
     """
-    return matern(x1, x2, lengthscale=lengthscale, nu=0.5, variance=variance)
+    return _matern("kjax.kernels.laplace", x1, x2, lengthscale=lengthscale, nu=0.5, variance=variance)
 
 
 def rational_quadratic(
@@ -241,7 +268,7 @@ def rational_quadratic(
       ``[n1, n2]`` kernel matrix.
 
     Raises:
-      ValueError: non-positive static ``alpha``, and the input errors of :func:`rbf`.
+      ValueError: non-positive static or non-scalar ``alpha``, and the input errors of :func:`rbf`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -254,7 +281,7 @@ def rational_quadratic(
       Rasmussen & Williams 2006, eq. 4.19.
     """
     fn = "kjax.kernels.rational_quadratic"
-    check_positive(fn, "alpha", alpha)
+    _scalar(fn, "alpha", alpha)
     x1, x2, same = _prep(fn, x1, x2)
     x1, x2 = _scale(fn, x1, x2, lengthscale)
     a = jnp.asarray(alpha, x1.dtype)
@@ -285,7 +312,8 @@ def polynomial(
       ``[n1, n2]`` kernel matrix.
 
     Raises:
-      ValueError: ``degree < 1``, non-positive ``gamma``, negative ``coef0``, input errors.
+      ValueError: ``degree < 1``, non-positive ``gamma``, negative ``coef0``, a non-scalar
+        ``gamma`` or ``coef0``, input errors.
       TypeError: non-integer ``degree``.
 
     Example:
@@ -297,8 +325,8 @@ def polynomial(
     """
     fn = "kjax.kernels.polynomial"
     degree = check_int(fn, "degree", degree, minimum=1)
-    check_positive(fn, "gamma", gamma)
-    check_positive(fn, "coef0", coef0, allow_zero=True)
+    _scalar(fn, "gamma", gamma)
+    _scalar(fn, "coef0", coef0, allow_zero=True)
     x1, x2, _ = _prep(fn, x1, x2)
     g = 1.0 / x1.shape[-1] if gamma is None else gamma
     dot = jnp.matmul(x1, x2.T, precision=jax.lax.Precision.HIGHEST)
@@ -324,7 +352,7 @@ def linear(
       ``[n1, n2]`` kernel matrix.
 
     Raises:
-      ValueError: non-positive ``variance``, negative ``bias``, input errors.
+      ValueError: non-positive ``variance``, negative ``bias``, either non-scalar, input errors.
 
     Example:
       >>> import jax.numpy as jnp
@@ -333,7 +361,7 @@ def linear(
       [[12.]]
     """
     fn = "kjax.kernels.linear"
-    check_positive(fn, "bias", bias, allow_zero=True)
+    _scalar(fn, "bias", bias, allow_zero=True)
     x1, x2, _ = _prep(fn, x1, x2)
     dot = jnp.matmul(x1, x2.T, precision=jax.lax.Precision.HIGHEST)
     return _variance(fn, variance, dot) + jnp.asarray(bias, x1.dtype)
@@ -418,7 +446,7 @@ def arccos(
     Returns:
       ``[n1, n2]`` kernel matrix. Orders 1 and 2 are differentiable everywhere (the derivatives in
       :math:`\cos\theta` are finite); for order 0 the gradient at :math:`\theta = 0` is taken as
-      zero. A zero vector has :math:`\cos\theta = 0` by convention.
+      zero. A zero vector has :math:`\cos\theta = 0` by convention; a point holding NaN gives NaN.
 
     Raises:
       ValueError: ``order`` not in {0, 1, 2}, input errors.
@@ -443,6 +471,7 @@ def arccos(
     dot = jnp.matmul(x1, x2.T, precision=jax.lax.Precision.HIGHEST)
     ok = denom > 0
     c = jnp.clip(jnp.where(ok, dot / jnp.where(ok, denom, 1.0), 0.0), -1.0, 1.0)
+    c = jnp.where(jnp.isnan(dot), jnp.nan, c)  # a NaN point is NaN, not a zero vector
     if same:
         c = jnp.where(jnp.eye(x1.shape[0], dtype=bool) & ok, 1.0, c)
     k = _J[order](c) / jnp.pi

@@ -24,8 +24,10 @@ def test_v_with_other_time():
 
 
 def test_rank():
-    with pytest.raises(ValueError, match=r"`q` must have rank 4 \[B, T, H, D\]"):
+    with pytest.raises(ValueError, match=r"`q` must have rank 4 \[B, T, H, M\]"):
         A.linear_attention(q[0], q[0], v[0])
+    with pytest.raises(ValueError, match=r"kernel_attention: `q` must have rank 4 \[B, T, H, D\]"):
+        A.kernel_attention(q[0], q[0], v[0], feature_map="relu")
 
 
 @pytest.mark.parametrize("c", [0, -3])
@@ -101,5 +103,93 @@ def test_step_shapes():
     s = A.LinearAttentionState(jnp.zeros((1, 2, 3, 4)), jnp.zeros((1, 2, 3)))
     with pytest.raises(ValueError, match=r"linear_attention_step: `k_t` must have the shape of `q_t` \(1, 2, 3\)"):
         A.linear_attention_step(s, q[:, 0], jnp.ones((1, 2, 4)), v[:, 0])
-    with pytest.raises(ValueError, match="linear_attention_step: `initial_state` must have kv of shape"):
+    with pytest.raises(ValueError, match="linear_attention_step: `state` must have kv of shape"):
         A.linear_attention_step(s, q[:, 0], q[:, 0], jnp.ones((1, 2, 5)))
+
+
+def _raises(exc, msg, call):
+    with pytest.raises(exc) as info:
+        call()
+    assert msg in str(info.value), str(info.value)
+
+
+def test_empty_inputs_named():
+    z, zv = jnp.ones((1, 0, 2, 3)), jnp.ones((1, 0, 2, 4))
+    calls = {
+        "linear_attention": lambda q, k, v: A.linear_attention(q, k, v),
+        "kernel_attention": lambda q, k, v: A.kernel_attention(q, k, v, feature_map="elu_plus_one"),
+        "delta_rule_attention": lambda q, k, v: A.delta_rule_attention(q, k, v, jnp.ones(q.shape[:3])),
+        "rpe_kernel_attention": lambda q, k, v: A.rpe_kernel_attention(q, k, v, jnp.zeros(max(2 * q.shape[1] - 1, 0))),
+        "softmax_attention_reference": lambda q, k, v: A.softmax_attention_reference(q, k, v),
+    }
+    for name, f in calls.items():
+        _raises(ValueError, f"kjax.attention.{name}: `q` must have T >= 1 in [B, T, H, ", lambda: f(z, z, zv))
+        _raises(ValueError, "]; got shape (1, 0, 2, 3).", lambda: f(z, z, zv))
+        _raises(ValueError, f"kjax.attention.{name}: `q` must have B >= 1", lambda: f(q[:0], q[:0], v[:0]))
+        _raises(ValueError, f"kjax.attention.{name}: `v` must have Dv >= 1", lambda: f(q, q, v[..., :0]))
+    _raises(ValueError, "linear_attention: `q` must have H >= 1", lambda: A.linear_attention(q[:, :, :0], q[:, :, :0], v[:, :, :0]))
+    _raises(ValueError, "linear_attention: `q` must have M >= 1", lambda: A.linear_attention(q[..., :0], q[..., :0], v))
+    s = A.LinearAttentionState(jnp.zeros((0, 2, 3, 4)), jnp.zeros((0, 2, 3)))
+    _raises(ValueError, "kjax.attention.linear_attention_step: `q_t` must have B >= 1",
+            lambda: A.linear_attention_step(s, q[:0, 0], q[:0, 0], v[:0, 0]))
+    _raises(ValueError, "kjax.attention.delta_rule_step: `q_t` must have B >= 1",
+            lambda: A.delta_rule_step(A.DeltaRuleState(s.kv), q[:0, 0], q[:0, 0], v[:0, 0], jnp.ones((0, 2))))
+
+
+def test_step_states_named():
+    s = A.LinearAttentionState(jnp.zeros((1, 2, 3, 5)), jnp.zeros((1, 2, 3)))
+    _raises(ValueError, "kjax.attention.linear_attention_step: `state` must have kv of shape (1, 2, 3, 4)",
+            lambda: A.linear_attention_step(s, q[:, 0], q[:, 0], v[:, 0]))
+    _raises(TypeError, "kjax.attention.linear_attention_step: `state` must be a LinearAttentionState",
+            lambda: A.linear_attention_step((1, 2), q[:, 0], q[:, 0], v[:, 0]))
+    _raises(TypeError, "kjax.attention.delta_rule_step: `state` must be a DeltaRuleState",
+            lambda: A.delta_rule_step((1, 2), q[:, 0], q[:, 0], v[:, 0], jnp.ones((1, 2))))
+    st = A.DeltaRuleState(jnp.zeros((1, 2, 3, 4)))
+    _raises(ValueError, "kjax.attention.delta_rule_step: `q_t` must have rank 3 [B, H, M]",
+            lambda: A.delta_rule_step(st, q[0, 0], q[:, 0], v[:, 0], jnp.ones((1, 2))))
+
+
+def test_softmax_scale():
+    want = A.softmax_attention_reference(q, q, v, scale=0.5)
+    # array scales work, also traced ones (no static hashing)
+    assert_close(A.softmax_attention_reference(q, q, v, scale=jnp.float32(0.5)), want, 1e-6)
+    import jax
+    assert_close(jax.jit(lambda s: A.softmax_attention_reference(q, q, v, scale=s))(0.5), want, 1e-6)
+    _raises(ValueError, "kjax.attention.softmax_attention_reference: `scale` must be finite; got nan",
+            lambda: A.softmax_attention_reference(q, q, v, scale=float("nan")))
+    _raises(ValueError, "`scale` must be a scalar", lambda: A.softmax_attention_reference(q, q, v, scale=jnp.ones(2)))
+
+
+def test_feature_params_named_by_kernel_attention():
+    ka = lambda **kw: A.kernel_attention(q, q, v, **kw)
+    _raises(ValueError, "kjax.attention.kernel_attention: `feature_params` must have M >= 1",
+            lambda: ka(feature_map="favor_positive", feature_params=jnp.ones((0, 3))))
+    _raises(ValueError, "kjax.attention.kernel_attention: `feature_params` must have shape (M, 3)",
+            lambda: ka(feature_map="favor_trig", feature_params=jnp.ones((4, 2))))
+    _raises(TypeError, "kjax.attention.kernel_attention: `feature_params` must be a Python int",
+            lambda: ka(feature_map="dpfp", feature_params=2.5))
+    _raises(TypeError, "kjax.attention.kernel_attention: `feature_params` must be a HedgehogParams",
+            lambda: ka(feature_map="hedgehog", feature_params=jnp.ones(3)))
+    _raises(TypeError, "kjax.attention.kernel_attention: `feature_params` must be a LearnedSpectralParams",
+            lambda: ka(feature_map="learned_spectral", feature_params=(1, 2)))
+    _raises(ValueError, "kjax.attention.kernel_attention: `feature_map` must map [B, T, H, D] to [B, T, H, M]",
+            lambda: ka(feature_map=lambda x: x[..., 0]))
+    _raises(ValueError, "kjax.attention.rpe_kernel_attention: `feature_params` must have shape (M, 3)",
+            lambda: A.rpe_kernel_attention(q, q, v, jnp.zeros(9), feature_map="favor_positive",
+                                           feature_params=jnp.ones((4, 2))))
+
+
+def test_flags_must_be_bools():
+    import jax
+
+    _raises(TypeError, "kjax.attention.linear_attention: `causal` must be a Python bool; got 'no'",
+            lambda: A.linear_attention(q, q, v, causal="no"))
+    _raises(TypeError, "kjax.attention.kernel_attention: `normalize` must be a Python bool",
+            lambda: A.kernel_attention(q, q, v, feature_map="relu", normalize=None))
+    _raises(TypeError, "kjax.attention.rpe_kernel_attention: `causal` must be a Python bool",
+            lambda: jax.jit(lambda c: A.rpe_kernel_attention(q, q, v, jnp.zeros(9), causal=c))(True))
+    _raises(TypeError, "kjax.attention.delta_rule_attention: `return_state` must be a Python bool",
+            lambda: A.delta_rule_attention(q, q, v, jnp.ones((1, 5, 2)), return_state=1))
+    _raises(TypeError, "kjax.attention.softmax_attention_reference: `causal` must be a Python bool",
+            lambda: A.softmax_attention_reference(q, q, v, causal=0))
+    assert A.linear_attention(q, q, v, causal=np.bool_(False)).shape == v.shape  # NumPy bools are bools

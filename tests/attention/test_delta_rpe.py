@@ -6,7 +6,7 @@ from jax.test_util import check_grads
 
 from kjax import attention as A
 from tests.attention import oracle
-from tests.conformance import assert_close, check_op
+from tests.conformance import assert_close, check_op, tol
 
 B, T, H, M, DV = 2, 9, 2, 3, 4
 
@@ -85,3 +85,47 @@ def test_rpe_gradients_and_conformance(mesh):
     f = lambda q, k, v, rpe: A.rpe_kernel_attention(q, k, v, rpe, feature_map="elu_plus_one")
     check_grads(jax.jit(f), (q, k, v, rpe), order=1, modes=("rev",))
     check_op(f, q, k, v, rpe, grad_argnums=(3,), mesh=mesh)
+
+
+def _rpe_oracle(q, k, v, rpe, *, causal=True, normalize=True, eps=1e-6):
+    i = np.arange(q.shape[1])
+    c = np.exp(np.asarray(rpe, np.float64))[:, i[:, None] - i[None, :] + q.shape[1] - 1]
+    return oracle.linear_attention(A.elu_plus_one(q), A.elu_plus_one(k), v, causal=causal,
+                                   normalize=normalize, eps=eps, weights=c)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_rpe_large_bias_constants_cancel_when_normalised(dtype):
+    """A constant added to the biases cancels in normalised attention: no overflow to inf/NaN."""
+    q, k, v, rpe = (x.astype(dtype) for x in _rpe_inputs(2))
+    f = lambda b, **kw: A.rpe_kernel_attention(q, k, v, b, feature_map="elu_plus_one", **kw)
+    base = f(rpe, eps=0.0)
+    for c in (200.0, -200.0, 800.0):
+        out = f(rpe + c, eps=0.0)
+        assert out.dtype == dtype and np.all(np.isfinite(out)), c
+        assert_close(out, base, tol(dtype, 10), f"biases + {c}")
+    # the default eps: exact formula (eps added to the unshifted denominator)
+    assert_close(f(rpe + 200.0), _rpe_oracle(q, k, v, rpe + 200.0), tol(dtype, 10), "eps, + 200")
+    assert_close(f(rpe + 3.0, causal=False), _rpe_oracle(q, k, v, rpe + 3.0, causal=False),
+                 tol(dtype, 10), "eps, non-causal")
+    # causal: biases of negative offsets are ignored, however large; -inf biases mask pairs out
+    big = rpe.at[:, : T - 1].set(1e4)
+    assert_close(f(big, eps=0.0), base, tol(dtype, 10), "ignored offsets")
+    g = jax.grad(lambda b: jnp.sum(f(b + 200.0)))(big)
+    assert np.all(np.isfinite(g)) and not np.any(g[:, : T - 1])
+    masked = rpe.at[:, T + 1].set(-jnp.inf)
+    assert_close(f(masked), _rpe_oracle(q, k, v, masked), tol(dtype, 10), "-inf bias")
+
+
+def test_rpe_unnormalised_scales_by_exp_constant():
+    """Without normalisation the constant scales the output by e^c (exact); intermediate results
+    do not overflow where the result itself fits."""
+    q, k, v, rpe = _rpe_inputs(3)
+    f = lambda b, dt: A.rpe_kernel_attention(*(x.astype(dt) for x in (q, k, v, b)),
+                                             feature_map="elu_plus_one", normalize=False)
+    want = _rpe_oracle(q, k, v, rpe, normalize=False)
+    assert_close(f(rpe, jnp.float64), want, 1e-11, "unnormalised")
+    assert_close(f(rpe + 30.0, jnp.float64), np.exp(30.0) * want, 1e-11, "+30")
+    out = f(rpe + 80.0, jnp.float32)  # results ~1e36 fit in float32, e^80 * FFT sums do not
+    assert np.all(np.isfinite(out))
+    assert_close(out / np.exp(80.0), want, 1e-4, "float32, +80")

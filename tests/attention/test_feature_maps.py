@@ -90,7 +90,8 @@ def test_taylor2_kernel():
 def test_hedgehog_matches_numpy():
     p = A.init_hedgehog(jax.random.key(0), 4, 6, dtype=np.float64)
     x, _ = _xy()
-    z = np.asarray(x) @ np.asarray(p["w"]) + np.asarray(p["b"])
+    assert isinstance(p, A.HedgehogParams)
+    z = np.asarray(x) @ np.asarray(p.w) + np.asarray(p.b)
     sm = lambda a: np.exp(a - a.max(-1, keepdims=True)) / np.exp(a - a.max(-1, keepdims=True)).sum(-1, keepdims=True)
     np.testing.assert_allclose(A.hedgehog(p, x), np.concatenate([sm(z), sm(-z)], -1), rtol=1e-12)
 
@@ -98,17 +99,19 @@ def test_hedgehog_matches_numpy():
 def test_learned_spectral_kernel_and_gradients():
     p = A.init_learned_spectral(jax.random.key(0), 4, 8, lengthscale=2.0, dtype=np.float64)
     x, y = _xy()
-    w = np.exp(np.asarray(p["log_sigma"])) * np.asarray(p["noise"])
+    assert isinstance(p, A.LearnedSpectralParams)
+    w = np.exp(np.asarray(p.log_sigma)) * np.asarray(p.noise)
     diff = np.asarray(x)[:, None, :] - np.asarray(y)[None, :, :]
     want = np.mean(np.cos(diff @ w.T), -1)
     np.testing.assert_allclose(A.learned_spectral(p, x) @ A.learned_spectral(p, y).T, want, rtol=1e-12)
     g = jax.grad(lambda p: jnp.sum(A.learned_spectral(p, x) @ A.learned_spectral(p, y).T))(p)
-    assert float(jnp.abs(g["noise"]).max()) == 0.0 and float(jnp.abs(g["mu"]).max()) > 0
+    assert isinstance(g, A.LearnedSpectralParams)
+    assert float(jnp.abs(g.noise).max()) == 0.0 and float(jnp.abs(g.mu).max()) > 0
 
 
 def test_init_keys_redraw():
-    a = A.init_learned_spectral(jax.random.key(0), 3, 4)["noise"]
-    b = A.init_learned_spectral(jax.random.key(1), 3, 4)["noise"]
+    a = A.init_learned_spectral(jax.random.key(0), 3, 4).noise
+    b = A.init_learned_spectral(jax.random.key(1), 3, 4).noise
     assert not np.allclose(a, b)
 
 
@@ -127,7 +130,7 @@ MAPS = {
     "relu": lambda x, w: A.relu_features(x + 0.05),
     "dpfp": lambda x, w: A.dpfp(x + 0.05, nu=2),
     "taylor2": lambda x, w: A.taylor2(x),
-    "hedgehog": lambda x, w: A.hedgehog({"w": w.T, "b": jnp.zeros(w.shape[0], w.dtype)}, x),
+    "hedgehog": lambda x, w: A.hedgehog(A.HedgehogParams(w.T, jnp.zeros(w.shape[0], w.dtype)), x),
 }
 
 
@@ -147,7 +150,7 @@ def test_bad_input():
         A.favor_positive(jnp.ones((2, 3)), w, stabilize="max")
     with pytest.raises(ValueError, match="kjax.attention.dpfp: `nu` must be >= 1; got 0"):
         A.dpfp(jnp.ones(3), nu=0)
-    with pytest.raises(ValueError, match=r"hedgehog: `params\['w'\]` must have shape \(3, M\)"):
+    with pytest.raises(ValueError, match=r"hedgehog: `params.w` must have shape \(3, M\)"):
         A.hedgehog(A.init_hedgehog(jax.random.key(0), 4), jnp.ones((2, 3)))
     with pytest.raises(TypeError, match="must be a real array"):
         A.elu_plus_one(jnp.ones(3, jnp.complex64))
@@ -156,3 +159,58 @@ def test_bad_input():
 def test_partial_is_a_feature_map():
     fmap = functools.partial(A.dpfp, nu=3)
     assert fmap(jnp.ones((2, 4))).shape == (2, 24)
+
+
+def test_learned_parameters_are_namedtuples_and_dicts_are_deprecated():
+    x, _ = _xy()
+    for init, fmap, cls in ((A.init_hedgehog, A.hedgehog, A.HedgehogParams),
+                            (A.init_learned_spectral, A.learned_spectral, A.LearnedSpectralParams)):
+        p = init(jax.random.key(0), 4, 6, dtype=np.float64)
+        assert type(p) is cls and jax.tree.structure(p) == jax.tree.structure(cls(*p))
+        want = fmap(p, x)
+        with pytest.warns(DeprecationWarning, match=f"`params` as a dict is deprecated; pass kjax.attention.{cls.__name__}"):
+            got = fmap(p._asdict(), x)
+        np.testing.assert_array_equal(got, want)
+        with pytest.warns(DeprecationWarning, match=r"\['mu'\]|\['w'\]"):
+            first = p[p._fields[0]]  # the old dict access still works, with a warning
+        np.testing.assert_array_equal(first, p[0])
+        with pytest.warns(DeprecationWarning, match="kernel_attention: `feature_params` as a dict is deprecated"):
+            q = x.reshape(1, 3, 1, 4)
+            out = A.kernel_attention(q, q, q, feature_map=fmap.__name__, feature_params=p._asdict())
+        np.testing.assert_array_equal(out, A.kernel_attention(q, q, q, feature_map=fmap.__name__, feature_params=p))
+        with pytest.raises(TypeError, match=f"`params` must be a {cls.__name__}"):
+            fmap(tuple(p), x)
+        with pytest.raises(TypeError, match=r"`params` must be a .*got a dict with keys \['w'\]"):
+            fmap({"w": p[0]}, x)
+
+
+BAD = [
+    (lambda: A.random_projection(jax.random.key(0), 4, 3, dtype=jnp.int32), TypeError,
+     "kjax.attention.random_projection: `dtype` must be a real floating dtype (e.g. jnp.float32); got int32"),
+    (lambda: A.random_projection(0, 4, 3), TypeError, "random_projection: `key` must be a PRNG key"),
+    (lambda: A.random_projection(jax.random.key(0), 0, 3), ValueError, "`num_features` must be >= 1; got 0"),
+    (lambda: A.init_hedgehog(jax.random.key(0), 3, dtype=jnp.int32), TypeError,
+     "kjax.attention.init_hedgehog: `dtype` must be a real floating dtype"),
+    (lambda: A.init_hedgehog(jax.random.key(0), 3, 0), ValueError, "init_hedgehog: `num_features` must be >= 1"),
+    (lambda: A.init_hedgehog(3, 4), TypeError, "kjax.attention.init_hedgehog: `key` must be a PRNG key"),
+    (lambda: A.init_learned_spectral(jax.random.key(0), 3, 4, dtype="int8"), TypeError,
+     "init_learned_spectral: `dtype` must be a real floating dtype"),
+    (lambda: A.init_learned_spectral(jax.random.key(0), 3, 4, lengthscale=-1.0), ValueError,
+     "kjax.attention.init_learned_spectral: `lengthscale` must be > 0; got -1.0"),
+    (lambda: A.init_learned_spectral(jax.random.key(0), 3, 0), ValueError, "`num_features` must be >= 1"),
+    (lambda: A.favor_positive(jnp.ones((2, 3)), jnp.ones((0, 3))), ValueError,
+     "kjax.attention.favor_positive: `w` must have M >= 1 rows"),
+    (lambda: A.favor_trig(jnp.ones((2, 0)), jnp.ones((4, 0))), ValueError,
+     "kjax.attention.favor_trig: `x` must have D >= 1 in its last axis [..., D]; got shape (2, 0)"),
+    (lambda: A.elu_plus_one(jnp.ones((2, 0))), ValueError, "elu_plus_one: `x` must have D >= 1"),
+    (lambda: A.taylor2(jnp.ones((2, 0))), ValueError, "taylor2: `x` must have D >= 1"),
+    (lambda: A.learned_spectral(A.init_learned_spectral(jax.random.key(0), 3, 4), jnp.ones((2, 4))),
+     ValueError, "learned_spectral: `params.mu` must have shape (M, 4)"),
+]
+
+
+@pytest.mark.parametrize("call,exc,msg", BAD, ids=[b[2][:40] for b in BAD])
+def test_out_of_domain_inputs_named(call, exc, msg):
+    with pytest.raises(exc) as info:
+        call()
+    assert msg in str(info.value), str(info.value)

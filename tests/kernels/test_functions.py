@@ -170,6 +170,20 @@ BAD = [
     (lambda: K.arccos(X1, order=3), ValueError, "`order` must be 0, 1 or 2"),
     (lambda: K.rbf(X1 + 1j), TypeError, "`x1` must be a real array"),
     (lambda: K.rbf(X1, lengthscale=np.nan), ValueError, "`lengthscale` must be finite"),
+    # errors name the function called (laplace is not matern)
+    (lambda: K.laplace(X1, lengthscale=-1.0), ValueError, "kjax.kernels.laplace: `lengthscale` must be > 0"),
+    (lambda: K.laplace(X1[0]), ValueError, "kjax.kernels.laplace: `x1` must have rank 2 [n1, d]"),
+    # empty inputs
+    (lambda: K.rbf(X1[:0]), ValueError, "kjax.kernels.rbf: `x1` must have n1 >= 1 points in [n1, d]; got shape (0, 5)"),
+    (lambda: K.laplace(X1, X2[:0]), ValueError, "kjax.kernels.laplace: `x2` must have n2 >= 1 points"),
+    (lambda: K.polynomial(X1[:, :0]), ValueError, "kjax.kernels.polynomial: `x1` must have d >= 1 features"),
+    (lambda: K.arccos(X1[:0], X2), ValueError, "kjax.kernels.arccos: `x1` must have n1 >= 1 points"),
+    # hyperparameters that would broadcast silently
+    (lambda: K.rbf(X1, variance=np.ones(13)), ValueError, "kjax.kernels.rbf: `variance` must be a scalar; got shape (13,)"),
+    (lambda: K.rational_quadratic(X1, alpha=np.ones(2)), ValueError, "`alpha` must be a scalar"),
+    (lambda: K.polynomial(X1, gamma=np.ones(13)), ValueError, "`gamma` must be a scalar"),
+    (lambda: K.polynomial(X1, coef0=np.ones(13)), ValueError, "`coef0` must be a scalar"),
+    (lambda: K.linear(X1, bias=np.ones(13)), ValueError, "kjax.kernels.linear: `bias` must be a scalar"),
 ]
 
 
@@ -184,3 +198,27 @@ def test_traced_hyperparameters_are_not_checked():
     # documented: traced values cannot be validated at trace time, they pass through
     out = jax.jit(lambda s: K.rbf(X1, X2, lengthscale=s))(2.0)
     assert_close(out, skk.RBF(2.0)(X1, X2), 1e-10)
+
+
+@pytest.mark.parametrize("kern", ALL, ids=IDS)
+def test_nan_inputs_propagate(kern):
+    """Documented: a NaN in a point gives NaN in its row (column) of the kernel matrix, never a
+    plausible value (laplace / matern used to give k = 1, arccos 0), and leaves the rest finite."""
+    x = X1[:4].copy()
+    x[1, 2] = np.nan
+    k = np.asarray(kern(x, X2[:3]))
+    assert np.all(np.isnan(k[1])) and np.all(np.isfinite(np.delete(k, 1, axis=0)))
+    ks = np.asarray(kern(x))
+    bad = np.zeros(ks.shape, bool)
+    bad[1], bad[:, 1] = True, True
+    assert np.all(np.isnan(ks[bad])) and np.all(np.isfinite(ks[~bad]))
+
+
+@pytest.mark.parametrize("kern", [K.rbf, K.laplace, functools.partial(K.matern, nu=2.5), K.arccos],
+                         ids=["rbf", "laplace", "m25", "ac1"])
+def test_nan_inputs_propagate_large_d(kern):
+    # d > 8 takes the |x|^2 + |y|^2 - 2 x.y path, whose diagonal is set to zero when x2 is None
+    x = RNG.normal(size=(3, 12))
+    x[0, 5] = np.nan
+    ks = np.asarray(kern(x))
+    assert np.all(np.isnan(ks[0])) and np.all(np.isnan(ks[:, 0])) and np.all(np.isfinite(ks[1:, 1:]))

@@ -1,3 +1,5 @@
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,8 +53,12 @@ def test_random_features_redrawn_only_by_key():
 def test_learnable_maps_train(fmap):
     x = jax.random.normal(jax.random.key(2), (1, 5, 8))
     layer = KernelAttention(8, 2, feature_map=fmap, rngs=nnx.Rngs(0))
+    # the layer hands the map its NamedTuple of parameters (no deprecated dict on the way)
+    assert isinstance(layer._params(), {"hedgehog": A.HedgehogParams, "learned_spectral": A.LearnedSpectralParams}[fmap])
     loss = lambda m: jnp.mean(m(x) ** 2)
-    grads = nnx.grad(loss)(layer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        grads = nnx.grad(loss)(layer)
     leaves = jax.tree.leaves(grads)
     assert leaves and all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
     if fmap == "hedgehog":
@@ -62,3 +68,72 @@ def test_learnable_maps_train(fmap):
 def test_bad_config():
     with pytest.raises(ValueError, match="kjax.nn.KernelAttention: `feature_map` must be one of"):
         KernelAttention(8, 2, feature_map="softmax", rngs=nnx.Rngs(0))
+
+
+def test_signatures_and_docs():
+    import inspect
+    import pydoc
+
+    sig = inspect.signature(KernelAttention)
+    assert list(sig.parameters)[:3] == ["in_features", "num_heads", "head_dim"] and "rngs" in sig.parameters
+    assert "KernelAttention(in_features" in pydoc.render_doc(KernelAttention, renderer=pydoc.plaintext)
+    layer = KernelAttention(8, 2, feature_map="relu", rngs=nnx.Rngs(0))
+    assert list(inspect.signature(layer).parameters) == ["x", "segment_ids"]
+    for text in (KernelAttention.__doc__, KernelAttention.__call__.__doc__):
+        assert "[B, T, in_features]" in text and "Raises:" in text
+
+
+def _layer(**kw):
+    return KernelAttention(**{"in_features": 8, "num_heads": 2, "feature_map": "elu_plus_one", "rngs": nnx.Rngs(0),
+                              **kw})
+
+
+BAD_CALLS = [
+    (lambda m: m(jnp.ones((7, 8))), ValueError, "kjax.nn.KernelAttention: `x` must have rank 3 [B, T, in_features]; got shape (7, 8)"),
+    (lambda m: m(jnp.ones((1, 7, 6))), ValueError, "kjax.nn.KernelAttention: `x` must have in_features=8 in its last axis"),
+    (lambda m: m(jnp.ones((1, 0, 8))), ValueError, "kjax.nn.KernelAttention: `x` must have T >= 1"),
+    (lambda m: m(jnp.ones((1, 7, 8), jnp.complex64)), TypeError, "kjax.nn.KernelAttention: `x` must be a real array"),
+    (lambda m: m(jnp.ones((1, 7, 8)), segment_ids=jnp.zeros(7, jnp.int32)), ValueError,
+     "kjax.nn.KernelAttention: `segment_ids` must have shape [B, T] = (1, 7)"),
+    (lambda m: m(jnp.ones((1, 7, 8)), segment_ids=jnp.zeros((1, 7))), TypeError,
+     "kjax.nn.KernelAttention: `segment_ids` must be an integer array"),
+    (lambda m: m.redraw(3), TypeError, "`key` must be a PRNG key"),
+]
+
+
+@pytest.mark.parametrize("call,exc,msg", BAD_CALLS, ids=[b[2][-45:] for b in BAD_CALLS])
+def test_bad_calls_named(call, exc, msg):
+    layer = _layer()
+    with pytest.raises(exc) as info:
+        call(layer)
+    assert msg in str(info.value), str(info.value)
+
+
+BAD_CONFIGS = [
+    (dict(num_heads=3), ValueError, "kjax.nn.KernelAttention: `num_heads` must divide in_features=8 (or pass head_dim); got 3"),
+    (dict(num_heads=0), ValueError, "`num_heads` must be >= 1"),
+    (dict(projection_kind="gaussian"), ValueError, "`projection_kind` must be one of"),
+    (dict(chunk_size=0), ValueError, "kjax.nn.KernelAttention: `chunk_size` must be >= 1"),
+    (dict(eps=-1.0), ValueError, "kjax.nn.KernelAttention: `eps` must be >= 0"),
+    (dict(out_features=0), ValueError, "`out_features` must be >= 1"),
+    (dict(num_features=0), ValueError, "`num_features` must be >= 1"),
+    (dict(causal="yes"), TypeError, "`causal` must be a Python bool"),
+    (dict(implementation="cuda"), ValueError, "kjax.nn.KernelAttention: `implementation` must be None, one of"),
+    (dict(param_dtype=jnp.int32), TypeError, "kjax.nn.KernelAttention: `param_dtype` must be a real floating dtype"),
+    (dict(dtype="complex64"), TypeError, "`dtype` must be a real floating dtype"),
+    (dict(rngs=0), TypeError, "`rngs` must be an nnx.Rngs"),
+]
+
+
+@pytest.mark.parametrize("kw,exc,msg", BAD_CONFIGS, ids=[b[2][-40:] for b in BAD_CONFIGS])
+def test_bad_config_named(kw, exc, msg):
+    with pytest.raises(exc) as info:
+        _layer(**kw)
+    assert msg in str(info.value), str(info.value)
+
+
+def test_head_dim_and_integer_input():
+    layer = KernelAttention(8, 3, head_dim=4, feature_map="relu", out_features=5, rngs=nnx.Rngs(0))
+    y = layer(jnp.arange(2 * 6 * 8).reshape(2, 6, 8) % 3)
+    assert y.shape == (2, 6, 5) and jnp.issubdtype(y.dtype, jnp.floating)
+
