@@ -4,7 +4,10 @@ Layout: data matrices are ``[n, d]`` (points by features); every kernel maps
 ``x1: [n1, d], x2: [n2, d] | None -> [n1, n2]`` with hyperparameters keyword-only, so a configured
 kernel is ``functools.partial(rbf, lengthscale=2.0)``. :func:`gram`, :func:`kernel_matvec`,
 :func:`kernel_normal_matvec` and :func:`kernel_diag` take any such callable and evaluate it
-blockwise, optionally over a device mesh.
+blockwise, optionally over a device mesh. :class:`Kernel` holds a kernel function with its
+hyperparameters as pytree leaves (traced by ``jit``, differentiable by ``grad``) and supports
+``k1 + k2``, ``k1 * k2`` and ``c * k``; the solvers of :mod:`kjax.regression` turn a
+``functools.partial`` of a kernel function into one (:func:`as_kernel`).
 """
 
 from kjax.kernels._functions import (
@@ -18,9 +21,15 @@ from kjax.kernels._functions import (
     squared_distance,
 )
 from kjax.kernels._gram import gram, kernel_diag, kernel_matvec, kernel_normal_matvec
+from kjax.kernels._pytree import Kernel, Product, Scale, Sum, as_kernel, white_noise
 
 __all__ = [
+    "Kernel",
+    "Product",
+    "Scale",
+    "Sum",
     "arccos",
+    "as_kernel",
     "gram",
     "kernel_diag",
     "kernel_matvec",
@@ -32,4 +41,5 @@ __all__ = [
     "rational_quadratic",
     "rbf",
     "squared_distance",
+    "white_noise",
 ]
