@@ -55,8 +55,8 @@ def worker(args) -> None:
     mesh = jax.make_mesh((len(jax.devices()),), ("data",))
     kern = functools.partial(kernels.rbf, lengthscale=3.0)
     t0 = time.perf_counter()
-    st = regression.falkon_fit(jax.random.key(0), kern, x, y, ridge=1e-6, num_centers=args.centers,
-                               maxiter=20, mesh=mesh)
+    st = regression.falkon_fit(jax.random.key(0), kern, x, y, ridge=1e-6, ridge_scaling="n",
+                               num_centers=args.centers, maxiter=20, mesh=mesh)
     pred = regression.falkon_predict(st, x[:1000], mesh=mesh)
     pred = np.asarray(multihost_utils.process_allgather(pred, tiled=True))
     mse = float(np.mean((pred - y[:1000]) ** 2))

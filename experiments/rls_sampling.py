@@ -51,7 +51,7 @@ def main() -> int:
     xte, yte = make(2000, 1)
     exact = regression.krr_fit(KERN, x, y, ridge=lam, ridge_scaling="n")
     exact_mse = float(np.mean((np.asarray(regression.krr_predict(exact, xte)) - yte) ** 2))
-    deff = float(regression.effective_dimension(KERN, x, ridge=lam))
+    deff = float(regression.effective_dimension(KERN, x, ridge=lam, ridge_scaling="n"))
     print(f"n={n}, lambda={lam}: exact KRR test MSE {exact_mse:.4f}, d_eff {deff:.1f}")
     ms = [20, 40, 80, 160, 320]
     methods = ["uniform", "rls", "bless"]
@@ -59,7 +59,8 @@ def main() -> int:
     for method in methods:
         for m in ms:
             errs = [nystrom_mse(x, y, xte, yte, regression.nystrom_centers(
-                jax.random.key(s), KERN, x, m, method=method, ridge=lam), lam) for s in range(3)]
+                jax.random.key(s), KERN, x, m, method=method, ridge=lam, ridge_scaling="n"), lam)
+                for s in range(3)]
             curves[method].append(float(np.median(errs)))
         print(f"{method:8s} test MSE for M={ms}: " + " ".join(f"{e:.4f}" for e in curves[method]),
               flush=True)
@@ -77,9 +78,9 @@ def main() -> int:
     xs, _ = make(1000, 2)
     rows = []
     for lm in lams:
-        d = float(regression.effective_dimension(KERN, xs, ridge=lm))
+        d = float(regression.effective_dimension(KERN, xs, ridge=lm, ridge_scaling="n"))
         sizes = [int(regression.leverage_dictionary(jax.random.key(3), KERN, xs, ridge=lm,
-                                                    method=meth).indices.shape[0])
+                                                    ridge_scaling="n", method=meth).indices.shape[0])
                  for meth in ("bless", "squeak")]
         rows.append((lm, d, *sizes))
         print(f"lambda={lm:.0e}: d_eff {d:6.1f}, BLESS dictionary {sizes[0]:4d}, SQUEAK {sizes[1]:4d}",

@@ -1,4 +1,12 @@
-"""Dense linear algebra that XLA:CPU does slowly: triangular solves with a few right-hand sides.
+"""Dense linear algebra shared by every pillar: jittered Cholesky, PSD eigendecompositions and
+pseudo-inverse solves with a status (:mod:`kjax._src.status`), and the triangular solves that
+XLA:CPU does slowly.
+
+Factorisations never return a silent NaN: :func:`robust_cholesky` retries with jitter and reports
+what it did, :func:`psd_eigh` clips negative eigenvalues and reports them, and :func:`psd_factor`
+falls back from a Cholesky factor to a pseudo-inverse when the matrix is singular or indefinite.
+
+Triangular solves with a few right-hand sides:
 
 ``jax.lax.linalg.triangular_solve`` with one right-hand side runs 25-30x slower than SciPy's on
 the CPU backend (a ``[5000, 5000]`` float32 factor: about 130-160 ms against 5 ms; see
@@ -12,9 +20,15 @@ small ``block x block`` triangular solve.
 from __future__ import annotations
 
 import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from kjax._src import status as st
+from kjax._src.status import Status
 
 #: rows per panel of the blocked substitution
 TRI_BLOCK = 128
@@ -126,3 +140,205 @@ def cho_solve(low: jax.Array, b: jax.Array) -> jax.Array:
     if b.ndim == 2 and b.shape[1] > FEW_RHS:
         return jax.scipy.linalg.cho_solve((low, True), b)
     return solve_triangular(low, solve_triangular(low, b), transpose=True)
+
+
+# --------------------------------------------------------------------------------------------
+# factorisations with a status
+
+
+class CholeskyResult(NamedTuple):
+    """What :func:`robust_cholesky` returns; unpacks as ``low, jitter, status``."""
+
+    factor: Float[Array, "n n"]
+    jitter: Float[Array, ""]
+    status: Int[Array, ""]
+
+
+#: jittered retries of :func:`robust_cholesky` after the plain attempt
+CHOLESKY_TRIES = 5
+
+
+def default_jitter(dtype: Any) -> float:
+    """The default relative jitter of :func:`robust_cholesky`: ``10 eps`` of ``dtype``."""
+    return float(10 * np.finfo(dtype).eps)
+
+
+def robust_cholesky(a: Float[Array, "n n"], *, jitter: float | None = None,
+                    tries: int = CHOLESKY_TRIES) -> CholeskyResult:
+    r"""Lower Cholesky factor of a symmetric matrix (its lower triangle is read), adding jitter
+    until it succeeds.
+
+    The first try is plain; try ``k >= 1`` factors :math:`A + j\,10^{k-1}\,\overline{|a_{ii}|}\,I`
+    (``j = jitter``, default ``10 eps`` of the dtype, relative to the mean absolute diagonal).
+    Traceable and reverse-differentiable (nested ``lax.cond``: the jittered factorisations only run
+    when the previous one failed).
+
+    Args:
+      a: ``[n, n]`` symmetric matrix, at least float32.
+      jitter: relative jitter of the first retry (> 0).
+      tries: number of jittered retries.
+
+    Returns:
+      :class:`CholeskyResult` ``(factor [n, n], jitter added (absolute), status)``; ``status`` is
+      ``OK``, ``JITTER`` (jitter was needed), ``NOT_PSD`` (every retry failed: ``factor`` has NaN)
+      or ``NONFINITE_VALUES`` (``a`` has NaN or inf: callers that build ``a`` from their inputs
+      combine this with :func:`kjax._src.status.nonfinite_input` of those inputs).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax._src.linalg import robust_cholesky
+      >>> low, added, status = robust_cholesky(jnp.ones((3, 3)))
+      >>> int(status), bool(added > 0), bool(jnp.all(jnp.isfinite(low)))
+      (2, True, True)
+    """
+    dt = a.dtype
+    base = default_jitter(dt) if jitter is None else float(jitter)
+    scale = jnp.maximum(jnp.mean(jnp.abs(jnp.diagonal(a))), jnp.finfo(dt).tiny)
+    eye = jnp.eye(a.shape[0], dtype=dt)
+
+    def attempt(k):
+        add = jnp.asarray(0.0 if k == 0 else base * 10.0 ** (k - 1), dt) * scale
+        # LAPACK semantics: only the lower triangle is read (no symmetrising pass over a)
+        low = jax.lax.linalg.cholesky(a if k == 0 else a + add * eye, symmetrize_input=False)
+        if k == tries:
+            return low, add
+        ok = jnp.all(jnp.isfinite(low))
+        return jax.lax.cond(ok, lambda: (low, add), lambda: attempt(k + 1))
+
+    low, add = attempt(0)
+    ok = jnp.all(jnp.isfinite(low))
+    code = jnp.where(~ok, Status.NOT_PSD, jnp.where(add > 0, Status.JITTER, Status.OK))
+    finite = jnp.all(jnp.isfinite(jnp.tril(a)))
+    code = jnp.where(finite, code, Status.NONFINITE_VALUES).astype(jnp.int32)
+    return CholeskyResult(low, add, code)
+
+
+def null_tolerance(s: Float[Array, " n"], rcond: float | None = None) -> jax.Array:
+    """Eigenvalues at or below this are numerically zero: ``rcond * max|s|``, ``rcond`` defaulting
+    to ``n * eps`` (NumPy's ``pinv`` / ``matrix_rank`` rule)."""
+    r = s.shape[-1] * float(np.finfo(s.dtype).eps) if rcond is None else rcond
+    return r * jnp.max(jnp.abs(s))
+
+
+class EighResult(NamedTuple):
+    """What :func:`psd_eigh` returns; unpacks as ``eigenvalues, eigenvectors, status``."""
+
+    eigenvalues: Float[Array, " n"]
+    eigenvectors: Float[Array, "n n"]
+    status: Int[Array, ""]
+
+
+def psd_eigh(a: Float[Array, "n n"], *, rcond: float | None = None) -> EighResult:
+    """Eigendecomposition of a symmetric matrix meant to be PSD: negative eigenvalues are clipped to
+    zero and reported.
+
+    Args:
+      a: ``[n, n]`` symmetric matrix.
+      rcond: eigenvalues below ``-rcond * max|s|`` count as negative (default ``n * eps``).
+
+    Returns:
+      :class:`EighResult` ``(eigenvalues [n] ascending, clipped at 0; eigenvectors [n, n]; status)``:
+      ``OK``; ``JITTER`` when some eigenvalue was negative beyond the tolerance (clipped);
+      ``NOT_PSD`` when none is positive beyond it while some is negative (e.g. a negative-definite
+      matrix); ``NONFINITE_VALUES`` for NaN or inf in ``a``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax._src.linalg import psd_eigh
+      >>> s, _, status = psd_eigh(jnp.diag(jnp.array([2.0, -1.0, 0.0])))
+      >>> s.tolist(), int(status)
+      ([0.0, 0.0, 2.0], 2)
+    """
+    s, u = jnp.linalg.eigh(a)
+    tol = null_tolerance(s, rcond)
+    neg = jnp.min(s) < -tol
+    code = jnp.where(neg, jnp.where(jnp.max(s) <= tol, Status.NOT_PSD, Status.JITTER), Status.OK)
+    code = jnp.where(jnp.all(jnp.isfinite(a)), code, Status.NONFINITE_VALUES).astype(jnp.int32)
+    return EighResult(jnp.maximum(s, 0.0), u, code)
+
+
+class PSDFactor(NamedTuple):
+    """A factor of a PSD matrix for solves: a Cholesky factor, or a pseudo-inverse factor.
+
+    Attributes:
+      factor: ``[n, n]``; the lower Cholesky factor ``L`` (``A = L L^T``) when ``pinv`` is False, or
+        ``W = U diag(1/sqrt(s))`` over the eigenvalues above the null tolerance (zero columns
+        elsewhere, ``A^+ = W W^T``) when it is True.
+      pinv: bool scalar, which of the two.
+      status: ``OK`` for a Cholesky factor; ``SINGULAR``, ``JITTER`` (negative eigenvalues dropped),
+        ``NOT_PSD`` (nothing positive) or ``NONFINITE_VALUES`` for the pseudo-inverse.
+    """
+
+    factor: Float[Array, "n n"]
+    pinv: Bool[Array, ""]
+    status: Int[Array, ""]
+
+
+def is_concrete(*xs: Any) -> bool:
+    """True when no leaf of ``xs`` is a tracer (values are known: Python control flow is fine)."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(xs))
+
+
+def branch(pred: Any, true_fn, false_fn):
+    """``true_fn()`` if ``pred`` else ``false_fn()``: a Python branch when ``pred`` is concrete (only
+    one side runs, and is traced), ``lax.cond`` when it is traced."""
+    if is_concrete(pred):
+        return true_fn() if bool(pred) else false_fn()
+    return jax.lax.cond(pred, true_fn, false_fn)
+
+
+def psd_factor(a: Float[Array, "n n"], *, rcond: float | None = None) -> PSDFactor:
+    """Factor a PSD matrix for :func:`psd_solve`: Cholesky when it succeeds without jitter, otherwise
+    (singular, indefinite) the pseudo-inverse from :func:`psd_eigh` with eigenvalues at or below
+    ``rcond * max|s|`` (default ``n * eps``) treated as zero.
+
+    The pseudo-inverse is the limit of ``(A + r I)^-1`` on the range of ``A`` as ``r -> 0`` and zero
+    on its null space: the minimum-norm least-squares solution, what gradient flow on a quadratic
+    with this Hessian reaches at infinite time when started from zero. Jitter would instead amplify
+    rounding noise along the null space by ``1 / jitter``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax._src.linalg import psd_factor, psd_solve
+      >>> f = psd_factor(jnp.ones((2, 2)))
+      >>> [round(float(v), 6) for v in psd_solve(f, jnp.array([2.0, 2.0]))], int(f.status)
+      ([1.0, 1.0], 6)
+    """
+    low = jax.lax.linalg.cholesky(a, symmetrize_input=False)
+    ok = jnp.all(jnp.isfinite(low))
+
+    def chol():
+        return PSDFactor(low, jnp.asarray(False), st.as_status(Status.OK))
+
+    def pinv():
+        s, u, code = psd_eigh(a, rcond=rcond)
+        keep = s > null_tolerance(s, rcond)
+        w = u * jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, s, 1.0)), 0.0)
+        code = jnp.where(code == Status.OK, Status.SINGULAR, code).astype(jnp.int32)
+        return PSDFactor(w, jnp.asarray(True), code)
+
+    return branch(ok, chol, pinv)
+
+
+def psd_solve(f: PSDFactor, b: Float[Array, " n *k"]) -> Float[Array, " n *k"]:
+    """``A^-1 b`` (``A^+ b`` for a pseudo-inverse factor) from :func:`psd_factor`."""
+    return branch(f.pinv, lambda: f.factor @ (f.factor.T @ b), lambda: cho_solve(f.factor, b))
+
+
+def robust_cholesky_np(a: np.ndarray, *, jitter: float | None = None,
+                       tries: int = CHOLESKY_TRIES) -> tuple[np.ndarray | None, Status]:
+    """:func:`robust_cholesky` in NumPy, for host loops (BLESS / SQUEAK dictionaries) that factor many
+    small matrices of changing sizes: the same jitter schedule, ``(low or None, status)``."""
+    a = np.asarray(a)
+    if not np.all(np.isfinite(a)):
+        return None, Status.NONFINITE_VALUES
+    base = default_jitter(a.dtype) if jitter is None else float(jitter)
+    scale = max(float(np.mean(np.abs(np.diag(a)))), np.finfo(a.dtype).tiny)
+    eye = np.eye(a.shape[0], dtype=a.dtype)
+    for k in range(tries + 1):
+        add = 0.0 if k == 0 else base * 10.0 ** (k - 1) * scale
+        try:
+            return np.linalg.cholesky(a + add * eye), (Status.OK if k == 0 else Status.JITTER)
+        except np.linalg.LinAlgError:
+            continue
+    return None, Status.NOT_PSD

@@ -3,27 +3,31 @@
 Layout: data matrices ``[n, d]``, targets ``[n]`` or ``[n, O]``; ``kernel`` is any callable
 ``k(x1, x2) -> [n1, n2]`` such as ``functools.partial(kjax.kernels.rbf, lengthscale=2.0)``.
 
-Ridge scaling: ``ridge_scaling="sklearn"`` solves :math:`(K + \\text{ridge}\\, I) c = y`
-(scikit-learn's ``alpha``); ``ridge_scaling="n"`` solves :math:`(K + n\\,\\text{ridge}\\, I) c = y`
-(Falkon's ``penalty``, the :math:`\\lambda` of learning theory). Fitted states carry a ``status``
-code (see :func:`status_name`).
+One name for the regularisation strength: ``ridge``. ``ridge_scaling="none"`` (the default
+everywhere; ``"sklearn"`` is an alias) solves :math:`(K + \\text{ridge}\\, I) c = y` (scikit-learn's
+``alpha``); ``ridge_scaling="n"`` solves :math:`(K + n\\,\\text{ridge}\\, I) c = y` (Falkon's
+``penalty``, the :math:`\\lambda` of learning theory). The GPs call their noise variance ``ridge``
+too. Functions with ``mesh`` take ``mesh_axis``; block sizes are ``block_size``.
+
+Fitted states carry a ``status`` code (:mod:`kjax._src.status`, see :func:`status_name`) and the
+iterative solvers (Falkon, EigenPro) the relative residual they reached: a value-dependent failure
+is reported there, never as a silent NaN.
 """
 
-from kjax.regression._common import status_name
+from kjax._src.status import status_name
+from kjax.regression._centers import nystrom_centers
 from kjax.regression._eigenpro import EigenProState, eigenpro3_fit, eigenpro_fit, eigenpro_predict
 from kjax.regression._falkon import FalkonState, falkon_fit, falkon_predict
 from kjax.regression._gp import GPPosterior, gp_log_marginal_likelihood, gp_posterior
 from kjax.regression._krr import KRRState, krr_fit, krr_predict, spectral_fit
-from kjax.regression._nystrom import (
+from kjax.regression._leverage import (
     RLSDictionary,
-    RPCholeskyState,
     effective_dimension,
     leverage_dictionary,
-    nystrom_centers,
     ridge_leverage_scores,
-    rpcholesky,
 )
 from kjax.regression._rff import random_fourier_features
+from kjax.regression._rpcholesky import RPCholeskyState, rpcholesky
 
 __all__ = [
     "EigenProState",

@@ -1,7 +1,12 @@
-"""Shared pieces of kjax.regression: input checks, ridge scaling, status codes, robust Cholesky."""
+"""Shared pieces of kjax.regression: input checks, ridge scaling, mesh and block-size checks.
+
+Status codes and the jittered Cholesky live in ``kjax._src.status`` and ``kjax._src.linalg`` (shared
+with ``kjax.ntk.predict``).
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -9,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kjax._src import dtypes
+from kjax._src import blockwise, dtypes, sharding
 from kjax._src.errors import (
     KjaxTypeError,
     check_in,
@@ -17,52 +22,13 @@ from kjax._src.errors import (
     check_rank,
     check_same_dim,
     fail,
-    is_static_number,
 )
 
-#: ``status`` codes reported in the states of kjax.regression
-STATUS_OK = 0
-#: the inputs (``x`` or ``y``) contained NaN or inf (only detectable under ``jit`` from the values)
-STATUS_NONFINITE_INPUT = 1
-#: a Gram matrix was not numerically positive definite; jitter was added (or eigenvalues clipped)
-STATUS_JITTER = 2
-#: the factorisation failed even with the largest jitter; the result is not usable
-STATUS_FAILED = 3
-
-STATUS_NAMES = {STATUS_OK: "ok", STATUS_NONFINITE_INPUT: "non-finite input",
-                STATUS_JITTER: "jitter added (matrix not numerically PSD)",
-                STATUS_FAILED: "factorisation failed"}
-
-RIDGE_SCALINGS = ("sklearn", "n")
+#: accepted values of ``ridge_scaling``: ``"none"`` (``K + ridge I``, the default everywhere), ``"n"``
+#: (``K + n ridge I``) and ``"sklearn"``, an alias of ``"none"`` (the name of earlier releases)
+RIDGE_SCALINGS = ("none", "n", "sklearn")
 
 Kernel = Callable[..., jax.Array]
-
-
-def status_name(status: Any) -> str:
-    """The meaning of the ``status`` code of a kjax.regression state.
-
-    ``0`` ok, ``1`` non-finite input (NaN/inf in ``x`` or ``y``, seen under ``jit``), ``2`` jitter
-    added to a Cholesky factor or negative eigenvalues clipped (matrix not numerically PSD),
-    ``3`` the factorisation or the iteration failed.
-
-    Args:
-      status: an int or a scalar int array (a state's ``status``).
-
-    Returns:
-      a short description.
-
-    Raises:
-      TypeError: a ``status`` that is not an integer scalar (e.g. a traced value).
-
-    Example:
-      >>> from kjax.regression import status_name
-      >>> status_name(2)
-      'jitter added (matrix not numerically PSD)'
-
-    References:
-      The house style (docs/design.md): value-dependent failures are reported, never silent NaN.
-    """
-    return STATUS_NAMES.get(int(status), f"unknown status {int(status)}")
 
 
 @jax.tree_util.register_static
@@ -110,55 +76,75 @@ def check_kernel(fn: str, kernel: Any) -> StaticKernel:
     return StaticKernel(kernel)
 
 
-def _all_finite_eager(a) -> bool | None:
+def is_concrete(*xs: Any) -> bool:
+    """True when no leaf is a tracer (values can be read at trace time)."""
+    return all(not isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(xs))
+
+
+def all_finite_eager(a: Any) -> bool | None:
     """True/False on concrete inputs, None under tracing."""
     if isinstance(a, jax.core.Tracer):
         return None
     return bool(np.all(np.isfinite(np.asarray(a))))
 
 
+def check_finite(fn: str, arg: str, a: Any) -> None:
+    """Raise on NaN/inf in a concrete ``a``; traced values pass (the status reports them)."""
+    if all_finite_eager(a) is False:
+        fail(fn, arg, "contain only finite values (no NaN or inf)",
+             f"{int(np.sum(~np.isfinite(np.asarray(a))))} non-finite entries")
+
+
 def check_x(fn: str, arg: str, x: Any) -> jax.Array:
-    """``x`` as a float ``[n, d]`` array; NaN/inf raise eagerly on concrete inputs."""
+    """``x`` as a float ``[n, d]`` array with ``n, d >= 1``; NaN/inf raise on concrete inputs."""
     x = dtypes.as_float_array(fn, arg, x)
     check_rank(fn, arg, x, 2, layout="[n, d]")
-    if _all_finite_eager(x) is False:
-        fail(fn, arg, "contain only finite values (no NaN or inf)",
-             f"{int(np.sum(~np.isfinite(np.asarray(x))))} non-finite entries")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        fail(fn, arg, "have at least one row and one feature ([n, d] with n, d >= 1)", f"shape {x.shape}")
+    check_finite(fn, arg, x)
     return x
 
 
-def check_xy(fn: str, x: Any, y: Any) -> tuple[jax.Array, jax.Array, bool]:
+def check_xy(fn: str, x: Any, y: Any, names: tuple[str, str] = ("x", "y")
+             ) -> tuple[jax.Array, jax.Array, bool]:
     """Validate ``x: [n, d]`` and ``y: [n]`` or ``[n, O]``; returns ``(x, y2d, was_vector)``."""
-    x = check_x(fn, "x", x)
-    y = dtypes.as_float_array(fn, "y", y)
-    check_rank(fn, "y", y, (1, 2), layout="[n] or [n, O]")
+    ax, ay = names
+    x = check_x(fn, ax, x)
+    y = dtypes.as_float_array(fn, ay, y)
+    check_rank(fn, ay, y, (1, 2), layout="[n] or [n, O]")
     if y.shape[0] != x.shape[0]:
-        fail(fn, "y", f"have {x.shape[0]} rows (one per row of x)", f"shape {y.shape}")
-    if _all_finite_eager(y) is False:
-        fail(fn, "y", "contain only finite values (no NaN or inf)",
-             f"{int(np.sum(~np.isfinite(np.asarray(y))))} non-finite entries")
+        fail(fn, ay, f"have {x.shape[0]} rows (one per row of {ax})", f"shape {y.shape}")
+    if y.ndim == 2 and y.shape[1] == 0:
+        fail(fn, ay, "have at least one output column", f"shape {y.shape}")
+    check_finite(fn, ay, y)
     vec = y.ndim == 1
     return x, (y[:, None] if vec else y), vec
 
 
 def check_x_new(fn: str, x_new: Any, x_train: jax.Array) -> jax.Array:
+    """``x_new: [m, d]`` with the training ``d`` (``m = 0`` allowed); NaN/inf raise when concrete.
+
+    Under ``jit`` non-finite rows give non-finite predictions in those rows only (documented NaN
+    propagation; :func:`gp_posterior` also reports it in ``status``).
+    """
     x_new = dtypes.as_float_array(fn, "x_new", x_new)
-    check_rank(fn, "x_new", x_new, 2, layout="[n_new, d]")
+    check_rank(fn, "x_new", x_new, 2, layout="[m, d]")
     check_same_dim(fn, "x", x_train, "x_new", x_new, -1, what="the feature dimension d")
+    check_finite(fn, "x_new", x_new)
     return x_new
 
 
-def finite_status(*arrays: jax.Array) -> jax.Array:
-    """STATUS_NONFINITE_INPUT if any array has a non-finite entry, else STATUS_OK (traceable)."""
-    ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in arrays]))
-    return jnp.where(ok, STATUS_OK, STATUS_NONFINITE_INPUT).astype(jnp.int32)
+def empty_rows(out_shape: tuple[int, ...], dtype: Any) -> jax.Array:
+    """The prediction for ``m = 0`` query points (no kernel evaluation)."""
+    return jnp.zeros(out_shape, dtype)
 
 
 def check_ridge(fn: str, ridge: Any, ridge_scaling: str, n: int, *, arg: str = "ridge",
                 allow_array: bool = False) -> jax.Array:
     """Validate ``ridge`` (> 0) and return the unscaled diagonal shift ``alpha`` of ``K + alpha I``.
 
-    ``ridge_scaling="sklearn"``: ``alpha = ridge``; ``"n"``: ``alpha = n * ridge`` (Falkon).
+    ``ridge_scaling="none"`` (or its alias ``"sklearn"``): ``alpha = ridge``; ``"n"``:
+    ``alpha = n * ridge`` (Falkon's lambda).
     """
     check_in(fn, "ridge_scaling", ridge_scaling, RIDGE_SCALINGS)
     if ridge is None:
@@ -170,52 +156,49 @@ def check_ridge(fn: str, ridge: Any, ridge_scaling: str, n: int, *, arg: str = "
     if r.ndim > (1 if allow_array else 0):
         want = "a scalar or a 1-D array of values" if allow_array else "a scalar"
         fail(fn, arg, f"be {want}", f"shape {r.shape}")
+    if r.ndim == 1 and r.shape[0] == 0:
+        fail(fn, arg, "have at least one value", "an empty array")
     return r * n if ridge_scaling == "n" else r
 
 
-def robust_cholesky(a: jax.Array, *, jitter: float | None = None, tries: int = 5
-                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Lower Cholesky factor of a symmetric matrix (its lower triangle is read), adding jitter until
-    it succeeds.
+def ridge_or_noise(fn: str, ridge: Any, noise: Any, *, stacklevel: int = 4) -> Any:
+    """The GPs' ``ridge``, with ``noise`` as its deprecated alias (warns)."""
+    if noise is not None:
+        if ridge is not None:
+            fail(fn, "noise", "not be given together with `ridge` (it is the deprecated name of "
+                 "`ridge`)", "both")
+        warnings.warn(f"{fn}: `noise` is deprecated; pass the same number as `ridge` (the noise "
+                      "variance added to the kernel's diagonal).", DeprecationWarning, stacklevel=stacklevel)
+        return noise
+    if ridge is None:
+        fail(fn, "ridge", "be given (the noise variance added to the diagonal, > 0)", None)
+    return ridge
 
-    The first try is plain; try ``k >= 1`` adds ``jitter * 10**(k-1) * mean(diag(a))`` to the
-    diagonal (``jitter`` defaults to ``10 * eps`` of the dtype). Traceable (nested ``lax.cond``).
 
-    Returns:
-      ``(L, jitter_added, status)``: status ``STATUS_OK``, ``STATUS_JITTER`` or ``STATUS_FAILED``.
+def check_jitter(fn: str, jitter: Any) -> float | None:
+    if jitter is None:
+        return None
+    if not isinstance(jitter, int | float | np.floating | np.integer) or isinstance(jitter, bool):
+        fail(fn, "jitter", "be None or a positive Python float", repr(jitter), cls=KjaxTypeError)
+    check_positive(fn, "jitter", jitter)
+    return float(jitter)
+
+
+def check_mesh(fn: str, mesh: Any, mesh_axis: Any) -> str | None:
+    """Validate ``mesh`` / ``mesh_axis`` for ``fn`` and return the axis to shard over (None: no mesh).
+
+    Done here, with the caller's name, so that ``kjax.kernels``' blockwise helpers (which name
+    themselves in their errors and take no ``fn_name``) never see a bad mesh.
     """
-    dt = a.dtype
-    base = float(10 * np.finfo(dt).eps) if jitter is None else float(jitter)
-    scale = jnp.maximum(jnp.mean(jnp.abs(jnp.diagonal(a))), jnp.finfo(dt).tiny)
-    eye = jnp.eye(a.shape[0], dtype=dt)
-
-    # nested lax.cond rather than a while_loop, so reverse-mode differentiation works; the
-    # jittered factorisations only run when the previous one failed
-    def attempt(k):
-        add = jnp.asarray(0.0 if k == 0 else base * 10.0 ** (k - 1), dt) * scale
-        # LAPACK semantics: only the lower triangle is read (no symmetrising pass over a)
-        low = jax.lax.linalg.cholesky(a if k == 0 else a + add * eye, symmetrize_input=False)
-        if k == tries:
-            return low, add
-        ok = jnp.all(jnp.isfinite(low))
-        return jax.lax.cond(ok, lambda: (low, add), lambda: attempt(k + 1))
-
-    low, add = attempt(0)
-    ok = jnp.all(jnp.isfinite(low))
-    status = jnp.where(~ok, STATUS_FAILED, jnp.where(add > 0, STATUS_JITTER, STATUS_OK))
-    return low, add, status.astype(jnp.int32)
+    if mesh is None:
+        if mesh_axis is not None:
+            fail(fn, "mesh_axis", "be None when no `mesh` is given", repr(mesh_axis))
+        return None
+    return sharding.check_mesh(fn, mesh, mesh_axis)[1]
 
 
-def combine_status(*statuses: jax.Array) -> jax.Array:
-    """The most telling of several status codes (NONFINITE input > FAILED > JITTER > OK)."""
-    order = jnp.asarray([0, 3, 1, 2])  # rank of codes 0..3: a NaN input explains a failure
-    s = jnp.stack([jnp.asarray(t, jnp.int32) for t in statuses])
-    return s[jnp.argmax(order[s])]
-
-
-def is_concrete(*xs: Any) -> bool:
-    return all(not isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(xs))
-
-
-def static_float(x: Any) -> float | None:
-    return float(np.asarray(x)) if is_static_number(x) and np.ndim(x) == 0 else None
+def check_block_size(fn: str, block_size: Any) -> Any:
+    """Validate ``block_size`` (a positive int, a pair of them, or None) for ``fn``."""
+    if block_size is not None:
+        blockwise.block_sizes(fn, block_size, 1, 1, 1)
+    return block_size

@@ -13,10 +13,12 @@ from jax.sharding import Mesh
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from kjax import kernels
-from kjax._src import dtypes, linalg
+from kjax._src import dtypes, linalg, solvers
+from kjax._src import status as st
 from kjax._src.errors import KjaxError, check_int, check_positive, check_same_dim, fail
+from kjax._src.status import Status
 from kjax.regression import _common as c
-from kjax.regression._nystrom import METHODS, nystrom_centers
+from kjax.regression._centers import select_centers
 
 
 class FalkonState(NamedTuple):
@@ -31,8 +33,12 @@ class FalkonState(NamedTuple):
       val_errors: ``[maxiter]`` mean squared error on ``(x_val, y_val)`` after each iteration
         (``nan`` when no validation set was given or after the last iteration).
       iterations: number of CG iterations run.
-      status: int32 code (0 ok, 1 non-finite input, 2 jitter added to a Cholesky factor,
-        3 a factorisation or the CG failed); see :func:`status_name`.
+      residual: the relative residual reached (the last entry of ``residuals``; 0 when the
+        right-hand side is zero).
+      status: int32 code: 0 converged (every output's relative residual below ``tol``),
+        1 non-finite input, 2 jitter added to a Cholesky factor, 3 not positive definite (a
+        factorisation failed, or CG met non-positive curvature), 4 stopped at ``maxiter`` before
+        ``tol``, 5 non-finite values; see :func:`status_name`.
       kernel: the kernel (static).
       layout: static shape facts.
     """
@@ -42,6 +48,7 @@ class FalkonState(NamedTuple):
     residuals: Float[Array, " maxiter"]
     val_errors: Float[Array, " maxiter"]
     iterations: Int[Array, ""]
+    residual: Float[Array, ""]
     status: Int[Array, ""]
     kernel: c.StaticKernel
     layout: c.Layout
@@ -77,17 +84,17 @@ def _setup(kern, x, centers, alpha_reg, jitter, solver_dt):
     # but float32 products diverges: T^-1 then spans a range float32 products cannot carry)
     prod_dt = dtypes.gram_dtype(x, centers)
     shift = jnp.finfo(prod_dt).eps * m * jnp.mean(jnp.diagonal(kmm))
-    low_t, _, st_t = c.robust_cholesky(kmm + shift * jnp.eye(m, dtype=dt), jitter=jitter)
+    low_t, _, st_t = linalg.robust_cholesky(kmm + shift * jnp.eye(m, dtype=dt), jitter=jitter)
     lam = alpha_reg.astype(dt) / n
     # T T^T = L^T L
     tt = low_t.T @ low_t / m + lam * jnp.eye(m, dtype=dt)
-    low_a, _, st_a = c.robust_cholesky(tt, jitter=jitter)
+    low_a, _, st_a = linalg.robust_cholesky(tt, jitter=jitter)
     fac_t = (low_t, linalg.block_inverses(low_t))
     fac_a = (low_a, linalg.block_inverses(low_a))
-    return kmm, fac_t, fac_a, c.combine_status(st_t, st_a)
+    return kmm, fac_t, fac_a, st.combine(st_t, st_a)
 
 
-def _precond_apply(p: _Problem, b, kern, block_size, mesh):
+def _precond_apply(p: _Problem, b, kern, block_size, mesh, mesh_axis):
     """W b = A^-T (T^-T K_Mn K_nM T^-1 / n + lambda I) A^-1 b, Falkon's operator.
 
     The regulariser uses ``T^-T K_MM T^-1 = I`` (exact for ``T^T T = K_MM + shift I``, so the
@@ -101,7 +108,8 @@ def _precond_apply(p: _Problem, b, kern, block_size, mesh):
     u = _tri(p.low_a, b, transpose=True)  # A^-1 b
     v = _tri(p.low_t, u, transpose=True)  # T^-1 A^-1 b
     ktkv = kernels.kernel_normal_matvec(kern, p.x, p.centers, v.astype(p.centers.dtype),
-                                        block_size=block_size, mesh=mesh).astype(b.dtype)
+                                        block_size=block_size, mesh=mesh,
+                                        mesh_axis=mesh_axis).astype(b.dtype)
     inner = _tri(p.low_t, ktkv, transpose=False) / n + (p.alpha_reg / n) * u
     return _tri(p.low_a, inner, transpose=False)
 
@@ -110,46 +118,27 @@ def _coef(p: _Problem, beta):
     return _tri(p.low_t, _tri(p.low_a, beta, transpose=True), transpose=True)
 
 
-def _val_error(p: _Problem, beta, kern, block_size, mesh):
-    if p.x_val is None:
-        return jnp.asarray(jnp.nan, beta.dtype)
+def _val_error(p: _Problem, beta, kern, block_size, mesh, mesh_axis):
     pred = kernels.kernel_matvec(kern, p.x_val, p.centers, _coef(p, beta), block_size=block_size,
-                                 mesh=mesh)
+                                 mesh=mesh, mesh_axis=mesh_axis)
     return jnp.mean((pred - p.y_val.astype(pred.dtype)) ** 2)
 
 
-class _CG(NamedTuple):
-    beta: Any
-    r: Any
-    d: Any
-    rs: Any
-    k: Any
-    res: Any
-    val: Any
-
-
-def _cg_init(p, kern, block_size, mesh, maxiter):
+def _rhs(p: _Problem, kern, block_size, mesh, mesh_axis):
+    """The right-hand side of Falkon's preconditioned system: A^-T T^-T K_Mn y / n."""
     n = p.x.shape[0]
-    kty = kernels.kernel_matvec(kern, p.centers, p.x, p.y, block_size=block_size, mesh=mesh)
+    kty = kernels.kernel_matvec(kern, p.centers, p.x, p.y, block_size=block_size, mesh=mesh,
+                                mesh_axis=mesh_axis)
     kty = kty.astype(p.low_t[0].dtype)
-    r0 = _tri(p.low_a, _tri(p.low_t, kty, transpose=False), transpose=False) / n
-    dt = r0.dtype
-    nan = jnp.full((maxiter,), jnp.nan, dt)
-    return _CG(jnp.zeros_like(r0), r0, r0, jnp.sum(r0 * r0, axis=0), jnp.asarray(0), nan, nan)
+    return _tri(p.low_a, _tri(p.low_t, kty, transpose=False), transpose=False) / n
 
 
-def _cg_step(s: _CG, p, kern, block_size, mesh, r0norm):
-    wd = _precond_apply(p, s.d, kern, block_size, mesh)
-    dwd = jnp.sum(s.d * wd, axis=0)
-    tiny = jnp.finfo(s.r.dtype).tiny
-    step = jnp.where(s.rs > tiny, s.rs / jnp.where(dwd > tiny, dwd, 1.0), 0.0)
-    beta = s.beta + step * s.d
-    r = s.r - step * wd
-    rs_new = jnp.sum(r * r, axis=0)
-    d = r + jnp.where(s.rs > tiny, rs_new / jnp.where(s.rs > tiny, s.rs, 1.0), 0.0) * s.d
-    rel = jnp.max(jnp.sqrt(rs_new) / r0norm)
-    val = _val_error(p, beta, kern, block_size, mesh)
-    return _CG(beta, r, d, rs_new, s.k + 1, s.res.at[s.k].set(rel), s.val.at[s.k].set(val))
+def _cg_parts(p: _Problem, kern, block_size, mesh, mesh_axis):
+    """The operator and the per-iteration monitor (validation error) of the shared CG."""
+    blocks = (block_size, mesh, mesh_axis)
+    matvec = lambda b: _precond_apply(p, b, kern, *blocks)
+    monitor = None if p.x_val is None else (lambda beta: _val_error(p, beta, kern, *blocks))
+    return matvec, monitor
 
 
 def falkon_fit(
@@ -164,12 +153,13 @@ def falkon_fit(
     center_method: str = "uniform",
     maxiter: int = 20,
     tol: float = 1e-7,
-    ridge_scaling: str = "n",
+    ridge_scaling: str = "none",
     jitter: float | None = None,
     x_val: Float[ArrayLike, "nv d"] | None = None,
     y_val: Float[ArrayLike, " nv *O"] | None = None,
     block_size: int | tuple[int, int] | None = None,
     mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
     progress: bool = False,
     solver_dtype: Any = None,
 ) -> FalkonState:
@@ -179,8 +169,8 @@ def falkon_fit(
     Nystrom KRR coefficients solve
 
     .. math:: (K_{nM}^\top K_{nM} + \alpha K_{MM})\,\alpha^\star = K_{nM}^\top y,\qquad
-       \alpha = n\lambda\ (\texttt{ridge\_scaling="n"}, \text{default})\ \text{or}\ \lambda
-       \ (\texttt{"sklearn"}).
+       \alpha = \lambda\ (\texttt{ridge\_scaling="none"}, \text{default})\ \text{or}\
+       n\lambda\ (\texttt{"n"}, \text{Falkon's penalty}).
 
     The system is preconditioned with the two Cholesky factors of Rudi et al. (2017):
     :math:`T^\top T = K_{MM} + \epsilon M I` (:math:`\epsilon` the dtype's machine epsilon times
@@ -188,8 +178,13 @@ def falkon_fit(
     :math:`W = A^{-\top} (T^{-\top} K_{nM}^\top K_{nM} T^{-1} / n + \lambda I) A^{-1}` (Falkon's
     operator: the penalty uses :math:`T^\top T` in place of :math:`K_{MM}`, a relative change of
     :math:`\epsilon M`, which keeps float32 accurate),
-    whose condition number is :math:`O(1)` once :math:`M \gtrsim d_{eff}(\lambda)`; a dozen or
-    two iterations suffice. Each iteration costs one pass of
+    whose condition number is :math:`O(1)` once :math:`M` is large enough for :math:`\lambda`
+    (about :math:`M \gtrsim 1/\lambda_n` centres for uniform sampling, :math:`\lambda_n = \alpha/n`
+    relative to :math:`\max_i k(x_i, x_i)`); a dozen or two iterations suffice then. With fewer
+    centres or a smaller ridge CG needs more iterations (about
+    :math:`\tfrac12\sqrt{1 + 1/(\lambda_n M)}\,\ln(2/\text{tol})`; see the user guide): if it
+    stops at ``maxiter`` first, ``status`` is 4 and ``residual`` says how far it got. Each
+    iteration costs one pass of
     :func:`kjax.kernels.kernel_normal_matvec` over the ``n x M`` kernel (each block evaluated once
     for both products, ``O(block)`` memory, split over ``mesh``); the ``M x M`` work is
     replicated. Each output column runs its
@@ -202,14 +197,15 @@ def falkon_fit(
       kernel: ``k(x1, x2) -> [n1, n2]``.
       x: ``[n, d]`` training points.
       y: ``[n]`` or ``[n, O]`` targets.
-      ridge: :math:`\lambda > 0`.
+      ridge: :math:`\lambda > 0` (see ``ridge_scaling``).
       num_centers: ``M``, the number of centres drawn with ``center_method`` (``M <= n``).
       centers: ``[M, d]`` explicit centres (instead of ``num_centers``).
       center_method: a method of :func:`nystrom_centers` (``"uniform"`` by default).
-      maxiter: maximum CG iterations (a Python int).
-      tol: stop when every output's relative residual is below ``tol``.
-      ridge_scaling: ``"n"`` (default, Falkon's ``penalty``) or ``"sklearn"``.
-      jitter: relative jitter for the Cholesky factors (default ``10 eps``).
+      maxiter: maximum CG iterations (a Python int >= 1).
+      tol: stop when every output's relative residual is below ``tol`` (>= 0).
+      ridge_scaling: ``"none"`` (default: :math:`K_{nM}^\top K_{nM} + \lambda K_{MM}`, scikit-learn's
+        scale; alias ``"sklearn"``) or ``"n"`` (:math:`n\lambda`, Falkon's ``penalty``).
+      jitter: relative jitter for the Cholesky factors (> 0; default ``10 eps``).
       x_val: optional ``[nv, d]`` validation points; with ``y_val``, the validation MSE is
         recorded after every iteration.
       y_val: ``[nv]`` or ``[nv, O]`` validation targets.
@@ -217,6 +213,7 @@ def falkon_fit(
         :func:`~kjax.kernels.kernel_normal_matvec` uses the rows).
       mesh: optional ``jax.sharding.Mesh``: the ``n x M`` products are split over its devices
         (also across processes after ``jax.distributed.initialize``).
+      mesh_axis: the mesh axis to split over (None: the mesh's only axis).
       progress: run CG as a host loop and print the residual (and validation error) per
         iteration (not under ``jit``).
       solver_dtype: dtype of the ``M x M`` preconditioner and the CG vectors; default the data's
@@ -230,9 +227,11 @@ def falkon_fit(
 
     Raises:
       ValueError: ``ridge <= 0``, neither or both of ``num_centers``/``centers``,
-        ``num_centers > n``, ``y`` rows different from ``x``, NaN/inf in concrete inputs
-        (``status`` 1 under ``jit``), ``progress`` under ``jit``, ``solver_dtype`` other than
-        float32 / float64, below the data's precision, or float64 with x64 off.
+        ``num_centers > n``, ``x`` not ``[n, d]`` with ``n, d >= 1``, ``y`` rows different from
+        ``x``, NaN/inf in concrete inputs (``status`` 1 under ``jit``), ``maxiter < 1``,
+        ``tol < 0``, ``jitter <= 0``, a bad ``block_size`` or ``mesh_axis``, ``progress`` under
+        ``jit``, ``solver_dtype`` other than float32 / float64, below the data's precision, or
+        float64 with x64 off.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -240,7 +239,8 @@ def falkon_fit(
       >>> from kjax.regression import falkon_fit, falkon_predict
       >>> x = jax.random.uniform(jax.random.key(0), (200, 1), minval=-3, maxval=3)
       >>> y = jnp.sin(x[:, 0])
-      >>> st = falkon_fit(jax.random.key(1), rbf, x, y, ridge=1e-6, num_centers=30, maxiter=20)
+      >>> st = falkon_fit(jax.random.key(1), rbf, x, y, ridge=1e-6, ridge_scaling="n", num_centers=30,
+      ...                 maxiter=20)
       >>> bool(jnp.sqrt(jnp.mean((falkon_predict(st, x) - y) ** 2)) < 1e-2)
       True
 
@@ -256,17 +256,15 @@ def falkon_fit(
     maxiter = check_int(fn, "maxiter", maxiter, minimum=1)
     check_positive(fn, "tol", tol, allow_zero=True)
     alpha_reg = c.check_ridge(fn, ridge, ridge_scaling, n)
+    jitter = c.check_jitter(fn, jitter)
+    block_size = c.check_block_size(fn, block_size)
+    mesh_axis = c.check_mesh(fn, mesh, mesh_axis)
     if (num_centers is None) == (centers is None):
         fail(fn, "num_centers", "be given, or `centers` be given (exactly one of the two)",
              f"num_centers={num_centers!r}, centers={'None' if centers is None else 'an array'}")
     if centers is None:
-        m = check_int(fn, "num_centers", num_centers, minimum=1)
-        if m > n:
-            fail(fn, "num_centers", f"be at most the number of points n={n}", m)
-        if center_method not in METHODS:
-            c.check_in(fn, "center_method", center_method, METHODS)
-        idx = nystrom_centers(key, kern, x, m, method=center_method, ridge=ridge,
-                              ridge_scaling=ridge_scaling)
+        idx = select_centers(fn, key, kern, x, num_centers, method=center_method, ridge=ridge,
+                             ridge_scaling=ridge_scaling, m_arg="num_centers")
         z = x[idx]
     else:
         z = c.check_x(fn, "centers", centers)
@@ -284,12 +282,13 @@ def falkon_fit(
         if not c.is_concrete(x, y2, z):
             raise KjaxError(f"{fn}: `progress=True` runs a host loop and cannot be used under "
                             "jit/vmap/grad; leave it False there.")
-        coef, res, val, k, status = _falkon_host(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter,
-                                                 jitter, block_size, mesh, solver_dt, fn)
+        out = _falkon_host(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_size, mesh,
+                           mesh_axis, solver_dt, fn)
     else:
-        coef, res, val, k, status = _falkon_core(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter,
-                                                 jitter, block_size, mesh, solver_dt)
-    return FalkonState(z.astype(dtypes.gram_dtype(x, z)), coef, res, val, k, status, kern,
+        out = _falkon_core(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_size, mesh,
+                           mesh_axis, solver_dt)
+    coef, res, val, k, resid, status = out
+    return FalkonState(z.astype(dtypes.gram_dtype(x, z)), coef, res, val, k, resid, status, kern,
                        c.Layout(vec, False))
 
 
@@ -318,55 +317,62 @@ def _problem(kern, x, y2, z, alpha_reg, xv, yv, jitter, solver_dt):
     return p, st_chol
 
 
-def _finish(p, s, x, y2, st_chol):
-    coef = _coef(p, s.beta)
-    cg_ok = jnp.all(jnp.isfinite(coef))
-    status = c.combine_status(c.finite_status(x, y2), st_chol,
-                              jnp.where(cg_ok, c.STATUS_OK, c.STATUS_FAILED).astype(jnp.int32))
-    return coef, s.res, s.val, s.k, status
+def _finish(p, beta, cg_status, stats, x, y2, st_chol):
+    coef = _coef(p, beta)
+    # the CG's right-hand side is computed, not input: NaN there is a failure upstream
+    cg_status = jnp.where(cg_status == Status.NONFINITE_INPUT, Status.NONFINITE_VALUES, cg_status)
+    status = st.combine(st.nonfinite_input(x, y2), st_chol, cg_status, st.nonfinite_values(coef))
+    return coef, stats.residuals, stats.monitor, stats.iterations, stats.residual, status
 
 
 _problem_jit = jax.jit(_problem, static_argnums=(0, 7, 8))
 
 
-def _falkon_core(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_size, mesh,
+def _falkon_core(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_size, mesh, mesh_axis,
                  solver_dt):
     # the M x M setup (two LAPACK Choleskys, the inverted diagonal blocks) is its own program, run
     # on one device: inside the sharded CG program XLA:CPU runs replicated work on every device at
     # once, and concurrent calls into threaded OpenBLAS intermittently returned NaN there (float64
     # solver, n = 307k, 2 CPU devices: 3 of 12 fresh runs, none of 6 with OPENBLAS_NUM_THREADS=1)
     p, st_chol = _problem_jit(kern, x, y2, z, alpha_reg, xv, yv, jitter, solver_dt)
-    return _falkon_cg(kern, p, x, y2, st_chol, tol, maxiter, block_size, mesh)
+    return _falkon_cg(kern, p, x, y2, st_chol, tol, maxiter, block_size, mesh, mesh_axis)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 6, 7, 8))
-def _falkon_cg(kern, p, x, y2, st_chol, tol, maxiter, block_size, mesh):
-    s0 = _cg_init(p, kern, block_size, mesh, maxiter)
-    r0norm = jnp.maximum(jnp.sqrt(s0.rs), jnp.finfo(s0.rs.dtype).tiny)
-
-    def cond(s):
-        rel = jnp.max(jnp.sqrt(s.rs) / r0norm)
-        return (s.k < maxiter) & (rel >= tol) & jnp.all(jnp.isfinite(s.rs))
-
-    s = jax.lax.while_loop(cond, lambda s: _cg_step(s, p, kern, block_size, mesh, r0norm), s0)
-    return _finish(p, s, x, y2, st_chol)
+@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7, 8, 9))
+def _falkon_cg(kern, p, x, y2, st_chol, tol, maxiter, block_size, mesh, mesh_axis):
+    b = _rhs(p, kern, block_size, mesh, mesh_axis)
+    matvec, monitor = _cg_parts(p, kern, block_size, mesh, mesh_axis)
+    beta, cg_status, stats = solvers.cg(matvec, b, tol=tol, maxiter=maxiter, monitor=monitor,
+                                        fn_name="kjax.regression.falkon_fit")
+    return _finish(p, beta, cg_status, stats, x, y2, st_chol)
 
 
-def _falkon_host(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_size, mesh,
+def _falkon_host(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_size, mesh, mesh_axis,
                  solver_dt, fn):
     p, st_chol = _problem_jit(kern, x, y2, z, alpha_reg, xv, yv, jitter, solver_dt)
-    s = jax.jit(lambda p: _cg_init(p, kern, block_size, mesh, maxiter))(p)
-    r0norm = jnp.maximum(jnp.sqrt(s.rs), jnp.finfo(s.rs.dtype).tiny)
-    step = jax.jit(lambda s, p, r0: _cg_step(s, p, kern, block_size, mesh, r0))
+    blocks = (block_size, mesh, mesh_axis)
+
+    @jax.jit
+    def init(p):
+        b = _rhs(p, kern, *blocks)
+        return b, solvers.cg_init(_cg_parts(p, kern, *blocks)[0], b, tol=tol, maxiter=maxiter)
+
+    @jax.jit
+    def step(s, p):
+        matvec, monitor = _cg_parts(p, kern, *blocks)
+        s = solvers.cg_step(s, matvec, tol=tol, monitor=monitor)
+        return s, solvers.cg_continue(s, maxiter)
+
+    b, s = init(p)
     for it in range(maxiter):
-        s = step(s, p, r0norm)
-        rel = float(s.res[it])
-        val = float(s.val[it])
+        s, more = step(s, p)
+        rel, val = float(s.residuals[it]), float(s.monitor[it])
         extra = "" if math.isnan(val) else f", validation MSE {val:.4g}"
         print(f"{fn}: iteration {it + 1}/{maxiter}, relative residual {rel:.3e}{extra}", flush=True)
-        if rel < tol or not math.isfinite(rel):
+        if not bool(more):
             break
-    return _finish(p, s, x, y2, st_chol)
+    beta, cg_status, stats = jax.jit(solvers.cg_result)(s, b)
+    return _finish(p, beta, cg_status, stats, x, y2, st_chol)
 
 
 def falkon_predict(
@@ -375,27 +381,32 @@ def falkon_predict(
     *,
     block_size: int | tuple[int, int] | None = None,
     mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
 ) -> Float[Array, " m *O"]:
     r"""Predictions :math:`f(x_\star) = k(x_\star, Z)\, \alpha` of a fitted :class:`FalkonState`.
 
+    NaN or inf in a concrete ``x_new`` raise; under ``jit`` they give NaN in their own rows only.
+
     Args:
       state: from :func:`falkon_fit`.
-      x_new: ``[m, d]`` query points.
+      x_new: ``[m, d]`` query points (``m = 0`` gives an empty result).
       block_size: block sizes of the kernel matvec.
       mesh: optional ``jax.sharding.Mesh``.
+      mesh_axis: the mesh axis to split over (None: the mesh's only axis).
 
     Returns:
       ``[m]`` or ``[m, O]`` (the layout of the training ``y``).
 
     Raises:
-      ValueError: ``x_new`` not ``[m, d]`` with the training ``d``.
+      ValueError: ``x_new`` not ``[m, d]`` with the training ``d``, NaN/inf in a concrete
+        ``x_new``, a bad ``block_size`` or ``mesh_axis``.
 
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from kjax.kernels import rbf
       >>> from kjax.regression import falkon_fit, falkon_predict
       >>> x = jax.random.uniform(jax.random.key(0), (200, 1), minval=-3, maxval=3)
-      >>> st = falkon_fit(jax.random.key(1), rbf, x, jnp.sin(x[:, 0]), ridge=1e-6, num_centers=30,
+      >>> st = falkon_fit(jax.random.key(1), rbf, x, jnp.sin(x[:, 0]), ridge=1e-4, num_centers=30,
       ...                 maxiter=20)
       >>> falkon_predict(st, x[:4]).shape
       (4,)
@@ -405,6 +416,10 @@ def falkon_predict(
     """
     fn = "kjax.regression.falkon_predict"
     x_new = c.check_x_new(fn, x_new, state.centers)
+    block_size = c.check_block_size(fn, block_size)
+    mesh_axis = c.check_mesh(fn, mesh, mesh_axis)
+    if x_new.shape[0] == 0:
+        return c.empty_rows((0,) if state.layout.vector else (0, state.alpha.shape[1]), state.alpha.dtype)
     out = kernels.kernel_matvec(state.kernel, x_new, state.centers, state.alpha,
-                                block_size=block_size, mesh=mesh)
+                                block_size=block_size, mesh=mesh, mesh_axis=mesh_axis)
     return out[:, 0] if state.layout.vector else out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -12,7 +13,8 @@ from jaxtyping import Array, ArrayLike, Float, Int
 
 from kjax import kernels
 from kjax._src import linalg
-from kjax._src.errors import check_in, check_int
+from kjax._src import status as st
+from kjax._src.errors import check_in, check_int, fail
 from kjax.regression import _common as c
 
 FILTERS = ("tikhonov", "gradient_flow", "cutoff", "landweber", "iterated_tikhonov")
@@ -26,7 +28,8 @@ class KRRState(NamedTuple):
       coef: ``[n, O]`` dual coefficients, or ``[R, n, O]`` for a path of ``R`` ridge values.
       alpha: the unscaled diagonal shift(s) actually used, ``[]`` or ``[R]`` (``K + alpha I``).
       status: int32 code (``0`` ok, ``1`` non-finite input, ``2`` jitter added / negative
-        eigenvalues clipped, ``3`` factorisation failed); see :func:`status_name`.
+        eigenvalues clipped, ``3`` not positive definite: the factorisation failed even with the
+        largest jitter); see :func:`status_name`.
       kernel: the kernel (static).
       layout: static shape facts used by :func:`krr_predict`.
     """
@@ -45,15 +48,17 @@ def krr_fit(
     y: Float[ArrayLike, " n *O"],
     *,
     ridge: float | Float[ArrayLike, " R"],
-    ridge_scaling: str = "sklearn",
+    ridge_scaling: str = "none",
     jitter: float | None = None,
-    block_size: int | None = None,
+    block_size: int | tuple[int, int] | None = None,
     mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
 ) -> KRRState:
     r"""Exact kernel ridge regression: solve :math:`(K + \alpha I)\, c = y`.
 
-    With ``ridge_scaling="sklearn"`` (the default) :math:`\alpha = \text{ridge}`, scikit-learn's
-    ``KernelRidge(alpha=ridge)``; with ``ridge_scaling="n"`` :math:`\alpha = n\,\text{ridge}`, the
+    With ``ridge_scaling="none"`` (the default; ``"sklearn"`` is an alias)
+    :math:`\alpha = \text{ridge}`, scikit-learn's ``KernelRidge(alpha=ridge)``; with
+    ``ridge_scaling="n"`` :math:`\alpha = n\,\text{ridge}`, the
     :math:`\lambda` of Falkon and of the learning-theory literature, which minimises
     :math:`\frac1n\sum_i (f(x_i) - y_i)^2 + \lambda \lVert f\rVert_{\mathcal H}^2`.
 
@@ -70,20 +75,23 @@ def krr_fit(
       x: ``[n, d]`` training points.
       y: ``[n]`` or ``[n, O]`` targets.
       ridge: a positive scalar, or a ``[R]`` array of positive values (the whole path).
-      ridge_scaling: ``"sklearn"`` (:math:`\alpha = \text{ridge}`) or ``"n"``
+      ridge_scaling: ``"none"`` (:math:`\alpha = \text{ridge}`; alias ``"sklearn"``) or ``"n"``
         (:math:`\alpha = n\,\text{ridge}`).
-      jitter: relative jitter for a failed Cholesky (default ``10 eps`` of the dtype).
-      block_size: rows per block of the Gram assembly.
+      jitter: relative jitter for a failed Cholesky (> 0; default ``10 eps`` of the dtype).
+      block_size: rows per block of the Gram assembly (an int or ``(rows, cols)``; None:
+        automatic).
       mesh: optional ``jax.sharding.Mesh`` to split the Gram assembly over.
+      mesh_axis: the mesh axis to split over (None: the mesh's only axis).
 
     Returns:
       :class:`KRRState`; predict with :func:`krr_predict`.
 
     Raises:
-      ValueError: ``x`` not ``[n, d]``, ``y`` not ``[n]``/``[n, O]`` with ``n`` rows, NaN or inf
-        in concrete ``x``/``y`` (under ``jit`` ``status`` reports it instead), ``ridge <= 0``,
-        unknown ``ridge_scaling``.
-      TypeError: ``kernel`` not callable.
+      ValueError: ``x`` not ``[n, d]`` with ``n, d >= 1``, ``y`` not ``[n]``/``[n, O]`` with ``n``
+        rows, NaN or inf in concrete ``x``/``y`` (under ``jit`` ``status`` reports it instead),
+        ``ridge <= 0``, unknown ``ridge_scaling``, ``jitter <= 0``, a bad ``block_size``, a
+        ``mesh_axis`` that is not an axis of ``mesh`` (or missing on a multi-axis mesh).
+      TypeError: ``kernel`` not callable, ``mesh`` not a ``Mesh``.
 
     Example:
       >>> import functools, jax.numpy as jnp
@@ -106,34 +114,30 @@ def krr_fit(
     x, y2, vec = c.check_xy(fn, x, y)
     n = x.shape[0]
     alpha = c.check_ridge(fn, ridge, ridge_scaling, n, allow_array=True)
+    jitter = c.check_jitter(fn, jitter)
+    block_size = c.check_block_size(fn, block_size)
+    mesh_axis = c.check_mesh(fn, mesh, mesh_axis)
     path = alpha.ndim == 1
-    coef, st = _krr_core(kern, x, y2, alpha, path, jitter, block_size, mesh)
-    return KRRState(x, coef, alpha.astype(coef.dtype), st, kern, c.Layout(vec, path))
+    coef, status = _krr_core(kern, x, y2, alpha, path, jitter, block_size, mesh, mesh_axis)
+    return KRRState(x, coef, alpha.astype(coef.dtype), status, kern, c.Layout(vec, path))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
-def _krr_core(kern, x, y2, alpha, path, jitter, block_size, mesh):
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7, 8))
+def _krr_core(kern, x, y2, alpha, path, jitter, block_size, mesh, mesh_axis):
     n = x.shape[0]
     # the Cholesky path reads only the lower triangle, so it skips gram's exact-symmetry pass
-    k = kernels.gram(kern, x, None if path else x, block_size=block_size, mesh=mesh)
+    k = kernels.gram(kern, x, None if path else x, block_size=block_size, mesh=mesh, mesh_axis=mesh_axis)
     dt = k.dtype
     yk = y2.astype(dt)
-    fin = c.finite_status(x, y2)
+    fin = st.nonfinite_input(x, y2)
     if not path:
-        low, _, st = c.robust_cholesky(k + alpha.astype(dt) * jnp.eye(n, dtype=dt), jitter=jitter)
+        low, _, code = linalg.robust_cholesky(k + alpha.astype(dt) * jnp.eye(n, dtype=dt), jitter=jitter)
         coef = linalg.cho_solve(low, yk)
     else:
-        s, u = jnp.linalg.eigh(k)
-        st = _neg_status(s)
-        s = jnp.maximum(s, 0.0)
+        s, u, code = linalg.psd_eigh(k)
         g = 1.0 / (s[None, :] + alpha.astype(dt)[:, None])  # [R, n]
         coef = jnp.einsum("ij,rj,jo->rio", u, g, u.T @ yk)
-    return coef, c.combine_status(fin, st)
-
-
-def _neg_status(s):
-    tol_neg = -100 * jnp.finfo(s.dtype).eps * jnp.maximum(jnp.max(jnp.abs(s)), 1.0)
-    return jnp.where(jnp.min(s) < tol_neg, c.STATUS_JITTER, c.STATUS_OK).astype(jnp.int32)
+    return coef, st.combine(fin, code)
 
 
 def krr_predict(
@@ -142,24 +146,28 @@ def krr_predict(
     *,
     block_size: int | tuple[int, int] | None = None,
     mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
 ) -> Float[Array, " *R m *O"]:
     r"""Predictions :math:`f(x_\star) = K(x_\star, X)\, c` of a fitted :class:`KRRState`.
 
     Works for states of :func:`krr_fit` and :func:`spectral_fit`; the product goes through
-    :func:`kjax.kernels.kernel_matvec` (blockwise, optionally sharded over ``mesh``).
+    :func:`kjax.kernels.kernel_matvec` (blockwise, optionally sharded over ``mesh``). NaN or inf
+    in a concrete ``x_new`` raise; under ``jit`` they give NaN in their own rows only.
 
     Args:
       state: from :func:`krr_fit` or :func:`spectral_fit`.
-      x_new: ``[m, d]`` query points.
-      block_size: block sizes of the kernel matvec.
+      x_new: ``[m, d]`` query points (``m = 0`` gives an empty result).
+      block_size: block sizes of the kernel matvec (an int or ``(rows, cols)``).
       mesh: optional ``jax.sharding.Mesh``.
+      mesh_axis: the mesh axis to split over (None: the mesh's only axis).
 
     Returns:
       ``[m]`` or ``[m, O]`` (the layout of the training ``y``), with a leading ``[R]`` axis for a
       ridge / regularisation path.
 
     Raises:
-      ValueError: ``x_new`` not ``[m, d]`` with the training ``d``.
+      ValueError: ``x_new`` not ``[m, d]`` with the training ``d``, NaN/inf in a concrete
+        ``x_new``, a bad ``block_size`` or ``mesh_axis``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -174,18 +182,26 @@ def krr_predict(
     """
     fn = "kjax.regression.krr_predict"
     x_new = c.check_x_new(fn, x_new, state.x)
-    return _predict_core(state.kernel, x_new, state.x, state.coef, state.layout, block_size, mesh)
+    block_size = c.check_block_size(fn, block_size)
+    mesh_axis = c.check_mesh(fn, mesh, mesh_axis)
+    if x_new.shape[0] == 0:
+        lead = state.coef.shape[:1] if state.layout.path else ()
+        tail = () if state.layout.vector else state.coef.shape[-1:]
+        return c.empty_rows((*lead, 0, *tail), state.coef.dtype)
+    return _predict_core(state.kernel, x_new, state.x, state.coef, state.layout, block_size, mesh,
+                         mesh_axis)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
-def _predict_core(kern, x_new, x, coef, layout, block_size, mesh):
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
+def _predict_core(kern, x_new, x, coef, layout, block_size, mesh, mesh_axis):
+    kw = dict(block_size=block_size, mesh=mesh, mesh_axis=mesh_axis)
     if layout.path:
         r, n, o = coef.shape
         flat = jnp.moveaxis(coef, 0, 1).reshape(n, r * o)
-        out = kernels.kernel_matvec(kern, x_new, x, flat, block_size=block_size, mesh=mesh)
+        out = kernels.kernel_matvec(kern, x_new, x, flat, **kw)
         out = jnp.moveaxis(out.reshape(-1, r, o), 1, 0)
     else:
-        out = kernels.kernel_matvec(kern, x_new, x, coef, block_size=block_size, mesh=mesh)
+        out = kernels.kernel_matvec(kern, x_new, x, coef, **kw)
     return out[..., 0] if layout.vector else out
 
 
@@ -226,17 +242,19 @@ def spectral_fit(
     y: Float[ArrayLike, " n *O"],
     *,
     filter: str = "tikhonov",
-    reg: float | Float[ArrayLike, " R"],
+    ridge: float | Float[ArrayLike, " R"] | None = None,
     order: int = 2,
-    ridge_scaling: str = "sklearn",
-    block_size: int | None = None,
+    ridge_scaling: str = "none",
+    block_size: int | tuple[int, int] | None = None,
     mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
+    reg: float | Float[ArrayLike, " R"] | None = None,
 ) -> KRRState:
     r"""Spectral regularisation: :math:`c = U\, g_\alpha(S)\, U^\top y` from one eigendecomposition.
 
-    With :math:`K = U \operatorname{diag}(s) U^\top` (negative eigenvalues clipped to zero) and
-    :math:`\alpha = \text{reg}` (``ridge_scaling="sklearn"``) or :math:`n\,\text{reg}`
-    (``"n"``), the filters :math:`g_\alpha(s) \approx 1/s` are
+    With :math:`K = U \operatorname{diag}(s) U^\top` (negative eigenvalues clipped to zero and
+    reported in ``status``) and :math:`\alpha = \text{ridge}` (``ridge_scaling="none"``) or
+    :math:`n\,\text{ridge}` (``"n"``), the filters :math:`g_\alpha(s) \approx 1/s` are
 
     * ``tikhonov``: :math:`1/(s + \alpha)` (kernel ridge regression);
     * ``gradient_flow``: :math:`(1 - e^{-s t})/s`, :math:`t = 1/\alpha` (gradient descent on the
@@ -247,32 +265,35 @@ def spectral_fit(
     * ``iterated_tikhonov``: :math:`(1 - (\alpha/(s + \alpha))^q)/s`, ``q = order`` (q steps of
       :math:`c \leftarrow (K + \alpha I)^{-1}(y + \alpha c)`).
 
-    ``reg`` may be an array: every value is served from the same eigendecomposition.
+    ``ridge`` may be an array: every value is served from the same eigendecomposition.
 
     Args:
       kernel: ``k(x1, x2) -> [n1, n2]``.
       x: ``[n, d]`` training points.
       y: ``[n]`` or ``[n, O]`` targets.
       filter: one of the names above.
-      reg: positive scalar or ``[R]`` array, the regularisation :math:`\alpha` before scaling.
+      ridge: positive scalar or ``[R]`` array, the regularisation :math:`\alpha` before scaling.
       order: ``q`` of ``iterated_tikhonov`` (a Python int >= 1).
-      ridge_scaling: ``"sklearn"`` or ``"n"`` (see :func:`krr_fit`).
+      ridge_scaling: ``"none"`` (alias ``"sklearn"``) or ``"n"`` (see :func:`krr_fit`).
       block_size: rows per block of the Gram assembly.
       mesh: optional ``jax.sharding.Mesh`` for the Gram assembly.
+      mesh_axis: the mesh axis to split over (None: the mesh's only axis).
+      reg: deprecated name of ``ridge`` (warns).
 
     Returns:
       :class:`KRRState`; predict with :func:`krr_predict`.
 
     Raises:
-      ValueError: unknown ``filter``, ``reg <= 0``, ``order < 1`` and the input errors of
-        :func:`krr_fit`.
+      ValueError: unknown ``filter``, ``ridge <= 0`` or missing, both ``ridge`` and ``reg``,
+        ``order < 1`` and the input errors of :func:`krr_fit`.
 
     Example:
       >>> import jax.numpy as jnp
       >>> from kjax.kernels import rbf
       >>> from kjax.regression import krr_predict, spectral_fit
       >>> x = jnp.linspace(0.0, 3.0, 20)[:, None]
-      >>> st = spectral_fit(rbf, x, jnp.sin(x[:, 0]), filter="gradient_flow", reg=jnp.array([1e-2, 1e-4]))
+      >>> st = spectral_fit(rbf, x, jnp.sin(x[:, 0]), filter="gradient_flow",
+      ...                   ridge=jnp.array([1e-2, 1e-4]))
       >>> krr_predict(st, x).shape
       (2, 20)
 
@@ -284,26 +305,33 @@ def spectral_fit(
     fn = "kjax.regression.spectral_fit"
     check_in(fn, "filter", filter, FILTERS)
     order = check_int(fn, "order", order, minimum=1)
+    if reg is not None:
+        if ridge is not None:
+            fail(fn, "reg", "not be given together with `ridge` (it is the deprecated name of `ridge`)",
+                 "both")
+        warnings.warn(f"{fn}: `reg` is deprecated; pass the same value as `ridge`.", DeprecationWarning,
+                      stacklevel=2)
+        ridge = reg
     kern = c.check_kernel(fn, kernel)
     x, y2, vec = c.check_xy(fn, x, y)
     n = x.shape[0]
-    alpha = c.check_ridge(fn, reg, ridge_scaling, n, arg="reg", allow_array=True)
+    alpha = c.check_ridge(fn, ridge, ridge_scaling, n, allow_array=True)
+    block_size = c.check_block_size(fn, block_size)
+    mesh_axis = c.check_mesh(fn, mesh, mesh_axis)
     path = alpha.ndim == 1
-    coef, st = _spectral_core(kern, x, y2, alpha, filter, order, path, block_size, mesh)
-    return KRRState(x, coef, alpha.astype(coef.dtype), st, kern, c.Layout(vec, path))
+    coef, status = _spectral_core(kern, x, y2, alpha, filter, order, path, block_size, mesh, mesh_axis)
+    return KRRState(x, coef, alpha.astype(coef.dtype), status, kern, c.Layout(vec, path))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7, 8))
-def _spectral_core(kern, x, y2, alpha, filter, order, path, block_size, mesh):
-    k = kernels.gram(kern, x, block_size=block_size, mesh=mesh)
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7, 8, 9))
+def _spectral_core(kern, x, y2, alpha, filter, order, path, block_size, mesh, mesh_axis):
+    k = kernels.gram(kern, x, block_size=block_size, mesh=mesh, mesh_axis=mesh_axis)
     dt = k.dtype
-    s, u = jnp.linalg.eigh(k)
-    st = _neg_status(s)
-    s = jnp.maximum(s, 0.0)
+    s, u, code = linalg.psd_eigh(k)
     g = filter_function(filter, s, alpha.astype(dt), order=order)
     uty = u.T @ y2.astype(dt)
     if path:
         coef = jnp.einsum("ij,rj,jo->rio", u, g, uty)
     else:
         coef = u @ (g[:, None] * uty)
-    return coef, c.combine_status(c.finite_status(x, y2), st)
+    return coef, st.combine(st.nonfinite_input(x, y2), code)

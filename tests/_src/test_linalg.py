@@ -57,3 +57,51 @@ def test_solve_with_inverted_diagonal_blocks(m, block):
         got = linalg.solve_triangular(jnp.asarray(low), jnp.asarray(b), transpose=transpose,
                                       block=block, diag_inv=inv)
         assert_close(got, want, 1e-11)
+
+
+# --------------------------------------------------------------------------------------------
+# factorisations with a status
+
+
+def test_robust_cholesky_statuses_and_grad():
+    from kjax._src.status import Status
+
+    spd = _factor(4) @ _factor(4).T
+    # one compile for every case: PD, singular PSD (rank 1: jitter), negative definite, NaN
+    cases = jnp.asarray(np.stack([spd, np.ones((4, 4)), -np.eye(4), np.where(np.eye(4) > 0, np.nan, 0.0)]))
+    low, added, code = jax.jit(jax.vmap(linalg.robust_cholesky))(cases)
+    assert code.tolist() == [Status.OK, Status.JITTER, Status.NOT_PSD, Status.NONFINITE_VALUES]
+    assert_close(low[0], np.linalg.cholesky(spd), 1e-12)
+    assert float(added[0]) == 0.0 and float(added[1]) > 0 and np.all(np.isfinite(np.asarray(low[1])))
+    # reverse-mode through the nested lax.cond
+    g = jax.grad(lambda a: jnp.sum(linalg.robust_cholesky(a @ a.T + jnp.eye(3)).factor))(jnp.eye(3))
+    assert np.all(np.isfinite(np.asarray(g)))
+    # the NumPy twin follows the same schedule
+    lo, code = linalg.robust_cholesky_np(np.ones((5, 5)))
+    assert code == Status.JITTER and lo is not None
+    assert linalg.robust_cholesky_np(-np.eye(3))[1] == Status.NOT_PSD
+
+
+def test_psd_eigh_and_pseudo_inverse_solves():
+    from kjax._src.status import Status
+
+    s, _, code = linalg.psd_eigh(jnp.diag(jnp.array([2.0, -1.0, 0.0])))
+    assert s.tolist() == [0.0, 0.0, 2.0] and int(code) == Status.JITTER
+    assert int(linalg.psd_eigh(-jnp.eye(3)).status) == Status.NOT_PSD
+    assert int(linalg.psd_eigh(jnp.eye(3)).status) == Status.OK
+    # rank-deficient PSD: the pseudo-inverse solve, NumPy's pinv as the oracle
+    a = RNG.normal(size=(8, 3))
+    k = a @ a.T
+    b = RNG.normal(size=(8, 2))
+    f = linalg.psd_factor(jnp.asarray(k))
+    assert int(f.status) == Status.SINGULAR and bool(f.pinv)
+    assert_close(linalg.psd_solve(f, jnp.asarray(b)), np.linalg.pinv(k, rcond=1e-10) @ b, 1e-9)
+    # positive definite: the Cholesky factor, an exact solve
+    spd = k + np.eye(8)
+    f = linalg.psd_factor(jnp.asarray(spd))
+    assert int(f.status) == Status.OK and not bool(f.pinv)
+    assert_close(linalg.psd_solve(f, jnp.asarray(b)), np.linalg.solve(spd, b), 1e-12)
+    # under jit both branches are compiled and the right one runs
+    solve = jax.jit(lambda m, r: linalg.psd_solve(linalg.psd_factor(m), r))
+    assert_close(solve(jnp.asarray(k), jnp.asarray(b)), np.linalg.pinv(k, rcond=1e-10) @ b, 1e-9)
+    assert_close(solve(jnp.asarray(spd), jnp.asarray(b)), np.linalg.solve(spd, b), 1e-12)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
 
 from kjax._src.errors import KjaxError
+from kjax._src.status import status_name
 from kjax.ntk import predict, stax
 from tests.conformance import assert_close
 from tests.ntk.stax_archs import architectures
@@ -115,3 +117,125 @@ def test_predict_errors(problem):
         predict.gp_inference(k, y)("ntks", k)
     with pytest.raises(KjaxError, match=r"`solver` must be one of \('cholesky', 'cg'\)"):
         predict.gradient_descent_mse(k, y, solver="lu")
+
+
+def _linear_problem():
+    """A rank-deficient (linear) kernel: K = X X^T with X [6, 3], test kernel Xt X^T."""
+    rng = np.random.default_rng(5)
+    x, xt = rng.standard_normal((6, 3)), rng.standard_normal((4, 3))
+    y, w0 = rng.standard_normal((6, 2)), rng.standard_normal((3, 2))
+    return x, xt, y, w0
+
+
+def test_gp_inference_singular_kernel_is_finite_and_reported():
+    # regression: a singular kernel at the default diag_reg=0 gave all NaN
+    x, xt, y, _ = _linear_problem()
+    k, kst, ktt = x @ x.T, xt @ x.T, xt @ xt.T
+    pf = predict.gp_inference(k, y)
+    g = pf("nngp", kst, ktt)
+    kinv = np.linalg.pinv(k, rcond=1e-10)
+    assert_close(g.mean, kst @ kinv @ y, 1e-9, "pseudo-inverse mean")
+    # X has full column rank, so the test points lie in the span: the posterior covariance vanishes
+    assert np.max(np.abs(np.asarray(g.covariance))) < 1e-9 * np.max(np.abs(ktt))
+    _, code = pf("nngp", kst, ktt, return_status=True)
+    assert int(code) == 6 and status_name(code).startswith("singular")
+    # a positive-definite kernel: the Cholesky path, status 0
+    _, code = predict.gp_inference(k + np.eye(6), y)("nngp", kst, return_status=True)
+    assert int(code) == 0
+
+
+def test_gradient_descent_mse_rank_deficient_kernel_matches_parameter_space_flow():
+    # regression: t=None on a zero eigenvalue gave NaN (Cholesky of a singular kernel), and the training
+    # outputs jumped to y_train instead of keeping their initial values on the null space
+    x, xt, y, w0 = _linear_problem()
+    lr, size = 0.7, y.size
+    h, w_star = x.T @ x, np.linalg.lstsq(x, y, rcond=None)[0]
+    pf = predict.gradient_descent_mse(x @ x.T, y, learning_rate=lr)
+    f0, g0, kst = x @ w0, xt @ w0, xt @ x.T
+    for t in (0.5, 3.0, 40.0):
+        # the linear model's gradient flow in parameter space: w_t = w* + expm(-lr H t / size)(w0 - w*)
+        w_t = w_star + scipy.linalg.expm(-lr * h * t / size) @ (w0 - w_star)
+        tr, te = pf(t, f0, g0, kst)
+        assert_close(tr, x @ w_t, 1e-9, f"train t={t}")
+        assert_close(te, xt @ w_t, 1e-9, f"test t={t}")
+    tr, te = pf(None, f0, g0, kst)
+    assert_close(tr, x @ w_star, 1e-9, "train t=inf: the least-squares fit, not y_train")
+    assert_close(te, xt @ w_star, 1e-9, "test t=inf")
+    assert int(pf(None, f0, g0, kst, return_status=True)[1]) == 6
+
+
+def test_gradient_descent_mse_zero_and_negative_eigenvalues_stay_finite():
+    # regression: NaN at a finite t on an exactly zero eigenvalue (0/0), and on an indefinite kernel
+    y = np.arange(4.0)[:, None]
+    psd = np.diag([1.0, 2.0, 0.5, 0.0])
+    pf = predict.gradient_descent_mse(psd, y)
+    t = 2.0
+    s = t / y.size
+    tr, te = pf(t, 0.0, 0.0, psd)
+    lam = np.diag(psd)
+    want = np.where(lam > 0, -np.expm1(-lam * s), 0.0)[:, None] * y  # train: y (1 - e^{-lam s})
+    assert_close(tr, want, 1e-12, "train, zero eigenvalue keeps f0 = 0")
+    assert_close(te, lam[:, None] * want / np.where(lam > 0, lam, 1.0)[:, None], 1e-12, "test")
+    assert int(pf(t, 0.0, 0.0, psd, return_status=True)[1]) == 0
+    indefinite = np.diag([1.0, -1.0, 0.5, 0.0])
+    pf = predict.gradient_descent_mse(indefinite, y)
+    for tt in (t, None):
+        tr, te = pf(tt, 0.0, 0.0, indefinite)
+        assert np.all(np.isfinite(np.asarray(tr))) and np.all(np.isfinite(np.asarray(te)))
+        assert int(pf(tt, 0.0, 0.0, indefinite, return_status=True)[1]) == 2  # clipped, reported
+    # the negative direction is frozen (clipped to zero): it keeps its initial value at t = inf
+    assert float(tr[1, 0]) == 0.0 and float(tr[0, 0]) == pytest.approx(0.0) and float(tr[2, 0]) == pytest.approx(2.0)
+    ens = predict.gradient_descent_mse_ensemble(lambda a, b, get: _Kernels(np.diag([1.0, 0.0]), np.diag([1.0, 0.0])),
+                                                np.zeros((2, 1)), np.ones((2, 1)))
+    out, code = ens(t=np.array([1.0]), get="ntk", compute_cov=True, return_status=True)
+    assert np.all(np.isfinite(np.asarray(out.mean))) and np.all(np.isfinite(np.asarray(out.covariance)))
+
+
+class _Kernels(tuple):
+    """A minimal kernel_fn result with nngp / ntk fields."""
+
+    def __new__(cls, nngp, ntk):
+        return super().__new__(cls, (nngp, ntk))
+
+    nngp = property(lambda self: self[0])
+    ntk = property(lambda self: self[1])
+
+
+def test_cg_solver_reports_its_status(problem):
+    k, y = np.asarray(problem["ktt"].ntk), problem["y_train"]
+    kst = problem["kst"].ntk
+    pf = predict.gradient_descent_mse(k, y, solver="cg", cg_maxiter=2)
+    (_, te), code = pf(None, 0.0, 0.0, kst, return_status=True)
+    assert int(code) == 4 and np.all(np.isfinite(np.asarray(te)))
+    _, code = predict.gp_inference(k, y, diag_reg=0.1, solver="cg")("ntk", kst, return_status=True)
+    assert int(code) == 0
+    # a predict_fn used under jit first, then outside: nothing traced is cached between the calls
+    for solver in ("cg", "cholesky"):
+        pf = predict.gp_inference(k, y, diag_reg=0.1, solver=solver)
+        inside = jax.jit(lambda a, pf=pf: pf("ntk", a))(kst)
+        assert_close(pf("ntk", kst), inside, 1e-9, f"{solver}: jit, then eager")
+
+
+def test_predict_out_of_domain_values_and_shapes(problem):
+    # regression: gradient_descent_mse(learning_rate=-1) was silently accepted
+    k, y = problem["ktt"].ntk, problem["y_train"]
+    for bad in (-1.0, 0.0):
+        with pytest.raises(KjaxError, match=r"gradient_descent_mse: `learning_rate` must be > 0"):
+            predict.gradient_descent_mse(k, y, learning_rate=bad)
+        with pytest.raises(KjaxError, match=r"gradient_descent_mse_ensemble: `learning_rate` must be > 0"):
+            predict.gradient_descent_mse_ensemble(problem["kernel_fn"], problem["x_train"], y, learning_rate=bad)
+    with pytest.raises(KjaxError, match=r"gp_inference: `diag_reg` must be >= 0; got -0.1"):
+        predict.gp_inference(k, y, diag_reg=-0.1)
+    with pytest.raises(KjaxError, match=r"gradient_descent_mse: `cg_maxiter` must be >= 1"):
+        predict.gradient_descent_mse(k, y, solver="cg", cg_maxiter=0)
+    pf = predict.gradient_descent_mse(k, y)
+    with pytest.raises(KjaxError, match=r"predict_fn: `t` must be >= 0 and finite"):
+        pf(-1.0)
+    with pytest.raises(KjaxError, match=r"predict_fn: `k_test_train` must have shape \[M, N\] with N = 8"):
+        pf(1.0, 0.0, problem["fx_test_0"], np.ones((4, 3)))
+    with pytest.raises(KjaxError, match=r"gradient_descent_mse: `k_train_train` must have at least one"):
+        predict.gradient_descent_mse(np.zeros((0, 0)), np.zeros((0, 1)))
+    kn = np.array(k)
+    kn[0, 0] = np.nan
+    with pytest.raises(KjaxError, match=r"gp_inference: `k_train_train` must contain only finite values"):
+        predict.gp_inference(kn, y)("nngp", problem["kst"].nngp)

@@ -30,8 +30,8 @@ def main() -> None:
     mesh = jax.make_mesh((len(jax.devices()),), ("data",))
     kern = functools.partial(kernels.rbf, lengthscale=1.5)
     mv = kernels.kernel_matvec(kern, x, None, y, block_size=(16, 32), mesh=mesh)
-    st = regression.falkon_fit(None, kern, x, y, ridge=1e-3, centers=z, maxiter=60, tol=1e-13,
-                               mesh=mesh, block_size=(16, 16))
+    st = regression.falkon_fit(None, kern, x, y, ridge=1e-3, ridge_scaling="n", centers=z, maxiter=60,
+                               tol=1e-13, mesh=mesh, block_size=(16, 16))
     mv = np.asarray(multihost_utils.process_allgather(mv, tiled=True))
     alpha = np.asarray(multihost_utils.process_allgather(st.alpha, tiled=True))
     pred = regression.falkon_predict(st, x, mesh=mesh, block_size=(16, 16))

@@ -60,8 +60,8 @@ def test_two_processes_match_one(tmp_path):
     kern = functools.partial(kernels.rbf, lengthscale=1.5)
     dense = np.asarray(kern(x)) @ y
     assert_close(res["matvec"], dense, 1e-12, "2-process kernel_matvec vs dense")
-    one = regression.falkon_fit(None, kern, x, y, ridge=1e-3, centers=z, maxiter=60, tol=1e-13,
-                                block_size=(16, 16))
+    one = regression.falkon_fit(None, kern, x, y, ridge=1e-3, ridge_scaling="n", centers=z, maxiter=60,
+                                tol=1e-13, block_size=(16, 16))
     # both runs converge (tol 1e-13); predictions agree to roundoff, the (ill-conditioned)
     # coefficients to a looser tolerance
     assert_close(res["pred"], regression.falkon_predict(one, x), 1e-9, "2-process falkon predictions")

@@ -26,11 +26,13 @@ def test_exact_rls_and_effective_dimension_vs_numpy():
     n, lam = x.shape[0], 1e-3
     k = np_rbf(x, x)
     want = np.diag(k @ np.linalg.inv(k + n * lam * np.eye(n)))
-    got = R.ridge_leverage_scores(KERN, x, ridge=lam)
+    got = R.ridge_leverage_scores(KERN, x, ridge=lam, ridge_scaling="n")
     assert_close(got, want, 1e-9, "exact RLS")
     assert_close(R.ridge_leverage_scores(KERN, x, ridge=n * lam, ridge_scaling="sklearn"), want, 1e-9,
                  "sklearn scaling")
-    d = R.effective_dimension(KERN, x, ridge=jnp.array([lam, 1e-1]))
+    d = R.effective_dimension(KERN, x, ridge=jnp.array([lam, 1e-1]), ridge_scaling="n")
+    # the default scaling is "none": ridge = n * lambda
+    assert_close(R.effective_dimension(KERN, x, ridge=n * jnp.array([lam, 1e-1])), d, 1e-12, "none")
     assert abs(float(d[0]) - want.sum()) < 1e-8 * want.sum()
     assert float(d[1]) < float(d[0])
 
@@ -40,14 +42,14 @@ def test_dictionary_size_tracks_effective_dimension(method):
     x = _clustered(300)
     sizes, deffs = [], []
     for lam in (1e-2, 1e-3, 1e-4):
-        deff = float(R.effective_dimension(KERN, x, ridge=lam))
-        dic = R.leverage_dictionary(jax.random.key(1), KERN, x, ridge=lam, method=method)
+        deff = float(R.effective_dimension(KERN, x, ridge=lam, ridge_scaling="n"))
+        dic = R.leverage_dictionary(jax.random.key(1), KERN, x, ridge=lam, ridge_scaling="n", method=method)
         sizes.append(int(dic.indices.shape[0]))
         deffs.append(deff)
         assert 0.5 * deff <= sizes[-1] <= 6 * deff + 10, (method, lam, sizes[-1], deff)
         # the estimate of d_eff and the approximate scores are within a constant factor
         assert 0.5 * deff <= float(dic.effective_dimension) <= 3 * deff
-        exact = np.asarray(R.ridge_leverage_scores(KERN, x, ridge=lam))
+        exact = np.asarray(R.ridge_leverage_scores(KERN, x, ridge=lam, ridge_scaling="n"))
         ratio = np.asarray(dic.scores) / exact
         assert np.median(ratio) < 5 and np.min(ratio) > 0.3
     assert sizes[0] < sizes[1] < sizes[2] and deffs[0] < deffs[1] < deffs[2]
@@ -59,7 +61,8 @@ def test_rls_sampling_prefers_high_leverage_points():
     spread = np.arange(270, 300)
     counts = {}
     for method in ("uniform", "rls", "bless"):
-        idx = [np.asarray(R.nystrom_centers(jax.random.key(s), KERN, x, 30, method=method, ridge=lam))
+        idx = [np.asarray(R.nystrom_centers(jax.random.key(s), KERN, x, 30, method=method, ridge=lam,
+                                            ridge_scaling="n"))
                for s in range(4)]
         assert all(len(np.unique(i)) == 30 for i in idx)
         counts[method] = np.mean([np.isin(i, spread).sum() for i in idx])
@@ -80,10 +83,38 @@ def test_rpcholesky_residual_trace():
     # the pivots span: K - F F^T vanishes on the pivot rows
     piv = np.asarray(st.indices)
     assert np.max(np.abs((k - f @ f.T)[piv][:, piv])) < 1e-8
+    assert int(st.status) == 0
     idx = R.nystrom_centers(jax.random.key(0), KERN, x, 40, method="rpcholesky")
     np.testing.assert_array_equal(np.asarray(idx), piv)
     with pytest.raises(ValueError, match=r"rpcholesky: `m` must be at most the number of points n=200; got 201"):
         R.rpcholesky(jax.random.key(0), KERN, x, 201)
+
+
+def test_out_of_domain_values_and_non_psd_kernels_are_rejected():
+    # regression: leverage_dictionary(oversampling=-1) was silently accepted
+    x = _clustered(60)
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match=r"leverage_dictionary: `oversampling` must be > 0; got -1"):
+        R.leverage_dictionary(key, KERN, x, ridge=1e-2, oversampling=-1)
+    with pytest.raises(ValueError, match=r"leverage_dictionary: `chunk_size` must be >= 1; got 0"):
+        R.leverage_dictionary(key, KERN, x, ridge=1e-2, method="squeak", chunk_size=0)
+    with pytest.raises(ValueError, match=r"leverage_dictionary: `jitter` must be > 0"):
+        R.leverage_dictionary(key, KERN, x, ridge=1e-2, jitter=-1e-3)
+    with pytest.raises(ValueError, match=r"nystrom_centers: `ridge_scaling` must be one of"):
+        R.nystrom_centers(key, KERN, x, 5, method="rls", ridge=1e-2, ridge_scaling="falkon")
+
+    def neg(a, b=None):
+        return -KERN(a, b)
+
+    for call in (lambda: R.ridge_leverage_scores(neg, x, ridge=1e-2),
+                 lambda: R.effective_dimension(neg, x, ridge=1e-2),
+                 lambda: R.leverage_dictionary(key, neg, x, ridge=1e-2),
+                 lambda: R.leverage_dictionary(key, neg, x, ridge=1e-2, method="squeak"),
+                 lambda: R.nystrom_centers(key, neg, x, 5, method="rls", ridge=1e-2),
+                 lambda: R.nystrom_centers(key, neg, x, 5, method="rpcholesky")):
+        with pytest.raises(ValueError, match=r"kjax.regression.\w+: `kernel` must be positive definite"):
+            call()
+    assert int(R.rpcholesky(key, neg, x, 5).status) == 3
 
 
 _RBF = functools.partial(kernels.rbf, lengthscale=1.5)
