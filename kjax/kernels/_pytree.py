@@ -17,21 +17,16 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from kjax._src.errors import KjaxTypeError, fail
+from kjax._src.partition import is_array_leaf
 
 #: hyperparameters that select a structure, never traced
 STATIC_HYPERPARAMETERS = frozenset({"nu", "degree", "order"})
 
 
-def _is_array(value: Any) -> bool:
-    numeric = isinstance(value, int | float | np.ndarray | np.generic | jax.Array)
-    return numeric and not isinstance(value, bool)
-
-
 def _is_leaf_value(name: str, value: Any) -> bool:
-    return name not in STATIC_HYPERPARAMETERS and _is_array(value)
+    return name not in STATIC_HYPERPARAMETERS and is_array_leaf(value)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -195,45 +190,8 @@ def as_kernel(k: Any) -> Any:
         return k
     if isinstance(k, functools.partial) and not k.args and k.func in _kjax_kernel_functions():
         return Kernel(k.func, **k.keywords)
-    if k in _kjax_kernel_functions():
-        return Kernel(k)
-    return k
-
-
-def split(k: Any) -> tuple[list, Any]:
-    """``(array leaves, static key)`` of a kernel: the leaves are traced, the key is hashable (it
-    holds the tree structure and any non-array leaf, e.g. a plain callable), for ``jax.jit``."""
-    leaves, treedef = jax.tree.flatten(as_kernel(k))
-    is_arr = [_is_array(x) for x in leaves]
-    dyn = [x for x, a in zip(leaves, is_arr, strict=True) if a]
-    static = tuple(None if a else x for x, a in zip(leaves, is_arr, strict=True))
-    return dyn, _Static(treedef, static)
-
-
-class _Static:
-    """Hashable static part of a kernel (see :func:`split`)."""
-
-    def __init__(self, treedef, leaves):
-        self.treedef, self.leaves = treedef, leaves
-
-    def __hash__(self):
-        return hash((self.treedef, tuple(id(x) if not _hashable(x) else x for x in self.leaves)))
-
-    def __eq__(self, other):
-        return (isinstance(other, _Static) and self.treedef == other.treedef
-                and len(self.leaves) == len(other.leaves)
-                and all(a is b or (_hashable(a) and a == b)
-                        for a, b in zip(self.leaves, other.leaves, strict=True)))
-
-    def join(self, dyn):
-        it = iter(dyn)
-        leaves = [next(it) if s is None else s for s in self.leaves]
-        return jax.tree.unflatten(self.treedef, leaves)
-
-
-def _hashable(x) -> bool:
     try:
-        hash(x)
-    except TypeError:
-        return False
-    return True
+        known = k in _kjax_kernel_functions()
+    except TypeError:  # an unhashable callable
+        known = False
+    return Kernel(k) if known else k

@@ -6,6 +6,7 @@ with ``kjax.ntk.predict``).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,7 @@ from kjax._src.errors import (
     check_same_dim,
     fail,
 )
+from kjax._src.partition import partition
 
 #: accepted values of ``ridge_scaling``: ``"none"`` (``K + ridge I``, the default everywhere), ``"n"``
 #: (``K + n ridge I``) and ``"sklearn"``, an alias of ``"none"`` (the name of earlier releases)
@@ -48,32 +50,56 @@ class Layout:
         return f"Layout(vector={self.vector}, path={self.path})"
 
 
-@jax.tree_util.register_static
-class StaticKernel:
-    """A kernel callable stored in a state as static pytree data (so states cross ``jit``)."""
+@jax.tree_util.register_pytree_node_class
+class HeldKernel:
+    """The kernel a solver holds (and its state stores), as a pytree.
+
+    A ``functools.partial`` of a kjax kernel function becomes a :class:`kjax.kernels.Kernel`, whose
+    numeric hyperparameters are leaves: ``jit`` traces them, so a new lengthscale does not recompile,
+    and ``grad`` reaches them. Any other callable is held as static data (compiled per object).
+    """
 
     def __init__(self, fn: Callable[..., jax.Array]):
-        self.fn = fn.fn if isinstance(fn, StaticKernel) else fn
+        from kjax.kernels import as_kernel
+
+        self.fn = as_kernel(fn.fn if isinstance(fn, HeldKernel) else fn)
 
     def __call__(self, x1, x2=None):
         return self.fn(x1, x2)
 
-    def __hash__(self):
-        return hash(self.fn)
+    def tree_flatten(self):
+        return partition(self.fn)
 
-    def __eq__(self, other):
-        return isinstance(other, StaticKernel) and other.fn == self.fn
+    @classmethod
+    def tree_unflatten(cls, static, dyn):
+        obj = object.__new__(cls)
+        obj.fn = static.join(dyn)
+        return obj
 
     def __repr__(self):
-        return f"StaticKernel({self.fn!r})"
+        return f"HeldKernel({self.fn!r})"
 
 
-def check_kernel(fn: str, kernel: Any) -> StaticKernel:
+def kernel_jit(*, static_argnums: tuple[int, ...] = ()):
+    """``jax.jit`` for a function whose first argument is a kernel: the kernel travels as a pytree
+    (:class:`HeldKernel`), so new hyperparameter values are data, not a recompilation."""
+    def deco(f):
+        jf = jax.jit(f, static_argnums=tuple(i for i in static_argnums if i != 0))
+
+        @functools.wraps(f)
+        def call(kern, *args):
+            return jf(kern if isinstance(kern, HeldKernel) else HeldKernel(kern), *args)
+        call.jitted = jf
+        return call
+    return deco
+
+
+def check_kernel(fn: str, kernel: Any) -> HeldKernel:
     if not callable(kernel):
         fail(fn, "kernel", "be a callable k(x1, x2) -> [n1, n2], e.g. "
              "functools.partial(kjax.kernels.rbf, lengthscale=2.0)", type(kernel).__name__,
              cls=KjaxTypeError)
-    return StaticKernel(kernel)
+    return HeldKernel(kernel)
 
 
 def is_concrete(*xs: Any) -> bool:

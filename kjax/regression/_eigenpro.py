@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple
 
@@ -50,7 +49,7 @@ class EigenProState(NamedTuple):
     iterations: Int[Array, ""]
     residual: Float[Array, ""]
     status: Int[Array, ""]
-    kernel: c.StaticKernel
+    kernel: c.HeldKernel
     layout: c.Layout
 
 
@@ -203,7 +202,7 @@ def step_size(beta: float, lam_tail: float, n: int, batch_size: int | None, max_
     return m, eta
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2))
+@c.kernel_jit(static_argnums=(2,))
 def _eigensystem(kern, xs, q):
     ks = kern(xs, xs)
     s = xs.shape[0]
@@ -253,7 +252,7 @@ def _final_status(x, y2, alpha, eig_status, residual, tol, *extra):
     return code
 
 
-@functools.partial(jax.jit, static_argnums=(0, 10, 11, 12, 13, 14))
+@c.kernel_jit(static_argnums=(10, 11, 12, 13, 14))
 def _eigenpro_core(kern, x, y2, sub, lam, vecs, lam_tail, eta, key, eig_status, m, epochs, tol,
                    block_size, mesh_and_axis):
     mesh, mesh_axis = mesh_and_axis
@@ -434,13 +433,13 @@ def eigenpro3_fit(
                          status, kern, c.Layout(vec, False))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2))
+@c.kernel_jit(static_argnums=(2,))
 def _eigenpro3_factor(kern, z, jitter):
     low, _, st_chol = linalg.robust_cholesky(kernels.gram(kern, z), jitter=jitter)
     return (low, linalg.block_inverses(low)), st_chol
 
 
-@functools.partial(jax.jit, static_argnums=(0, 12, 13, 14, 15, 16))
+@c.kernel_jit(static_argnums=(12, 13, 14, 15, 16))
 def _eigenpro3_core(kern, x, y2, z, sub, lam, vecs, lam_tail, eta, key, pre_status, fac, m, epochs, tol,
                     block_size, mesh_and_axis):
     mesh, mesh_axis = mesh_and_axis

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, NamedTuple
 
@@ -50,7 +49,7 @@ class FalkonState(NamedTuple):
     iterations: Int[Array, ""]
     residual: Float[Array, ""]
     status: Int[Array, ""]
-    kernel: c.StaticKernel
+    kernel: c.HeldKernel
     layout: c.Layout
 
 
@@ -325,7 +324,7 @@ def _finish(p, beta, cg_status, stats, x, y2, st_chol):
     return coef, stats.residuals, stats.monitor, stats.iterations, stats.residual, status
 
 
-_problem_jit = jax.jit(_problem, static_argnums=(0, 7, 8))
+_problem_jit = c.kernel_jit(static_argnums=(7, 8))(_problem)
 
 
 def _falkon_core(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_size, mesh, mesh_axis,
@@ -338,7 +337,7 @@ def _falkon_core(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_
     return _falkon_cg(kern, p, x, y2, st_chol, tol, maxiter, block_size, mesh, mesh_axis)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7, 8, 9))
+@c.kernel_jit(static_argnums=(5, 6, 7, 8, 9))
 def _falkon_cg(kern, p, x, y2, st_chol, tol, maxiter, block_size, mesh, mesh_axis):
     b = _rhs(p, kern, block_size, mesh, mesh_axis)
     matvec, monitor = _cg_parts(p, kern, block_size, mesh, mesh_axis)

@@ -7,7 +7,6 @@ deprecated alias.
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -52,7 +51,7 @@ def _checked(fn, kernel, x, y, ridge, noise, jitter, block_size, mesh, mesh_axis
     return kern, x, y2, vec, ridge, jitter, (block_size, mesh, mesh_axis)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
+@c.kernel_jit(static_argnums=(4, 5, 6, 7))
 def _factor_core(kern, x, y2, ridge, jitter, block_size, mesh, mesh_axis):
     k = kernels.gram(kern, x, block_size=block_size, mesh=mesh, mesh_axis=mesh_axis)
     dt = k.dtype

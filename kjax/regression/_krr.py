@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import warnings
 from typing import NamedTuple
 
@@ -38,7 +37,7 @@ class KRRState(NamedTuple):
     coef: Float[Array, " *R n O"]
     alpha: Float[Array, " *R"]
     status: Int[Array, ""]
-    kernel: c.StaticKernel
+    kernel: c.HeldKernel
     layout: c.Layout
 
 
@@ -122,7 +121,7 @@ def krr_fit(
     return KRRState(x, coef, alpha.astype(coef.dtype), status, kern, c.Layout(vec, path))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7, 8))
+@c.kernel_jit(static_argnums=(4, 5, 6, 7, 8))
 def _krr_core(kern, x, y2, alpha, path, jitter, block_size, mesh, mesh_axis):
     n = x.shape[0]
     # the Cholesky path reads only the lower triangle, so it skips gram's exact-symmetry pass
@@ -192,7 +191,7 @@ def krr_predict(
                          mesh_axis)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
+@c.kernel_jit(static_argnums=(4, 5, 6, 7))
 def _predict_core(kern, x_new, x, coef, layout, block_size, mesh, mesh_axis):
     kw = dict(block_size=block_size, mesh=mesh, mesh_axis=mesh_axis)
     if layout.path:
@@ -323,7 +322,7 @@ def spectral_fit(
     return KRRState(x, coef, alpha.astype(coef.dtype), status, kern, c.Layout(vec, path))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7, 8, 9))
+@c.kernel_jit(static_argnums=(4, 5, 6, 7, 8, 9))
 def _spectral_core(kern, x, y2, alpha, filter, order, path, block_size, mesh, mesh_axis):
     k = kernels.gram(kern, x, block_size=block_size, mesh=mesh, mesh_axis=mesh_axis)
     dt = k.dtype

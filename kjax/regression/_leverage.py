@@ -17,7 +17,7 @@ from kjax._src.status import Status
 from kjax.regression import _common as c
 
 
-@jax.jit(static_argnums=(0, 3))
+@c.kernel_jit(static_argnums=(3,))
 def exact_scores(kern, x, alpha, jitter=None):
     """``(scores [n], status)``: exact ridge leverage scores ``1 - alpha [(K + alpha I)^-1]_ii``."""
     k = kernels.gram(kern, x)
@@ -137,7 +137,7 @@ def effective_dimension(
     return deff
 
 
-@jax.jit(static_argnums=0)
+@c.kernel_jit()
 def _deff_core(kern, x, alpha):
     s, _, status = linalg.psd_eigh(kernels.gram(kern, x))
     a = alpha.astype(s.dtype)
@@ -179,12 +179,12 @@ def _diag_host(kern, a):
     return np.asarray(_diag_jit(kern, ap), np.float64)[:na]
 
 
-@jax.jit(static_argnums=0)
+@c.kernel_jit()
 def _diag_jit(kern, a):
     return kernels.kernel_diag(kern, a)
 
 
-@jax.jit(static_argnums=0)
+@c.kernel_jit()
 def _kern_jit(kern, a, b):
     return kern(a, b)
 
@@ -210,7 +210,7 @@ def _approx_scores_host(fn, kern, x, xd, wd, alpha, jitter):
     return np.clip(out, 0.0, 1.0)
 
 
-@jax.jit(static_argnums=(0, 5))
+@c.kernel_jit(static_argnums=(5,))
 def _approx_scores_jit(kern, x, xd, wd, alpha, jitter):
     kdd = kern(xd, xd)
     dt = kdd.dtype

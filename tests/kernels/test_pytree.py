@@ -9,6 +9,7 @@ import pytest
 from sklearn.gaussian_process import kernels as skk
 
 from kjax import kernels as K
+from kjax._src.partition import partition
 from tests.conformance import assert_close
 
 X = np.random.default_rng(0).normal(size=(7, 3))
@@ -47,8 +48,8 @@ def test_new_hyperparameters_do_not_recompile():
     for ls in (0.5, 1.0, 2.0):
         f(K.Kernel(K.rbf, lengthscale=ls), X)
     assert len(traces) == 1
-    dyn, static = K._pytree.split(functools.partial(K.rbf, lengthscale=3.0))
-    dyn2, static2 = K._pytree.split(functools.partial(K.rbf, lengthscale=4.0))
+    dyn, static = partition(K.as_kernel(functools.partial(K.rbf, lengthscale=3.0)))
+    dyn2, static2 = partition(K.as_kernel(functools.partial(K.rbf, lengthscale=4.0)))
     assert static == static2 and hash(static) == hash(static2) and dyn == [3.0] and dyn2 == [4.0]
     assert_close(static.join(dyn)(X), K.rbf(X, lengthscale=3.0), 1e-15)
 

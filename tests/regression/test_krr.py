@@ -267,3 +267,28 @@ def test_mesh_axis_is_taken_and_errors_name_the_function(data):
     got = R.krr_predict(R.krr_fit(KERN, x, y, ridge=0.1, mesh=mesh2, mesh_axis="b", block_size=4), xt,
                         mesh=mesh2, mesh_axis="a")
     assert_close(got, R.krr_predict(st, xt), 1e-10, "2-D mesh with mesh_axis")
+
+
+def test_new_hyperparameters_reuse_the_compiled_solver_and_differentiate():
+    # a partial of a kjax kernel becomes a pytree kernel: a lengthscale grid compiles once
+    import functools
+
+    from kjax import kernels
+    from kjax.regression import _krr
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(30, 2)), rng.normal(size=30)
+    R.krr_fit(functools.partial(kernels.rbf, lengthscale=1.0), x, y, ridge=1e-2)
+    size = _krr._krr_core.jitted._cache_size()
+    for ls in (0.5, 2.0, 3.0):
+        st = R.krr_fit(functools.partial(kernels.rbf, lengthscale=ls), x, y, ridge=1e-2)
+    assert _krr._krr_core.jitted._cache_size() == size
+    want = KernelRidge(alpha=1e-2, kernel="rbf", gamma=1 / (2 * 3.0**2)).fit(x, y).predict(x[:5])
+    assert_close(R.krr_predict(st, x[:5]), want, 1e-9)
+
+    def loss(ls):
+        st = R.krr_fit(kernels.Kernel(kernels.rbf, lengthscale=ls), x, y, ridge=1e-2)
+        return jnp.sum(R.krr_predict(st, x[:5]) ** 2)
+
+    g, eps = jax.grad(loss)(1.5), 1e-6
+    assert_close(g, (loss(1.5 + eps) - loss(1.5 - eps)) / (2 * eps), 1e-5)
