@@ -3,6 +3,12 @@
 Layout: inputs are batches ``x: [n, ...]`` (any trailing shape the model takes); kernels over two
 batches are ``[n1, n2, ...]`` with neural-tangents' output-axis conventions: the batch axis is
 output axis 0, traced axes are averaged, other axes come in zipped pairs.
+
+The eNTK lives in four modules, arrows pointing one way: ``_empirical`` (the neural-tangents API:
+checks, dispatch, memory guard) -> ``_implementations`` (three algorithms and their cost and
+memory models) -> ``_model`` (``f`` closed over its fixed parameters) and ``_axes`` (trace /
+diagonal axes); ``_dataset`` builds the blockwise ``empirical_ntk`` on them, and ``_memory`` is
+the memory guard shared with ``stax``.
 """
 
 from kjax.ntk import analysis, predict, stax

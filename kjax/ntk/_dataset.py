@@ -13,10 +13,22 @@ from jax.sharding import Mesh
 
 from kjax._src import blockwise
 from kjax._src.errors import check_in, check_int, fail
-from kjax.ntk import _empirical as E
+from kjax.ntk import _memory
+from kjax.ntk._axes import contract_outputs, result_shape
+from kjax.ntk._empirical import (
+    canonical_implementation,
+    choose,
+    dataset_block_memory,
+    itemsize_of,
+    ntk_of,
+)
+from kjax.ntk._implementations import structured_plan
+from kjax.ntk._model import check_x_pair, leaf_paths, make_model, out_shape_full, single_output
 
 PyTree = Any
 MODES = ("full", "trace", "diagonal", "pntk")
+#: rows per block when ``block_size=None`` and the memory allows it
+DEFAULT_BLOCK = 256
 
 
 def _mode_axes(mode: str, out_ndim: int) -> tuple[tuple, tuple]:
@@ -45,7 +57,7 @@ def _block_transpose(mode: str, n_out: int):
 def _summed(f: Callable, out_size: int) -> Callable:
     def g(params, x, **kw):
         out = f(params, x, **kw)
-        out = E._single("kjax.ntk.empirical_ntk", out)
+        out = single_output("kjax.ntk.empirical_ntk", out)
         return jnp.sum(out.reshape(out.shape[0], -1), axis=1, keepdims=True) / np.sqrt(out_size)
 
     return g
@@ -77,6 +89,11 @@ def empirical_ntk(
     kernel is written without ever being held on the device. ``f`` must treat examples
     independently (it is evaluated on ``x[i:i+1]``; neural-tangents' ``vmap_axes=0``).
 
+    Memory guard: before anything runs, the peak memory of one block and of the assembled result
+    is estimated from shapes (:mod:`kjax.ntk._memory`); ``block_size=None`` picks the largest
+    block that fits, and a call that cannot fit raises at once, naming a ``block_size`` that does
+    or ``out=`` for a result too large to hold.
+
     Modes, for ``f(params, x): [N, O]`` (more output axes are handled the same way):
 
     * ``"full"``: :math:`\Theta(x_i, x_j) \in \mathbb R^{O\times O}`, shape ``[n1, n2, O, O]``.
@@ -93,9 +110,11 @@ def empirical_ntk(
       x1: inputs ``[n1, ...]`` (a pytree of such arrays is fine).
       x2: inputs ``[n2, ...]`` or None for ``x1`` (symmetric: half the work).
       mode: ``"full"``, ``"trace"``, ``"diagonal"`` or ``"pntk"``.
-      block_size: examples per block (default 256, clamped to n).
+      block_size: examples per block; None (default) takes the largest block, up to 256, whose
+        estimated memory fits with the result.
       mesh: optional ``jax.sharding.Mesh``; block pairs are split over its devices.
-      mesh_axis: mesh axis to use (default: the only one).
+      mesh_axis: the mesh axis to split over (None: the mesh's only axis; required on a
+        multi-axis mesh).
       progress: show a tqdm bar (host loop).
       out: optional writable NumPy array / ``np.memmap`` of the result's shape (host loop).
       implementation: as in :func:`empirical_ntk_fn` (None: the cost model picks).
@@ -109,8 +128,12 @@ def empirical_ntk(
       The kernel (a jax array, or ``out``), or a dict of them with ``per_layer=True``.
 
     Raises:
-      ValueError: unknown mode, mismatched ``x1``/``x2`` example shapes, ``out`` of the wrong
-        shape or dtype, ``per_layer`` together with ``out``.
+      ValueError: unknown mode, mismatched ``x1``/``x2`` example shapes, an empty batch, ``out``
+        of the wrong shape or dtype, ``per_layer`` together with ``out``, ``mesh_axis`` missing
+        for a multi-axis mesh.
+      MemoryError: (``kjax.ntk._memory.KjaxMemoryError``, also a ``ValueError``) one block and
+        the assembled result are estimated, from shapes, to exceed the free memory; the message
+        names a ``block_size`` that fits, or ``out=`` to stream a result too large to hold.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -133,14 +156,14 @@ def empirical_ntk(
     """
     fn = "kjax.ntk.empirical_ntk"
     check_in(fn, "mode", mode, MODES)
-    implementation = E.canonical_implementation(fn, implementation)
+    implementation = canonical_implementation(fn, implementation)
     apply_kwargs = dict(apply_kwargs or {})
-    E._check_x_pair(fn, x1, x2)
+    check_x_pair(fn, x1, x2)
 
     if per_layer:
         if out is not None:
             fail(fn, "per_layer", "be False when `out` is given (one output per layer)", True)
-        paths = E.leaf_paths(params)
+        paths = leaf_paths(params)
         keep = paths if params_filter is None else [p for p in paths if params_filter(p)]
         return {p: empirical_ntk(f, params, x1, x2, mode=mode, block_size=block_size, mesh=mesh,
                                  mesh_axis=mesh_axis, progress=progress,
@@ -193,24 +216,87 @@ def _compiled(f, mode, block_size, implementation, params_filter, mesh, mesh_axi
 def _empirical_ntk(f, params, x1, x2, mode, block_size, mesh, mesh_axis, progress, out,
                    implementation, params_filter, apply_kwargs):
     fn = "kjax.ntk.empirical_ntk"
-    probe = E.make_model(fn, f, params, apply_kwargs, 0, params_filter)
-    out_full = E._out_shape_full(probe, x1)
+    n1, n2 = check_x_pair(fn, x1, x2)
+    probe = make_model(fn, f, params, apply_kwargs, 0, params_filter)
+    out_full = out_shape_full(probe, x1)
     g = f
     if mode == "pntk":
         g = _summed(f, int(np.prod(out_full[1:])))
-    model = E.make_model(fn, g, params, apply_kwargs, 0, params_filter)
-    out_full = E._out_shape_full(model, x1)
+    model = make_model(fn, g, params, apply_kwargs, 0, params_filter)
+    out_full = out_shape_full(model, x1)
+    example = tuple(out_full[1:])
     trace, diag = _mode_axes(mode, len(out_full))
+    (b1, b2), name = _plan_blocks(fn, model, x1, x2, (n1, n2), block_size, example, trace, diag,
+                                  implementation, streamed=out is not None or progress)
 
     def block_fn(xa, xb):
-        return E.ntk_of(model, xa, xb, trace=trace, diag=diag, implementation=implementation,
-                        out_shape_full=(jax.tree.leaves(xa)[0].shape[0], *out_full[1:]), fn=fn)
+        block_out = (jax.tree.leaves(xa)[0].shape[0], *example)
+        choice = choose(model, xa, xb, trace=trace, diag=diag, implementation=name,
+                        out_full=block_out, fn=fn)
+        return ntk_of(model, xa, xb, trace=trace, diag=diag, out_full=block_out, choice=choice)
 
-    n_out = len(out_full) - 1
-    bs = 256 if block_size is None else block_size
-    return blockwise.blockwise_gram(block_fn, x1, x2, block_size=bs, mesh=mesh,
+    return blockwise.blockwise_gram(block_fn, x1, x2, block_size=(b1, b2), mesh=mesh,
                                     mesh_axis=mesh_axis, out=out, progress=progress,
-                                    block_transpose=_block_transpose(mode, n_out), fn_name=fn)
+                                    block_transpose=_block_transpose(mode, len(example)),
+                                    fn_name=fn)
+
+
+def _plan_blocks(fn, model, x1, x2, ns, block_size, example, trace, diag, implementation,
+                 streamed):
+    """``((b1, b2), implementation name)`` for the blocks, and the memory guard.
+
+    ``block_size=None`` takes the largest block (up to ``DEFAULT_BLOCK``) whose estimated memory
+    fits with the result; a given ``block_size`` is checked, and when one block plus the
+    assembled result (unless streamed to ``out``) does not fit, the error names what does."""
+    n1, n2 = ns
+    itemsize = itemsize_of(model, x1)
+    free = _memory.available_bytes()
+    shape = result_shape((n1, *example), (n2, *example), trace, diag)
+    named = isinstance(implementation, str) and implementation != "structured"
+    plan = None if named else structured_plan(model, jax.tree.map(lambda a: a[:1], x1))[0]
+
+    def need_of(b):
+        return dataset_block_memory(model, implementation, min(b, n1), min(b, n2), example,
+                                    trace, diag, itemsize, plan)
+
+    def assembly(b):
+        # the device path stacks the blocks, assembles them and mirrors the result: ~3 copies
+        if streamed:
+            return 2.0 * np.prod(result_shape((min(b, n1), *example), (min(b, n2), *example),
+                                              trace, diag)) * itemsize
+        return 3.0 * float(np.prod(shape)) * itemsize
+
+    if block_size is None:
+        b = DEFAULT_BLOCK
+        if free is not None:
+            b = max(1, _memory.largest_fitting(lambda b: need_of(b) + assembly(b),
+                                               min(DEFAULT_BLOCK, max(n1, n2)),
+                                               _memory.HEADROOM * free))
+        b1, b2 = min(b, n1), min(b, n2)
+    else:
+        b1, b2 = blockwise.block_sizes(fn, block_size, n1, n2, None)
+    if x2 is None:
+        b1 = b2 = min(b1, b2)
+    xa = jax.tree.map(lambda a: a[:b1], x1)
+    xb = jax.tree.map(lambda a: a[:b2], x1 if x2 is None else x2)
+    choice = choose(model, xa, xb, trace=trace, diag=diag, implementation=implementation,
+                    out_full=(b1, *example), fn=fn,
+                    free=None if free is None else free - assembly(b1))
+
+    def advice(free):
+        budget = _memory.HEADROOM * free
+        b = _memory.largest_fitting(lambda b: need_of(b) + assembly(b), max(n1, n2), budget)
+        if b >= 1:
+            return f"use block_size={b}"
+        b = max(1, _memory.largest_fitting(need_of, max(n1, n2), budget))
+        return (f"pass `out=` (a NumPy array, or np.lib.format.open_memmap(path, mode='w+', "
+                f"dtype=..., shape={shape})) to stream the result to host memory or disk, with "
+                f"block_size={b}")
+
+    what = (f"one block of block_size={b1} (implementation {choice.impl.name!r})"
+            + ("" if streamed else f" and the result {list(shape)}"))
+    _memory.check_memory(fn, choice.need + assembly(b1), what, advice)
+    return (b1, b2), choice.impl.name
 
 
 def projected_ntk(
@@ -247,7 +333,7 @@ def projected_ntk(
       The sketched kernel with the layout of :func:`empirical_ntk`.
 
     Raises:
-      ValueError: ``num_projections < 1``, unknown mode.
+      ValueError: ``num_projections < 1``, unknown mode, an empty batch.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -267,8 +353,8 @@ def projected_ntk(
     fn = "kjax.ntk.projected_ntk"
     check_int(fn, "num_projections", num_projections, minimum=1)
     check_in(fn, "mode", mode, ("full", "trace", "diagonal"))
-    E._check_x_pair(fn, x1, x2)
-    model = E.make_model(fn, f, params, dict(apply_kwargs or {}), 0, params_filter)
+    check_x_pair(fn, x1, x2)
+    model = make_model(fn, f, params, dict(apply_kwargs or {}), 0, params_filter)
     sel = model.sel
     keys = jax.random.split(key, len(sel))
 
@@ -289,12 +375,5 @@ def projected_ntk(
 
     s1 = sketch(x1)
     s2 = s1 if x2 is None else sketch(x2)
-    nd = s1.ndim - 1
-    trace, diag = _mode_axes(mode, nd)
-    L = E._Letters()
-    l1, l2, res = E._out_letters(nd, trace, diag, L)
-    r = L()
-    k = jnp.einsum(f"{''.join(l1)}{r},{''.join(l2)}{r}->{res}", s1, s2,
-                   precision=jax.lax.Precision.HIGHEST)
-    size = int(np.prod([s1.shape[i] for i in trace])) if trace else 1
-    return k / (size * num_projections)
+    trace, diag = _mode_axes(mode, s1.ndim - 1)
+    return contract_outputs(s1, s2, trace, diag, extra=1) / num_projections

@@ -22,7 +22,7 @@ def run() -> bool:
                            nnx.Linear(128, 10, rngs=nnx.Rngs(2)))
     f, params = ntk.from_nnx(model)
     mesh = jax.make_mesh((len(jax.devices()),), ("data",))
-    k = ntk.empirical_ntk(f, params, x, mode="trace", block_size=150, mesh=mesh)
+    k = ntk.empirical_ntk(f, params, x, mode="trace", block_size=150, mesh=mesh, mesh_axis="data")
     name, _ = ntk.choose_implementation(f, params, x[:128])
     # cross-check: the NT-style function with another implementation on a slice
     k_ref = ntk.empirical_ntk_fn(f, vmap_axes=0, implementation="ntk_vector_products")(

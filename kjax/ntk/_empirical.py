@@ -1,4 +1,4 @@
-"""Empirical neural tangent kernels: the neural-tangents API, three implementations, a cost model.
+"""Empirical neural tangent kernels: the neural-tangents API, dispatched to three implementations.
 
 Notation: ``f(params, x)`` returns an array whose axis 0 is the batch axis (as in neural-tangents,
 "output axes" count the batch axis as axis 0). For a pair of batches the full kernel is
@@ -6,481 +6,266 @@ Notation: ``f(params, x)`` returns an array whose axis 0 is the batch axis (as i
     Theta[n1, ..., n2, ...] = sum_theta  d f(x1)[n1, ...] / d theta  .  d f(x2)[n2, ...] / d theta
 
 and ``trace_axes`` / ``diagonal_axes`` average / diagonalise pairs of output axes exactly as
-``neural_tangents.empirical_ntk_fn`` does, with the result's axes zipped: ``(N1, N2, X1, X2, ...)``.
+``neural_tangents.empirical_ntk_fn`` does, with the result's axes zipped: ``(N1, N2, X1, X2, ...)``
+(:mod:`kjax.ntk._axes`).
+
+This is the API module: it checks arguments, builds the model (:mod:`kjax.ntk._model`), picks an
+implementation (:mod:`kjax.ntk._implementations`) by the cost model among those whose estimated
+memory fits, and raises before running when none fits (:mod:`kjax.ntk._memory`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import string
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from kjax._src import dispatch
-from kjax._src.errors import KjaxError, KjaxTypeError, fail
-from kjax.ntk import _jaxpr
-
-PyTree = Any
+from kjax._src.errors import KjaxError, fail
+from kjax.ntk import _memory
+from kjax.ntk._axes import (
+    canonical_axes,
+    check_batch_pairing,
+    contract_outputs,
+    result_shape,
+)
+from kjax.ntk._implementations import (
+    IMPLEMENTATIONS,
+    contract_jacobians,
+    implementation_costs,
+    implementation_memory,
+    jacobian_features,
+    structured_plan,
+)
+from kjax.ntk._model import (
+    Model,
+    check_x_pair,
+    make_model,
+    out_shape_full,
+    single_output,
+    split_kwargs,
+)
 
 #: neural-tangents' ``NtkImplementation`` integers, accepted as aliases
-_NT_INTS = {0: None, 1: "jacobian_contraction", 2: "ntk_vector_products", 3: "structured"}
-
-
-# -------------------------------------------------------------------------------- arguments
+NT_IMPLEMENTATIONS = {0: None, 1: "jacobian_contraction", 2: "ntk_vector_products", 3: "structured"}
 
 
 def canonical_implementation(fn: str, implementation: Any) -> Any:
+    """Map neural-tangents' integers (and its enum) to kjax's names."""
     if isinstance(implementation, bool):
         fail(fn, "implementation", "be None, a name or a neural-tangents integer", implementation)
-    if isinstance(implementation, int | np.integer) and int(implementation) in _NT_INTS:
-        return _NT_INTS[int(implementation)]
-    if hasattr(implementation, "value") and getattr(implementation, "value", None) in _NT_INTS:
-        return _NT_INTS[implementation.value]
+    if isinstance(implementation, int | np.integer) and int(implementation) in NT_IMPLEMENTATIONS:
+        return NT_IMPLEMENTATIONS[int(implementation)]
+    value = getattr(implementation, "value", None)
+    if isinstance(value, int) and value in NT_IMPLEMENTATIONS:
+        return NT_IMPLEMENTATIONS[value]
     return implementation
 
 
-def canonical_axes(fn: str, trace_axes, diagonal_axes, ndim: int) -> tuple[tuple, tuple]:
-    """Normalise and validate trace / diagonal axes against an output of rank ``ndim``."""
-
-    def norm(name, axes):
-        axes = (axes,) if isinstance(axes, int) else tuple(axes)
-        out = []
-        for a in axes:
-            if isinstance(a, bool) or not isinstance(a, int | np.integer):
-                fail(fn, name, "contain Python ints", repr(axes), cls=KjaxTypeError)
-            if not -ndim <= a < ndim:
-                fail(fn, name, f"be axes of the output of rank {ndim} (in [-{ndim}, {ndim}))",
-                     repr(axes))
-            out.append(int(a) % ndim)
-        if len(set(out)) != len(out):
-            fail(fn, name, "not repeat an axis", repr(axes))
-        return tuple(sorted(out))
-
-    t, d = norm("trace_axes", trace_axes), norm("diagonal_axes", diagonal_axes)
-    if set(t) & set(d):
-        fail(fn, "diagonal_axes", f"not overlap `trace_axes` {t}", repr(d))
-    return t, d
+def itemsize_of(model: Model, x) -> int:
+    """Bytes per kernel entry: the output's dtype, at least float32."""
+    xi = jax.tree.map(lambda a: a[0], x) if model.vmap else x
+    dtype = jax.eval_shape(model.apply, model.leaves, xi).dtype
+    return max(np.dtype(dtype).itemsize, 4)
 
 
-def split_kwargs(kwargs: dict) -> tuple[dict, dict]:
-    """neural-tangents' convention: a kwarg given as a pair applies its halves to x1 and x2."""
-    k1, k2 = {}, {}
-    for k, v in kwargs.items():
-        if isinstance(v, tuple) and len(v) == 2:
-            k1[k], k2[k] = v
-        else:
-            k1[k] = k2[k] = v
-    return k1, k2
-
-
-def float_leaves(params: PyTree):
-    """(float leaves, rebuild(float_leaves) -> params): integer leaves are held fixed."""
-    leaves, treedef = jax.tree.flatten(params)
-    is_f = [jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) for leaf in leaves]
-    fl = [leaf for leaf, f in zip(leaves, is_f, strict=True) if f]
-
-    def rebuild(new_fl):
-        it = iter(new_fl)
-        return jax.tree.unflatten(treedef, [next(it) if f else leaf
-                                            for leaf, f in zip(leaves, is_f, strict=True)])
-
-    return fl, rebuild, is_f
-
-
-def leaf_paths(params: PyTree) -> list[str]:
-    """'a/b/0/kernel'-style path strings of the float leaves, in flatten order."""
-    out = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
-            out.append(path_str(path))
-    return out
-
-
-def path_str(path) -> str:
-    parts = []
-    for k in path:
-        if isinstance(k, jax.tree_util.DictKey):
-            parts.append(str(k.key))
-        elif isinstance(k, jax.tree_util.SequenceKey):
-            parts.append(str(k.idx))
-        elif isinstance(k, jax.tree_util.GetAttrKey):
-            if k.name == "value":  # flax nnx Variable wrappers
-                continue
-            parts.append(str(k.name))
-        else:
-            parts.append(str(k))
-    return "/".join(parts)
-
-
-# -------------------------------------------------------------------------------- the model
+# ------------------------------------------------------------------------------ dispatch
 
 
 @dataclasses.dataclass(frozen=True)
-class Model:
-    """``f`` closed over its fixed parts: ``apply(float_leaves, x) -> array``."""
+class Choice:
+    """The implementation picked for one pair of batches, and its estimated peak memory."""
 
-    apply: Callable
-    leaves: list
-    paths: list[str]
-    selected: tuple[bool, ...]  # which float leaves the kernel differentiates
-    vmap: bool  # examples evaluated one at a time (batch axis squeezed)
+    impl: dispatch.Implementation
+    plan_bundle: Any  # (plan, closed jaxpr, leaf index) of the structured implementation, or None
+    memory: dict[str, float]  # estimated bytes per estimated implementation
+    itemsize: int  # bytes per kernel entry
 
     @property
-    def sel(self) -> list[int]:
-        """Indices of the differentiated leaves."""
-        return [i for i, s in enumerate(self.selected) if s]
-
-    def selected_leaves(self) -> list:
-        return [self.leaves[i] for i in self.sel]
-
-    def apply_selected(self, sub: list, x):
-        """``apply`` with the differentiated leaves replaced by ``sub`` (the others fixed)."""
-        leaves = list(self.leaves)
-        for i, s in zip(self.sel, sub, strict=True):
-            leaves[i] = s
-        return self.apply(leaves, x)
-
-
-def make_model(fn: str, f: Callable, params: PyTree, kwargs: dict, vmap_axes,
-               params_filter: Callable[[str], bool] | None) -> Model:
-    if not callable(f):
-        fail(fn, "f", "be a callable f(params, x)", type(f).__name__, cls=KjaxTypeError)
-    fl, rebuild, _ = float_leaves(params)
-    if not fl:
-        fail(fn, "params", "contain at least one floating-point leaf", "none")
-    paths = leaf_paths(params)
-    if params_filter is None:
-        selected = (True,) * len(fl)
-    else:
-        selected = tuple(bool(params_filter(p)) for p in paths)
-        if not any(selected):
-            fail(fn, "params_filter", f"select at least one parameter (paths: {paths[:6]}...)",
-                 "a filter that selects none")
-    vmap = vmap_axes is not None
-    if vmap:
-        in_axes, out_axes, kw_axes = _vmap_triple(fn, vmap_axes)
-
-        def apply(leaves, x, kw=kwargs):
-            x = jax.tree.map(lambda a, ax: jnp.expand_dims(a, ax), x, in_axes) \
-                if not isinstance(in_axes, int) else jax.tree.map(
-                    lambda a: jnp.expand_dims(a, in_axes), x)
-            kw = {k: (jnp.expand_dims(v, kw_axes[k]) if k in kw_axes else v)
-                  for k, v in kw.items()}
-            out = f(rebuild(leaves), x, **kw)
-            return jnp.squeeze(_single(fn, out), out_axes)
-    else:
-        def apply(leaves, x, kw=kwargs):
-            return _single(fn, f(rebuild(leaves), x, **kw))
-
-    return Model(apply, fl, paths, selected, vmap)
-
-
-def _vmap_triple(fn, vmap_axes):
-    if isinstance(vmap_axes, tuple) and len(vmap_axes) == 3:
-        in_axes, out_axes, kw_axes = vmap_axes
-    else:
-        in_axes, out_axes, kw_axes = vmap_axes, vmap_axes, {}
-    if out_axes != 0:
-        fail(fn, "vmap_axes", "have output axis 0 (the batch axis of f's output)", repr(vmap_axes))
-    return in_axes, out_axes, dict(kw_axes or {})
-
-
-def _single(fn, out):
-    leaves = jax.tree.leaves(out)
-    if len(leaves) != 1:
-        fail(fn, "f", "return a single array (wrap several outputs into one, or compute one kernel "
-             "per output)", f"a pytree with {len(leaves)} leaves")
-    return leaves[0]
-
-
-# ------------------------------------------------------------------------- einsum bookkeeping
-
-
-class _Letters:
-    def __init__(self):
-        self._it = iter(string.ascii_letters)
-
-    def __call__(self, n=1):
-        return "".join(next(self._it) for _ in range(n))
-
-
-def _out_letters(ndim: int, trace: tuple, diag: tuple, L: _Letters):
-    """Letters for the output axes of f(x1) and f(x2), and the result's letters (NT's order)."""
-    l1 = [L() for _ in range(ndim)]
-    l2 = [c if (i in trace or i in diag) else L() for i, c in enumerate(l1)]
-    res = []
-    for i in range(ndim):
-        if i in trace:
-            continue
-        res += [l1[i]] if i in diag else [l1[i], l2[i]]
-    return l1, l2, "".join(res)
-
-
-# ----------------------------------------------------------------------------- features
-
-
-def _basis(shape, dtype):
-    n = int(np.prod(shape))
-    return jnp.eye(n, dtype=dtype).reshape(n, *shape)
-
-
-def _jacobian_features(model: Model, x):
-    """Per-leaf Jacobians ``[*out_full, *leaf]`` of the selected leaves."""
-    sel = model.sel
-
-    def one(xi):
-        out, vjp = jax.vjp(lambda sub: model.apply_selected(sub, xi), model.selected_leaves())
-        (jac,) = jax.vmap(vjp)(_basis(out.shape, out.dtype))
-        return [j.reshape(*out.shape, *model.leaves[i].shape) for i, j in zip(sel, jac, strict=True)]
-
-    return jax.vmap(one)(x) if model.vmap else one(x)
-
-
-def structured_plan(model: Model, x) -> tuple[_jaxpr.Plan, Any, dict]:
-    """Trace one example (or the batch) and find the taps."""
-    xi = jax.tree.map(lambda a: a[0], x) if model.vmap else x
-    closed = jax.make_jaxpr(model.apply)(model.leaves, xi)
-    n_leaves = len(model.leaves)
-    leaf_index = {i: i for i in range(n_leaves)}
-    args = [jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a))
-            for a in [*model.leaves, *jax.tree.leaves(xi)]]
-    plan = _jaxpr.analyse(closed, args, leaf_index)
-    sel = set(model.sel)
-    plan = _jaxpr.Plan([t for t in plan.taps if t.leaf in sel],
-                       frozenset(t.leaf for t in plan.taps if t.leaf in sel), plan.flops)
-    return plan, closed, leaf_index
-
-
-def _structured_features(model: Model, x, plan, closed, leaf_index, materialise: set):
-    """Per example: for each tap (a [B,P,C], g [*out, B,P,F]) or its materialised Jacobian; and
-    the Jacobians of the other selected leaves."""
-    rest = [i for i in model.sel if i not in plan.tapped_leaves]
-    taps = plan.taps
-    x_treedef = jax.tree.structure(jax.tree.map(lambda a: a[0], x) if model.vmap else x)
-
-    def one(xi):
-        xl = jax.tree.leaves(xi)
-
-        def g(eps_list, rest_leaves):
-            leaves = list(model.leaves)
-            for i, r in zip(rest, rest_leaves, strict=True):
-                leaves[i] = r
-            captured = {}
-            eps = {t.path: e for t, e in zip(taps, eps_list, strict=True)}
-            outs, _ = _jaxpr.run_jaxpr(closed, [*leaves, *xl], leaf_index=leaf_index, plan=plan,
-                                       eps=eps, captured=captured)
-            return outs[0], [captured[t.path] for t in taps]
-
-        eps0 = [jnp.zeros(t.y_shape, model.leaves[t.leaf].dtype) for t in taps]
-        out, vjp, a_list = jax.vjp(g, eps0, [model.leaves[i] for i in rest], has_aux=True)
-        gs, js = jax.vmap(vjp)(_basis(out.shape, out.dtype))
-        feats = []
-        for t, a, gy in zip(taps, a_list, gs, strict=True):
-            gy = gy.reshape(*out.shape, *t.y_shape)
-            nout = out.ndim
-            gy = jnp.transpose(gy, (*range(nout), *(nout + p for p in t.g_perm)))
-            gy = gy.reshape(*out.shape, *t.bpf)
-            if t.leaf in materialise:  # per-example Jacobian of this layer: [*out, B, C, F]
-                feats.append(jnp.einsum("...bpf,bpc->...bcf", gy, a,
-                                        precision=jax.lax.Precision.HIGHEST))
-            else:
-                feats.append((a, gy))
-        jacs = [j.reshape(*out.shape, *model.leaves[i].shape) for i, j in zip(rest, js, strict=True)]
-        return feats, jacs
-
-    del x_treedef
-    return jax.vmap(one)(x) if model.vmap else one(x)
-
-
-def _contract_jac(j1, j2, ndim_out, trace, diag, vmap, precision):
-    """sum over parameter axes of j1[*out1, *p] j2[*out2, *p] -> NT-ordered kernel."""
-    L = _Letters()
-    l1, l2, res = _out_letters(ndim_out, trace, diag, L)
-    p = L(j1.ndim - ndim_out)
-    return jnp.einsum(f"{''.join(l1)}{p},{''.join(l2)}{p}->{res}", j1, j2, precision=precision)
-
-
-def _contract_ag(f1, f2, ndim_out, trace, diag, vmap, precision):
-    """sum_{b,p,q} <a1[b,p], a2[b,q]> <g1[..., b, p], g2[..., b, q]>."""
-    (a1, g1), (a2, g2) = f1, f2
-    L = _Letters()
-    l1, l2, res = _out_letters(ndim_out, trace, diag, L)
-    b, p, q, c, f = L(), L(), L(), L(), L()
-    e1 = l1[0] if vmap else ""
-    e2 = l2[0] if vmap else ""
-    A = jnp.einsum(f"{e1}{b}{p}{c},{e2}{b}{q}{c}->{''.join(dict.fromkeys(e1 + e2))}{b}{p}{q}",
-                   a1, a2, precision=precision)
-    a_sub = "".join(dict.fromkeys(e1 + e2)) + b + p + q
-    return jnp.einsum(f"{a_sub},{''.join(l1)}{b}{p}{f},{''.join(l2)}{b}{q}{f}->{res}", A, g1, g2,
-                      precision=precision, optimize="optimal")
-
-
-# ------------------------------------------------------------------------------ cost model
-
-
-def _out_pair_factor(out_shape, trace, diag, offset):
-    """How many (o1, o2) pairs the contraction visits per example pair."""
-    fac = 1
-    for i, s in enumerate(out_shape):
-        ax = i + offset
-        fac *= s if (ax in trace or ax in diag) else s * s
-    return fac
-
-
-def structured_costs(model: Model, plan, n1, n2, out_shape, trace, diag):
-    """Per tap: (cost of the Gram trick, cost of materialising the layer's Jacobian)."""
-    offset = 1 if model.vmap else 0
-    pairs = _out_pair_factor(out_shape, trace, diag, offset)
-    o = int(np.prod(out_shape))
-    e1, e2 = (n1, n2) if model.vmap else (1, 1)
-    res = {}
-    for t in plan.taps:
-        B, P, C = t.a_shape
-        F = t.bpf[2]
-        gram = e1 * e2 * B * P * P * (C + pairs * F)
-        mat = (e1 + e2) * o * B * P * C * F + e1 * e2 * pairs * B * C * F
-        res[t.leaf] = (gram, mat)
-    return res
-
-
-def implementation_costs(model: Model, plan, n1, n2, out_shape, trace, diag) -> dict[str, float]:
-    """Estimated flops of each implementation (Novak et al. 2022, Table 1, adapted)."""
-    offset = 1 if model.vmap else 0
-    pairs = _out_pair_factor(out_shape, trace, diag, offset)
-    o = int(np.prod(out_shape))
-    e1, e2 = (n1, n2) if model.vmap else (1, 1)
-    fp = max(plan.flops, 1.0)  # forward pass of one example (or of the batch)
-    n_params = sum(int(np.prod(np.shape(leaf))) for leaf, s in zip(model.leaves, model.selected,
-                                                                    strict=True) if s)
-    jc = (e1 + e2) * o * 3 * fp + e1 * e2 * pairs * n_params
-    nvp = e2 * o * 3 * fp + e2 * o * e1 * 3 * fp
-    sc = structured_costs(model, plan, n1, n2, out_shape, trace, diag)
-    rest_params = sum(int(np.prod(np.shape(model.leaves[i]))) for i, s in enumerate(model.selected)
-                      if s and i not in plan.tapped_leaves)
-    # The structured backward pass stops at the tapped pre-activations (about 2 forward passes per
-    # output instead of 3); a layer's weight-gradient work reappears only if it is materialised,
-    # and that is counted in its own cost (sc).
-    sd = (e1 + e2) * o * 2 * fp + e1 * e2 * pairs * rest_params + sum(min(v) for v in sc.values())
-    # dict order breaks ties: structured first
-    return {"structured": sd, "jacobian_contraction": jc, "ntk_vector_products": nvp}
-
-
-# ------------------------------------------------------------------------------ kernels
-
-
-# Every implementation takes ``(model, x1, x2, *, trace, diag, out_ndim, precision, n1, n2, out_shape,
-# size, plan_bundle)`` and returns the kernel in NT's layout, averaged over the traced axes (``size``
-# elements).
-
-
-def _kernel_from_jacobians(model, x1, x2, *, trace, diag, out_ndim, precision, size=1, **_):
-    j1 = _jacobian_features(model, x1)
-    j2 = j1 if x2 is None else _jacobian_features(model, x2)
-    return sum(_contract_jac(a, b, out_ndim, trace, diag, model.vmap, precision)
-               for a, b in zip(j1, j2, strict=True)) / size
-
-
-def _kernel_structured(model, x1, x2, *, trace, diag, out_ndim, precision, n1, n2, out_shape, size=1,
-                       plan_bundle=None):
-    plan, closed, leaf_index = plan_bundle or structured_plan(model, x1)
-    costs = structured_costs(model, plan, n1, n2, out_shape, trace, diag)
-    materialise = {leaf for leaf, (gram, mat) in costs.items() if mat < gram}
-    f1, j1 = _structured_features(model, x1, plan, closed, leaf_index, materialise)
-    if x2 is None:
-        f2, j2 = f1, j1
-    else:
-        # without vmap the jaxpr is specialised to the batch size: trace x2's batch too
-        plan2, closed2, _ = (plan, closed, None) if model.vmap else structured_plan(model, x2)
-        if plan2.tapped_leaves != plan.tapped_leaves:
-            return _kernel_from_jacobians(model, x1, x2, trace=trace, diag=diag, out_ndim=out_ndim,
-                                          precision=precision, size=size)
-        f2, j2 = _structured_features(model, x2, plan2, closed2, leaf_index, materialise)
-    total = 0.0
-    for t, a, b in zip(plan.taps, f1, f2, strict=True):
-        if t.leaf in materialise:
-            total = total + _contract_jac(a, b, out_ndim, trace, diag, model.vmap, precision)
-        else:
-            total = total + _contract_ag(a, b, out_ndim, trace, diag, model.vmap, precision)
-    for a, b in zip(j1, j2, strict=True):
-        total = total + _contract_jac(a, b, out_ndim, trace, diag, model.vmap, precision)
-    return total / size
-
-
-def _kernel_nvp(model, x1, x2, *, trace, diag, out_ndim, precision, **_):
-    """Theta = J1 J2^T by vector products: a VJP per output of x2, then a JVP through x1 (averaged
-    over the traced axes by :func:`trace_and_diagonal`)."""
-    x2_ = x1 if x2 is None else x2
-    with_sub = model.apply_selected
-    p0 = model.selected_leaves()
-
-    def f1_all(sub):
-        return jax.vmap(lambda xi: with_sub(sub, xi))(x1) if model.vmap else with_sub(sub, x1)
-
-    def columns_for(xj):
-        out, vjp = jax.vjp(lambda sub: with_sub(sub, xj), p0)
-
-        def col(ct):
-            (v,) = vjp(ct)
-            return jax.jvp(f1_all, (p0,), (v,))[1]
-
-        cols = jax.lax.map(col, _basis(out.shape, out.dtype))  # [O2, *f(x1) shape]
-        return cols.reshape(*out.shape, *cols.shape[1:])
-
-    if model.vmap:
-        full = jax.lax.map(columns_for, x2_)  # [N2, *out2, N1, *out1]
-    else:
-        full = columns_for(x2_)  # [*out_full2, *out_full1]
-    half = full.ndim // 2
-    full = jnp.moveaxis(full, tuple(range(half)), tuple(range(half, 2 * half)))
-    return trace_and_diagonal(full, trace, diag)
-
-
-#: the eNTK's algorithms, one signature (see above), chosen by name or by the cost model
-_IMPLS = (dispatch.Implementation("jacobian_contraction", _kernel_from_jacobians),
-          dispatch.Implementation("ntk_vector_products", _kernel_nvp),
-          dispatch.Implementation("structured", _kernel_structured))
-
-
-def trace_and_diagonal(full: jax.Array, trace: tuple, diag: tuple) -> jax.Array:
-    """From ``[N1, X, Y, ..., N2, X, Y, ...]`` to NT's traced / diagonalised, zipped layout."""
-    nd = full.ndim // 2
-    L = _Letters()
-    l1, l2, res = _out_letters(nd, trace, diag, L)
-    out = jnp.einsum(f"{''.join(l1)}{''.join(l2)}->{res}", full)
-    size = int(np.prod([full.shape[i] for i in trace])) if trace else 1
-    return out / size
-
-
-def ntk_of(model: Model, x1, x2, *, trace, diag, implementation, out_shape_full,
-           precision=jax.lax.Precision.HIGHEST, fn="kjax.ntk.empirical_ntk_fn"):
-    """The kernel of ``model`` between batches (NT layout), with the chosen implementation."""
-    out_ndim = len(out_shape_full)
-    n1 = jax.tree.leaves(x1)[0].shape[0]
+    def need(self) -> float:
+        return self.memory[self.impl.name]
+
+
+def choose(model: Model, x1, x2, *, trace: tuple, diag: tuple, implementation,
+           out_full: tuple, fn: str, free: float | None = None) -> Choice:
+    """Select the implementation: the named one, or (``None``) the cheapest in flops among those
+    whose estimated memory is at most ``free`` (all of them when none fits or ``free`` is None)."""
+    n1 = out_full[0]
     n2 = n1 if x2 is None else jax.tree.leaves(x2)[0].shape[0]
-    out_shape = out_shape_full[1:] if model.vmap else out_shape_full
+    example = tuple(out_full[1:])
+    out_shape = example if model.vmap else tuple(out_full)
+    itemsize = itemsize_of(model, x1)
     bundle = None
 
     def auto_choice(ok):
         nonlocal bundle
         bundle = structured_plan(model, x1)
         costs = implementation_costs(model, bundle[0], n1, n2, out_shape, trace, diag)
-        names = {im.name for im in ok}
-        return min(ok, key=lambda im: costs[im.name] if im.name in names else math.inf)
+        mem = implementation_memory(model, bundle[0], n1, n2, example, trace, diag, itemsize)
+        fits = [im for im in ok if free is None or mem[im.name] <= free] or ok
+        return min(fits, key=lambda im: costs.get(im.name, math.inf))
 
-    impl = dispatch.select(fn, implementation, _IMPLS, chooser=auto_choice)
-    size = trace and int(np.prod([out_shape_full[i] for i in trace])) or 1
-    return impl.fn(model, x1, x2, trace=trace, diag=diag, out_ndim=out_ndim, precision=precision, n1=n1,
-                   n2=n2, out_shape=out_shape, size=size, plan_bundle=bundle)
+    impl = dispatch.select(fn, implementation, IMPLEMENTATIONS, chooser=auto_choice)
+    if impl.name == "structured" and bundle is None:
+        bundle = structured_plan(model, x1)
+    memory = implementation_memory(model, bundle[0] if bundle else None, n1, n2, example, trace,
+                                   diag, itemsize)
+    return Choice(impl, bundle, memory, itemsize)
+
+
+def ntk_of(model: Model, x1, x2, *, trace: tuple, diag: tuple, out_full: tuple, choice: Choice,
+           precision=jax.lax.Precision.HIGHEST) -> jax.Array:
+    """The kernel of ``model`` between two batches (NT layout) with the chosen implementation."""
+    n1 = out_full[0]
+    n2 = n1 if x2 is None else jax.tree.leaves(x2)[0].shape[0]
+    size = int(np.prod([out_full[i] for i in trace])) if trace else 1
+    return choice.impl.fn(model, x1, x2, trace=trace, diag=diag, out_ndim=len(out_full),
+                          precision=precision, n1=n1, n2=n2,
+                          out_shape=out_full[1:] if model.vmap else out_full, size=size,
+                          plan_bundle=choice.plan_bundle)
+
+
+def mode_of(trace: tuple, diag: tuple, ndim: int) -> str | None:
+    """The :func:`kjax.ntk.empirical_ntk` mode with these axes, if there is one."""
+    rest = tuple(range(1, ndim))
+    return {((), ()): "full", (rest, ()): "trace", ((), rest): "diagonal"}.get((trace, diag))
+
+
+def dataset_block_memory(model: Model, implementation: str | None, b1: int, b2: int,
+                         example: tuple, trace: tuple, diag: tuple, itemsize: int,
+                         plan) -> float:
+    """Estimated bytes of one ``[b1, b2]`` block of :func:`kjax.ntk.empirical_ntk` (vmapped
+    model): the named implementation's, or the least of them for ``None``."""
+    mem = implementation_memory(model, plan, b1, b2, example, trace, diag, itemsize)
+    if isinstance(implementation, str) and implementation in mem:
+        return mem[implementation]
+    return min(mem.values())
+
+
+def _ntk_fn_advice(fn, f, params, kw, params_filter, x1, x2, trace, diag, out_full, itemsize,
+                   implementation):
+    """What to tell a user whose empirical_ntk_fn call does not fit: blocks that do."""
+    ndim = len(out_full)
+    mode = mode_of(trace, diag, ndim)
+    n1 = out_full[0]
+    n2 = n1 if x2 is None else jax.tree.leaves(x2)[0].shape[0]
+    shape = result_shape((n1, *out_full[1:]), (n2, *out_full[1:]), trace, diag)
+    result = float(np.prod(shape)) * itemsize
+
+    def advice(free):
+        try:
+            return _blocks_advice(free)
+        except Exception:  # the advice must not hide the memory error (e.g. f mixes examples)
+            return ("compute it on fewer examples at a time (slices of x1 and x2), or trace more "
+                    "output axes (`trace_axes`)")
+
+    def _blocks_advice(free):
+        if mode is None:
+            return ("compute it on fewer examples at a time (slices of x1 and x2), or trace more "
+                    "output axes (`trace_axes`)")
+        model = make_model(fn, f, params, kw, 0, params_filter)
+        plan = structured_plan(model, x1)[0]
+        budget = _memory.HEADROOM * free - 3 * result
+
+        def need(b):
+            return dataset_block_memory(model, implementation, min(b, n1), min(b, n2),
+                                        tuple(out_full[1:]), trace, diag, itemsize, plan)
+
+        b = _memory.largest_fitting(need, max(n1, n2), budget)
+        call = "kjax.ntk.empirical_ntk(f, params, x1, x2, mode={!r}, block_size={}{})"
+        if b >= 1:
+            text = "compute it in blocks with " + call.format(mode, b, "")
+        else:
+            b = max(1, _memory.largest_fitting(need, max(n1, n2), _memory.HEADROOM * free))
+            text = ("its result alone does not fit: stream it to host memory or disk with "
+                    + call.format(mode, b, ", out=np.lib.format.open_memmap(path, mode='w+', "
+                                  f"dtype=..., shape={shape})"))
+        return text + " (f must treat examples independently)"
+
+    return shape, advice
+
+
+def make_ntk_fn(fn: str, f: Callable, trace_axes, diagonal_axes, vmap_axes, implementation, *,
+                params_filter: Callable[[str], bool] | None = None) -> Callable:
+    """:func:`empirical_ntk_fn` whose errors name ``fn`` (the public function the user called)."""
+    implementation = canonical_implementation(fn, implementation)
+
+    def ntk(x1, x2, params, **apply_kwargs):
+        kw1, kw2 = split_kwargs(apply_kwargs)
+        if kw1 != kw2 and x2 is None:
+            x2 = x1
+        n1, n2 = check_x_pair(fn, x1, x2)
+        model1 = make_model(fn, f, params, kw1, vmap_axes, params_filter)
+        out_full = out_shape_full(model1, x1)
+        trace, diag = canonical_axes(fn, trace_axes, diagonal_axes, len(out_full))
+        check_batch_pairing(fn, trace, diag, n1, n2)
+        same_kwargs = kw1 is kw2 or all(kw1[k] is kw2[k] for k in kw1)
+        choice = choose(model1, x1, x2, trace=trace, diag=diag,
+                        implementation=implementation if same_kwargs else "jacobian_contraction",
+                        out_full=out_full, fn=fn, free=_memory.available_bytes())
+        shape, advice = _ntk_fn_advice(fn, f, params, kw1, params_filter, x1, x2, trace, diag,
+                                       out_full, choice.itemsize, implementation)
+        _memory.check_memory(fn, choice.need, f"the kernel {list(shape)} (implementation "
+                             f"{choice.impl.name!r})", advice)
+        if same_kwargs:
+            return ntk_of(model1, x1, x2, trace=trace, diag=diag, out_full=out_full, choice=choice)
+        # different kwargs for x1 and x2: contract Jacobians of two models
+        model2 = make_model(fn, f, params, kw2, vmap_axes, params_filter)
+        j1 = jacobian_features(model1, x1)
+        j2 = jacobian_features(model2, x2)
+        total = int(np.prod([out_full[i] for i in trace])) if trace else 1
+        return sum(contract_jacobians(a, b, len(out_full), trace, diag, model1.vmap,
+                                      jax.lax.Precision.HIGHEST)
+                   for a, b in zip(j1, j2, strict=True)) / total
+
+    return ntk
+
+
+def make_nngp_fn(fn: str, f: Callable, trace_axes, diagonal_axes) -> Callable:
+    """:func:`empirical_nngp_fn` whose errors name ``fn`` (the public function the user called)."""
+
+    def nngp(x1, x2, params, **apply_kwargs):
+        kw1, kw2 = split_kwargs(apply_kwargs)
+        n1, n2 = check_x_pair(fn, x1, x2)
+        o1 = single_output(fn, f(params, x1, **kw1))
+        o2 = o1 if x2 is None else single_output(fn, f(params, x2, **kw2))
+        trace, diag = canonical_axes(fn, trace_axes, diagonal_axes, o1.ndim)
+        check_batch_pairing(fn, trace, diag, n1, n2)
+        return contract_outputs(o1, o2, trace, diag)
+
+    return nngp
+
+
+# -------------------------------------------------------------------------- public NT API
 
 
 def choose_implementation(f, params, x1, x2=None, *, trace_axes=(-1,), diagonal_axes=(),
                           vmap_axes=0, **apply_kwargs) -> tuple[str, dict[str, float]]:
     """The implementation ``implementation=None`` picks, and the cost model's estimates (flops).
+
+    The estimates follow Novak et al. (2022, Table 1): Jacobians and their contraction, vector
+    products, and structured derivatives (taps of dense / convolutional layers). The memory guard
+    of :func:`empirical_ntk_fn` may pass over the cheapest when its estimated memory does not fit.
+
+    Args:
+      f: ``f(params, x, **apply_kwargs) -> [N, ...]``.
+      params: pytree of parameters.
+      x1: inputs ``[n1, ...]``.
+      x2: inputs ``[n2, ...]`` or None for ``x1``.
+      trace_axes: as in :func:`empirical_ntk_fn`.
+      diagonal_axes: as in :func:`empirical_ntk_fn`.
+      vmap_axes: as in :func:`empirical_ntk_fn` (default 0: examples independent).
+      **apply_kwargs: keyword arguments for ``f``.
+
+    Returns:
+      ``(name, {name: estimated flops})``.
+
+    Raises:
+      ValueError: axes out of range, an empty batch, mismatched ``x1`` / ``x2``.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -491,26 +276,15 @@ def choose_implementation(f, params, x1, x2=None, *, trace_axes=(-1,), diagonal_
       'structured'
     """
     fn = "kjax.ntk.choose_implementation"
+    n1, n2 = check_x_pair(fn, x1, x2)
     model = make_model(fn, f, params, apply_kwargs, vmap_axes, None)
-    out_full = _out_shape_full(model, x1)
+    out_full = out_shape_full(model, x1)
     trace, diag = canonical_axes(fn, trace_axes, diagonal_axes, len(out_full))
-    n1 = jax.tree.leaves(x1)[0].shape[0]
-    n2 = n1 if x2 is None else jax.tree.leaves(x2)[0].shape[0]
+    check_batch_pairing(fn, trace, diag, n1, n2)
     plan, _, _ = structured_plan(model, x1)
     costs = implementation_costs(model, plan, n1, n2, out_full[1:] if model.vmap else out_full,
                                  trace, diag)
     return min(costs, key=costs.get), costs
-
-
-def _out_shape_full(model: Model, x) -> tuple[int, ...]:
-    if model.vmap:
-        xi = jax.tree.map(lambda a: a[0], x)
-        out = jax.eval_shape(model.apply, model.leaves, xi)
-        return (jax.tree.leaves(x)[0].shape[0], *out.shape)
-    return tuple(jax.eval_shape(model.apply, model.leaves, x).shape)
-
-
-# -------------------------------------------------------------------------- public NT API
 
 
 def empirical_ntk_fn(
@@ -532,6 +306,15 @@ def empirical_ntk_fn(
     ``diagonal_axes`` are kept once (only the diagonal), and the other axes come in pairs, so for
     ``f(params, x): [N, O]`` the default gives ``[N1, N2]`` and ``trace_axes=()`` gives
     ``[N1, N2, O, O]``. A neural-tangents user migrates by changing the import.
+
+    The batch axis 0 in ``trace_axes`` or ``diagonal_axes`` is treated like any other output
+    axis, as neural-tangents 0.6.5 does: it pairs ``x1[i]`` with ``x2[i]`` (so both batches need
+    the same size), and ``trace_axes=(0,)`` gives ``mean_i Theta(x1[i], x2[i])``, ``[O, O]`` for
+    ``[N, O]`` outputs, not a kernel between the two batches.
+
+    Before it runs, the call's peak memory is estimated from shapes for the chosen implementation
+    (``implementation=None`` takes the cheapest whose estimate fits); when even that exceeds the
+    free memory it raises at once, naming a :func:`kjax.ntk.empirical_ntk` block size that fits.
 
     Args:
       f: ``f(params, x, **kwargs) -> [N, ...]``, a single array; ``params`` any pytree. Integer
@@ -555,7 +338,10 @@ def empirical_ntk_fn(
 
     Raises:
       ValueError: trace or diagonal axes out of range or overlapping, ``f`` returning several
-        arrays, an unknown implementation, ``x1``/``x2`` of different feature shapes.
+        arrays, an unknown implementation, ``x1``/``x2`` of different feature shapes, an empty
+        batch, the batch axis traced or diagonal with batches of different sizes.
+      MemoryError: (``kjax.ntk._memory.KjaxMemoryError``, also a ``ValueError``) the estimated
+        peak memory exceeds the free memory; the message names a block size that fits.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -574,39 +360,8 @@ def empirical_ntk_fn(
       Jacot, Gabriel, Hongler, *Neural Tangent Kernel*, NeurIPS 2018; Novak et al., *Fast
       Finite Width Neural Tangent Kernel*, ICML 2022 (the three implementations).
     """
-    fn = "kjax.ntk.empirical_ntk_fn"
-    implementation = canonical_implementation(fn, implementation)
-
-    def ntk(x1, x2, params, **apply_kwargs):
-        kw1, kw2 = split_kwargs(apply_kwargs)
-        if kw1 != kw2 and x2 is None:
-            x2 = x1
-        _check_x_pair(fn, x1, x2)
-        model1 = make_model(fn, f, params, kw1, vmap_axes, params_filter)
-        out_full = _out_shape_full(model1, x1)
-        trace, diag = canonical_axes(fn, trace_axes, diagonal_axes, len(out_full))
-        if kw1 is kw2 or all(kw1[k] is kw2[k] for k in kw1):
-            return ntk_of(model1, x1, x2, trace=trace, diag=diag, implementation=implementation,
-                          out_shape_full=out_full, fn=fn)
-        # different kwargs for x1 and x2: contract Jacobians of two models
-        model2 = make_model(fn, f, params, kw2, vmap_axes, params_filter)
-        j1 = _jacobian_features(model1, x1)
-        j2 = _jacobian_features(model2, x2)
-        total = int(np.prod([out_full[i] for i in trace])) if trace else 1
-        return sum(_contract_jac(a, b, len(out_full), trace, diag, model1.vmap,
-                                 jax.lax.Precision.HIGHEST)
-                   for a, b in zip(j1, j2, strict=True)) / total
-
-    return ntk
-
-
-def _check_x_pair(fn, x1, x2):
-    if x2 is None:
-        return
-    s1 = [np.shape(a)[1:] for a in jax.tree.leaves(x1)]
-    s2 = [np.shape(a)[1:] for a in jax.tree.leaves(x2)]
-    if jax.tree.structure(x1) != jax.tree.structure(x2) or s1 != s2:
-        fail(fn, "x2", f"have the per-example shape of `x1` {s1}", f"{s2}")
+    return make_ntk_fn("kjax.ntk.empirical_ntk_fn", f, trace_axes, diagonal_axes, vmap_axes,
+                       implementation, params_filter=params_filter)
 
 
 def empirical_nngp_fn(
@@ -630,7 +385,8 @@ def empirical_nngp_fn(
       ``nngp(x1, x2, params, **kwargs)``.
 
     Raises:
-      ValueError: axes out of range or overlapping, ``f`` returning several arrays.
+      ValueError: axes out of range or overlapping, ``f`` returning several arrays, an empty
+        batch, the batch axis traced or diagonal with batches of different sizes.
 
     Example:
       >>> import jax.numpy as jnp
@@ -639,22 +395,7 @@ def empirical_nngp_fn(
       >>> empirical_nngp_fn(f)(jnp.eye(3), None, 2 * jnp.eye(3)).tolist()[0]
       [1.3333333333333333, 0.0, 0.0]
     """
-    fn = "kjax.ntk.empirical_nngp_fn"
-
-    def nngp(x1, x2, params, **apply_kwargs):
-        kw1, kw2 = split_kwargs(apply_kwargs)
-        _check_x_pair(fn, x1, x2)
-        o1 = _single(fn, f(params, x1, **kw1))
-        o2 = o1 if x2 is None else _single(fn, f(params, x2, **kw2))
-        trace, diag = canonical_axes(fn, trace_axes, diagonal_axes, o1.ndim)
-        L = _Letters()
-        l1, l2, res = _out_letters(o1.ndim, trace, diag, L)
-        k = jnp.einsum(f"{''.join(l1)},{''.join(l2)}->{res}", o1, o2,
-                       precision=jax.lax.Precision.HIGHEST)
-        size = int(np.prod([o1.shape[i] for i in trace])) if trace else 1
-        return k / size
-
-    return nngp
+    return make_nngp_fn("kjax.ntk.empirical_nngp_fn", f, trace_axes, diagonal_axes)
 
 
 def empirical_kernel_fn(
@@ -680,7 +421,7 @@ def empirical_kernel_fn(
       ``kernel_fn(x1, x2, get, params, **kwargs)``.
 
     Raises:
-      ValueError: an unknown ``get``.
+      ValueError: an unknown ``get``, and the errors of :func:`empirical_ntk_fn`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -691,8 +432,8 @@ def empirical_kernel_fn(
       (['nngp', 'ntk'], (2, 2))
     """
     fn = "kjax.ntk.empirical_kernel_fn"
-    fns = {"ntk": empirical_ntk_fn(f, trace_axes, diagonal_axes, vmap_axes, implementation),
-           "nngp": empirical_nngp_fn(f, trace_axes, diagonal_axes)}
+    fns = {"ntk": make_ntk_fn(fn, f, trace_axes, diagonal_axes, vmap_axes, implementation),
+           "nngp": make_nngp_fn(fn, f, trace_axes, diagonal_axes)}
 
     def kernel_fn(x1, x2, get, params, **kwargs):
         many = isinstance(get, tuple | list)
@@ -700,6 +441,7 @@ def empirical_kernel_fn(
         for g in gets:
             if g not in fns:
                 raise KjaxError(f"{fn}: `get` must be 'ntk', 'nngp' or a tuple of them; got {g!r}.")
+        check_x_pair(fn, x1, x2)
         out = {g: fns[g](x1, x2, params, **kwargs) for g in gets}
         return out if many else out[gets[0]]
 

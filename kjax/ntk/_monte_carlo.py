@@ -7,9 +7,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from kjax._src.errors import check_int, fail
-from kjax.ntk._empirical import empirical_nngp_fn, empirical_ntk_fn
+from kjax.ntk._empirical import make_nngp_fn, make_ntk_fn
 from kjax.ntk.stax import _kernel as K
 
 _FN = "kjax.ntk.monte_carlo_kernel_fn"
@@ -72,12 +73,16 @@ def monte_carlo_kernel_fn(
     References:
       Novak et al. Neural Tangents: Fast and Easy Infinite Neural Networks in Python. ICLR 2020.
     """
-    counts = (n_samples,) if isinstance(n_samples, int) else tuple(n_samples)
-    if not counts:
+    single_count = isinstance(n_samples, int | np.integer) and not isinstance(n_samples, bool)
+    try:
+        counts = (n_samples,) if single_count else tuple(n_samples)
+    except TypeError:
+        counts = ()
+    if not counts or isinstance(n_samples, str):
         fail(_FN, "n_samples", "be a positive int or a non-empty sequence of them", repr(n_samples))
     counts = tuple(check_int(_FN, "n_samples", c, minimum=1) for c in counts)
-    ntk_fn = empirical_ntk_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes, implementation)
-    nngp_fn = empirical_nngp_fn(apply_fn, trace_axes, diagonal_axes)
+    ntk_fn = make_ntk_fn(_FN, apply_fn, trace_axes, diagonal_axes, vmap_axes, implementation)
+    nngp_fn = make_nngp_fn(_FN, apply_fn, trace_axes, diagonal_axes)
     keys = jax.random.split(key, max(counts))
 
     def one(k, x1, x2, names, kwargs):
@@ -116,8 +121,12 @@ def monte_carlo_kernel_fn(
 
     def kernel_fn(x1, x2=None, get=None, **apply_fn_kwargs):
         x1 = jnp.asarray(x1)
-        gen = estimates(x1, None if x2 is None else jnp.asarray(x2), get, apply_fn_kwargs)
-        if isinstance(n_samples, int):
+        x2 = None if x2 is None else jnp.asarray(x2)
+        for arg, x in (("x1", x1), ("x2", x2)):
+            if x is not None and (x.ndim == 0 or x.shape[0] == 0):
+                fail(_FN, arg, "hold at least one example [n, ...] (n >= 1)", f"shape {x.shape}")
+        gen = estimates(x1, x2, get, apply_fn_kwargs)
+        if single_count:
             return next(gen)
         return gen
 

@@ -14,7 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from kjax._src.errors import check_in, check_int, fail
+from kjax._src.errors import KjaxTypeError, check_in, check_int, fail
+from kjax.ntk._dataset import MODES, empirical_ntk
+from kjax.ntk._model import num_examples
 
 __all__ = [
     "alignment",
@@ -29,15 +31,42 @@ __all__ = [
 ]
 
 
-def as_matrix(fn: str, k: jax.Array) -> jax.Array:
-    """``[n, n]`` or ``[n, n, O, O]`` -> square matrix ``[n O, n O]``."""
-    k = jnp.asarray(k)
+def as_matrix(fn: str, k: jax.Array, arg: str = "k") -> jax.Array:
+    """``[n, n]`` or ``[n, n, O, O]`` -> square matrix ``[n O, n O]`` (``n O >= 1``), real and at
+    least float32 (integer and bool kernels are promoted)."""
+    k = _real_float(fn, arg, k)
     if k.ndim == 2 and k.shape[0] == k.shape[1]:
-        return k
-    if k.ndim == 4 and k.shape[0] == k.shape[1] and k.shape[2] == k.shape[3]:
+        m = k
+    elif k.ndim == 4 and k.shape[0] == k.shape[1] and k.shape[2] == k.shape[3]:
         n, _, o, _ = k.shape
-        return jnp.transpose(k, (0, 2, 1, 3)).reshape(n * o, n * o)
-    fail(fn, "k", "be a square kernel [n, n] or [n, n, O, O]", f"shape {k.shape}")
+        m = jnp.transpose(k, (0, 2, 1, 3)).reshape(n * o, n * o)
+    else:
+        fail(fn, arg, "be a square kernel [n, n] or [n, n, O, O]", f"shape {k.shape}")
+    if m.shape[0] == 0:
+        fail(fn, arg, "be a kernel on at least one point", f"shape {k.shape}")
+    return m
+
+
+def _real_float(fn: str, arg: str, x) -> jax.Array:
+    """``x`` as a real floating array of at least float32; complex input is an error."""
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        fail(fn, arg, "be real", f"dtype {x.dtype}", cls=KjaxTypeError)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        return x.astype(jnp.result_type(float))
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _matrix_pair(fn: str, k1, k2) -> tuple[jax.Array, jax.Array]:
+    a, b = as_matrix(fn, k1, "k1"), as_matrix(fn, k2, "k2")
+    if a.shape != b.shape:
+        fail(fn, "k2", f"have the shape of `k1` {tuple(np.shape(k1))}",
+             f"shape {tuple(np.shape(k2))}")
+    return a, b
 
 
 def eigenspectrum(k: jax.Array, *, top_k: int | None = None) -> tuple[jax.Array, jax.Array]:
@@ -48,10 +77,12 @@ def eigenspectrum(k: jax.Array, *, top_k: int | None = None) -> tuple[jax.Array,
       top_k: keep only the ``top_k`` largest.
 
     Returns:
-      ``(eigenvalues [m], eigenvectors [n, m])`` in descending order of eigenvalue.
+      ``(eigenvalues [m], eigenvectors [n, m])`` in descending order of eigenvalue, in at least
+      float32 (integer, bool and half-precision kernels are promoted).
 
     Raises:
-      ValueError: a non-square kernel.
+      ValueError: a non-square or empty kernel, ``top_k`` larger than the kernel.
+      TypeError: a complex kernel.
 
     Example:
       >>> import jax.numpy as jnp
@@ -60,11 +91,15 @@ def eigenspectrum(k: jax.Array, *, top_k: int | None = None) -> tuple[jax.Array,
       >>> vals.tolist()
       [3.0, 2.0, 1.0]
     """
-    m = as_matrix("kjax.ntk.analysis.eigenspectrum", k)
+    fn = "kjax.ntk.analysis.eigenspectrum"
+    m = as_matrix(fn, k)
+    if top_k is not None:
+        check_int(fn, "top_k", top_k, minimum=1)
+        if top_k > m.shape[0]:
+            fail(fn, "top_k", f"be at most the kernel's size {m.shape[0]}", top_k)
     vals, vecs = jnp.linalg.eigh((m + m.T) / 2)
     vals, vecs = vals[::-1], vecs[:, ::-1]
     if top_k is not None:
-        check_int("kjax.ntk.analysis.eigenspectrum", "top_k", top_k, minimum=1)
         vals, vecs = vals[:top_k], vecs[:, :top_k]
     return vals, vecs
 
@@ -104,11 +139,21 @@ def lanczos_top_k(key: jax.Array, matvec: Callable[[jax.Array], jax.Array], n: i
       Golub & Van Loan, *Matrix Computations*, 4th ed., section 10.1.
     """
     fn = "kjax.ntk.analysis.lanczos_top_k"
+    check_int(fn, "n", n, minimum=1)
     check_int(fn, "k", k, minimum=1)
+    if k > n:
+        fail(fn, "k", f"be at most the operator size n = {n}", k)
     m = min(n, 2 * k + 20) if num_iters is None else num_iters
     if not k <= m <= n:
         fail(fn, "num_iters", f"be in [k, n] = [{k}, {n}]", m)
     dtype = dtype or (jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+    try:
+        real = jnp.issubdtype(dtype, jnp.floating)
+    except TypeError:
+        real = False
+    if not real:
+        fail(fn, "dtype", "be a real floating dtype (float32 or float64)", repr(dtype),
+             cls=KjaxTypeError)
     v0 = jax.random.normal(key, (n,), dtype)
     v0 = v0 / jnp.linalg.norm(v0)
     V = jnp.zeros((m, n), dtype).at[0].set(v0)
@@ -148,10 +193,12 @@ def effective_rank(k_or_eigenvalues: jax.Array, *, kind: str = "entropy") -> jax
       kind: ``"entropy"`` or ``"participation"``.
 
     Returns:
-      A scalar in ``[1, n]``.
+      A scalar in ``[1, n]``. Under ``jit`` (traced input) a NaN or Inf entry, or a kernel without
+      a positive eigenvalue, gives NaN, never a plausible number.
 
     Raises:
-      ValueError: unknown ``kind``.
+      ValueError: unknown ``kind``; for concrete input, a NaN or Inf entry, an empty input, or no
+        positive eigenvalue.
 
     Example:
       >>> import jax.numpy as jnp
@@ -163,14 +210,28 @@ def effective_rank(k_or_eigenvalues: jax.Array, *, kind: str = "entropy") -> jax
     """
     fn = "kjax.ntk.analysis.effective_rank"
     check_in(fn, "kind", kind, ("entropy", "participation"))
-    lam = jnp.asarray(k_or_eigenvalues)
+    arg = "k_or_eigenvalues"
+    lam = _real_float(fn, arg, k_or_eigenvalues)
+    concrete = _is_concrete(lam)
+    if concrete and not bool(jnp.all(jnp.isfinite(lam))):
+        fail(fn, arg, "be finite (NaN or Inf has no effective rank)",
+             f"{int(jnp.sum(~jnp.isfinite(lam)))} non-finite entries")
     if lam.ndim != 1:
-        lam = jnp.linalg.eigvalsh(as_matrix(fn, lam))
+        lam = jnp.linalg.eigvalsh(as_matrix(fn, lam, arg))
+    elif lam.shape[0] == 0:
+        fail(fn, arg, "hold at least one eigenvalue", "shape (0,)")
+    finite = jnp.all(jnp.isfinite(lam))
     lam = jnp.clip(lam, 0.0, None)
+    total = jnp.sum(lam)
+    if concrete and not bool(total > 0):
+        fail(fn, arg, "have a positive eigenvalue (the effective rank of a zero or negative "
+             "semi-definite kernel is undefined)", f"largest eigenvalue {float(jnp.max(lam))}")
     if kind == "participation":
-        return jnp.sum(lam) ** 2 / jnp.sum(lam**2)
-    p = lam / jnp.sum(lam)
-    return jnp.exp(-jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)))
+        rank = total ** 2 / jnp.sum(lam**2)
+    else:
+        p = lam / total
+        rank = jnp.exp(-jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)))
+    return jnp.where(finite & (total > 0), rank, jnp.nan)
 
 
 def _center(m):
@@ -181,15 +242,38 @@ def alignment(k1: jax.Array, k2: jax.Array) -> jax.Array:
     r"""Uncentered kernel alignment :math:`\langle K_1, K_2\rangle_F/(\|K_1\|_F\|K_2\|_F)`
     (Cristianini et al. 2002).
 
+    Args:
+      k1: ``[n, n]`` (or ``[n, n, O, O]``) kernel.
+      k2: kernel of the same shape.
+
+    Returns:
+      A scalar in ``[-1, 1]``. Under ``jit`` a zero kernel gives NaN.
+
+    Raises:
+      ValueError: a non-square or empty kernel, kernels of different shapes, or (concrete input)
+        a zero kernel, whose alignment is undefined.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from kjax.ntk.analysis import alignment
       >>> float(alignment(jnp.eye(3), 2 * jnp.eye(3)))
       1.0
     """
-    a = as_matrix("kjax.ntk.analysis.alignment", k1)
-    b = as_matrix("kjax.ntk.analysis.alignment", k2)
-    return jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b))
+    return _alignment("kjax.ntk.analysis.alignment", k1, k2)
+
+
+def _alignment(fn: str, k1, k2, centered: bool = False, names=("k1", "k2")) -> jax.Array:
+    """``<A, B>_F / (|A|_F |B|_F)`` of the (centered) kernels; a zero one is an error (concrete
+    input) or gives NaN (traced), never a number."""
+    a, b = _matrix_pair(fn, k1, k2)
+    if centered:
+        a, b = _center(a), _center(b)
+    na, nb = jnp.linalg.norm(a), jnp.linalg.norm(b)
+    for name, x, nx in zip(names, (a, b), (na, nb), strict=True):
+        if _is_concrete(x) and bool(nx == 0):  # NaN propagates
+            what = "constant (zero after centering)" if centered else "zero"
+            fail(fn, name, f"not be {what}: its alignment with anything is undefined", what)
+    return jnp.vdot(a, b) / (na * nb)
 
 
 def centered_kernel_alignment(k1: jax.Array, k2: jax.Array) -> jax.Array:
@@ -205,7 +289,8 @@ def centered_kernel_alignment(k1: jax.Array, k2: jax.Array) -> jax.Array:
       A scalar in ``[-1, 1]`` (``[0, 1]`` for PSD kernels).
 
     Raises:
-      ValueError: kernels of different shapes.
+      ValueError: a non-square or empty kernel, kernels of different shapes, or (concrete input)
+        a constant kernel, zero after centering (under ``jit`` it gives NaN).
 
     Example:
       >>> import jax.numpy as jnp
@@ -214,12 +299,7 @@ def centered_kernel_alignment(k1: jax.Array, k2: jax.Array) -> jax.Array:
       >>> round(float(centered_kernel_alignment(x @ x.T, 3.0 * x @ x.T)), 6)
       1.0
     """
-    fn = "kjax.ntk.analysis.centered_kernel_alignment"
-    a, b = as_matrix(fn, k1), as_matrix(fn, k2)
-    if a.shape != b.shape:
-        fail(fn, "k2", f"have the shape of k1 {a.shape}", f"shape {b.shape}")
-    a, b = _center(a), _center(b)
-    return jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b))
+    return _alignment("kjax.ntk.analysis.centered_kernel_alignment", k1, k2, centered=True)
 
 
 def label_alignment(k: jax.Array, y: jax.Array, *, centered: bool = True) -> jax.Array:
@@ -227,14 +307,16 @@ def label_alignment(k: jax.Array, y: jax.Array, *, centered: bool = True) -> jax
 
     Args:
       k: ``[n, n]`` kernel.
-      y: ``[n]`` integer class labels, ``[n]`` real targets or ``[n, O]`` targets.
+      y: ``[n]`` integer class labels ``0, 1, ...`` (one-hot encoded; must be concrete), ``[n]``
+        real targets or ``[n, O]`` targets.
       centered: centered (CKA, default) or uncentered alignment.
 
     Returns:
       A scalar.
 
     Raises:
-      ValueError: ``y`` with a number of rows other than n.
+      ValueError: ``y`` with a number of rows other than n, negative or traced integer labels,
+        labels all equal (with ``centered``; there is nothing to align with), an empty kernel.
 
     Example:
       >>> import jax.numpy as jnp
@@ -247,18 +329,41 @@ def label_alignment(k: jax.Array, y: jax.Array, *, centered: bool = True) -> jax
     fn = "kjax.ntk.analysis.label_alignment"
     m = as_matrix(fn, k)
     y = jnp.asarray(y)
-    if y.shape[0] != m.shape[0]:
+    if jnp.issubdtype(y.dtype, jnp.complexfloating):
+        fail(fn, "y", "be real labels or targets", f"dtype {y.dtype}", cls=KjaxTypeError)
+    if y.ndim == 0 or y.shape[0] != m.shape[0]:
         fail(fn, "y", f"have {m.shape[0]} rows (one per example)", f"shape {y.shape}")
-    if jnp.issubdtype(y.dtype, jnp.integer):
-        y = jax.nn.one_hot(y, int(np.max(np.asarray(y))) + 1, dtype=m.dtype)
+    if jnp.issubdtype(y.dtype, jnp.integer) or y.dtype == bool:
+        if y.ndim != 1:
+            fail(fn, "y", "be a vector [n] of class labels when it has an integer dtype",
+                 f"shape {y.shape}")
+        if not _is_concrete(y):
+            fail(fn, "y", "be concrete when it holds integer class labels (the number of classes "
+                 "sets the one-hot width); pass one-hot targets [n, O] under jit", "a traced array")
+        labels = np.asarray(y).astype(np.int64)
+        if labels.min() < 0:
+            fail(fn, "y", "hold non-negative class labels 0, 1, ... (one-hot encoding)",
+                 f"minimum {int(labels.min())}")
+        y = jax.nn.one_hot(labels, int(labels.max()) + 1, dtype=m.dtype)
     y = y.reshape(y.shape[0], -1).astype(m.dtype)
     ky = y @ y.T
-    return centered_kernel_alignment(m, ky) if centered else alignment(m, ky)
+    return _alignment(fn, m, ky, centered=centered, names=("k", "y"))
 
 
 def kernel_distance(k1: jax.Array, k2: jax.Array) -> jax.Array:
     r"""Kernel distance :math:`1 - \langle K_1, K_2\rangle_F/(\|K_1\|_F\|K_2\|_F)` between two
     kernels on the same points, e.g. eNTKs of two checkpoints (Fort et al., NeurIPS 2020).
+
+    Args:
+      k1: ``[n, n]`` (or ``[n, n, O, O]``) kernel.
+      k2: kernel of the same shape.
+
+    Returns:
+      A scalar in ``[0, 2]``; 0 for kernels that are multiples of each other.
+
+    Raises:
+      ValueError: a non-square or empty kernel, kernels of different shapes, or (concrete input)
+        a zero kernel (under ``jit`` it gives NaN).
 
     Example:
       >>> import jax.numpy as jnp
@@ -266,7 +371,8 @@ def kernel_distance(k1: jax.Array, k2: jax.Array) -> jax.Array:
       >>> float(kernel_distance(jnp.eye(2), 5 * jnp.eye(2)))
       0.0
     """
-    return jnp.maximum(1.0 - alignment(k1, k2), 0.0)  # >= 0, also under roundoff
+    align = _alignment("kjax.ntk.analysis.kernel_distance", k1, k2)
+    return jnp.maximum(1.0 - align, 0.0)  # >= 0, also under roundoff
 
 
 class NTKRecord(NamedTuple):
@@ -329,11 +435,14 @@ def record_ntk(
       >>> rec.kernels.shape, rec.steps.tolist()
       ((3, 8, 8), [0, 10, 20])
     """
-    from kjax.ntk._dataset import empirical_ntk
-
     fn = "kjax.ntk.analysis.record_ntk"
+    check_in(fn, "mode", mode, MODES)
     check_int(fn, "num_steps", num_steps, minimum=1)
     check_int(fn, "every", every, minimum=1)
+    num_examples(fn, "x_probe", x_probe)
+    batch_list = list(batches)
+    if not batch_list:
+        fail(fn, "batches", "yield at least one batch", "an empty iterable")
     opt_state = optimizer.init(params)
 
     @jax.jit
@@ -344,7 +453,6 @@ def record_ntk(
 
     kernel = jax.jit(lambda p: empirical_ntk(f, p, x_probe, mode=mode,
                                              implementation=implementation))
-    batch_list = list(batches)
     steps, kernels, losses = [0], [np.asarray(kernel(params))], [float(loss_fn(params,
                                                                                batch_list[0]))]
     for t in range(1, num_steps + 1):

@@ -68,7 +68,7 @@ def test_record_ntk_kernel_moves_during_training():
 
 BAD = [
     (lambda: A.eigenspectrum(np.ones((3, 4))), "kjax.ntk.analysis.eigenspectrum: `k` must be a square kernel"),
-    (lambda: A.centered_kernel_alignment(K, K[:5, :5]), "`k2` must have the shape of k1"),
+    (lambda: A.centered_kernel_alignment(K, K[:5, :5]), "`k2` must have the shape of `k1`"),
     (lambda: A.label_alignment(K, np.zeros(4, int)), "`y` must have 30 rows"),
     (lambda: A.effective_rank(K, kind="shannon"), "`kind` must be one of"),
     (lambda: A.lanczos_top_k(jax.random.key(0), lambda v: v, 10, 5, num_iters=3), "`num_iters` must be in [k, n]"),
@@ -80,3 +80,37 @@ def test_bad_input(call, msg):
     with pytest.raises(ValueError) as info:
         call()
     assert msg in str(info.value)
+
+
+def test_label_alignment_rejects_negative_labels():
+    """Regression: a negative integer label became an all-zero one-hot row."""
+    with pytest.raises(ValueError, match=r"kjax\.ntk\.analysis\.label_alignment: `y` must hold "
+                                         r"non-negative class labels.*-1"):
+        A.label_alignment(K[:3, :3], np.array([0, -1, 1]))
+
+
+def test_effective_rank_nan_is_an_error_or_nan_never_a_number():
+    """Regression: NaN eigenvalues were clipped away and effective_rank returned 1.0."""
+    bad = np.array([1.0, np.nan, 2.0])
+    for arg in (bad, np.diag(bad)):
+        with pytest.raises(ValueError, match=r"kjax\.ntk\.analysis\.effective_rank: "
+                                             r"`k_or_eigenvalues` must be finite"):
+            A.effective_rank(arg)
+    for kind in ("entropy", "participation"):  # traced: NaN propagates, as documented
+        assert np.isnan(jax.jit(lambda v, kind=kind: A.effective_rank(v, kind=kind))(bad))
+    assert np.isnan(jax.jit(A.effective_rank)(np.array([1.0, np.inf])))
+
+
+@pytest.mark.parametrize("call,msg", [
+    (lambda: A.kernel_distance(np.ones((3, 4)), np.eye(3)),
+     r"kjax\.ntk\.analysis\.kernel_distance: `k1` must be a square kernel"),
+    (lambda: A.kernel_distance(np.eye(3), np.ones((3, 4))),
+     r"kjax\.ntk\.analysis\.kernel_distance: `k2` must be a square kernel"),
+    (lambda: A.kernel_distance(np.eye(3), np.eye(4)),
+     r"kjax\.ntk\.analysis\.kernel_distance: `k2` must have the shape of `k1` \(3, 3\)"),
+    (lambda: A.alignment(np.eye(3), np.ones(3)), r"kjax\.ntk\.analysis\.alignment: `k2` must be"),
+])
+def test_errors_name_the_function_called_and_its_arguments(call, msg):
+    """Regression: kernel_distance's errors said `alignment` and named `k`."""
+    with pytest.raises(ValueError, match=msg):
+        call()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kjax.ntk import choose_implementation, empirical_kernel_fn, empirical_nngp_fn, empirical_ntk_fn
-from kjax.ntk._empirical import canonical_axes
+from kjax.ntk._axes import canonical_axes
 from tests.conformance import assert_close
 from tests.ntk.models import MODELS, inputs, params
 
@@ -17,7 +17,7 @@ def brute_force_ntk(f, params, x1, x2, trace, diag):
     """J1 J2^T from the Jacobian with respect to the raveled parameters (forward mode)."""
     from jax.flatten_util import ravel_pytree
 
-    from kjax.ntk._empirical import trace_and_diagonal
+    from kjax.ntk._axes import trace_and_diagonal
 
     flat, unravel = ravel_pytree(params)
     j1 = jax.jacfwd(lambda q: f(unravel(q), x1))(flat)
@@ -130,3 +130,31 @@ def test_bad_inputs():
         empirical_ntk_fn(f)(x, None, {"n": jnp.asarray(3)})
     with pytest.raises(TypeError, match="`f` must be a callable"):
         empirical_ntk_fn("mlp")(x, None, p)
+
+
+@pytest.mark.parametrize("vmap_axes", [None, 0])
+def test_batch_axis_in_trace_axes_follows_neural_tangents(vmap_axes):
+    """neural-tangents 0.6.5 treats the batch axis like any other output axis: trace_axes=(0,)
+    averages Theta(x1[i], x2[i]) over i (x1 and x2 of equal size) and keeps [O, O]."""
+    f, p = MODELS["mlp"], P["mlp"]
+    x1, x2 = inputs("mlp", 4, key=1), inputs("mlp", 4, key=2)
+    full = np.asarray(brute_force_ntk(f, p, x1, x2, (), ()))  # [N1, N2, O, O]
+    want = np.mean([full[i, i] for i in range(4)], axis=0)
+    for impl in IMPLS[:3]:
+        got = empirical_ntk_fn(f, (0,), (), vmap_axes, impl)(x1, x2, p)
+        assert got.shape == (3, 3)
+        assert_close(got, want, 1e-10, f"{impl}")
+    assert_close(empirical_nngp_fn(f, (0,))(x1, x2, p), np.mean(
+        np.einsum("no,np->nop", f(p, x1), f(p, x2)), axis=0), 1e-10)
+
+
+@pytest.mark.parametrize("kernel", ["ntk", "nngp"])
+def test_batch_axis_in_trace_axes_needs_equal_batches(kernel):
+    f, p = MODELS["mlp"], P["mlp"]
+    fn = empirical_ntk_fn(f, (0,), ()) if kernel == "ntk" else empirical_nngp_fn(f, (0,))
+    with pytest.raises(ValueError, match=rf"kjax\.ntk\.empirical_{kernel}_fn: `x2` must have as "
+                                         r"many examples as `x1` \(4\) when `trace_axes` .*got 3"):
+        fn(inputs("mlp", 4), inputs("mlp", 3), p)
+    with pytest.raises(ValueError, match=r"`x2` must have as many examples as `x1` \(4\) when "
+                                         r"`diagonal_axes`"):
+        empirical_ntk_fn(f, (), (0,))(inputs("mlp", 4), inputs("mlp", 3), p)

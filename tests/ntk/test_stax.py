@@ -152,6 +152,27 @@ def test_negative_std_and_bad_options():
 
 def test_nonlinearity_needs_gaussian_input():
     _, _, kernel_fn = stax.Relu()
-    _raises(r"ABRelu: the input of a nonlinearity must be Gaussian", kernel_fn, np.ones((2, 3)))
+    _raises(r"kjax\.ntk\.stax\.Relu: the input of a nonlinearity must be Gaussian", kernel_fn,
+            np.ones((2, 3)))
     _, _, kernel_fn = stax.serial(stax.Dense(3), stax.LayerNorm(axis=0))
     _raises(r"LayerNorm kernel_fn: `axis` must contain the channel axis", kernel_fn, np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("layer,arg", [
+    (lambda: stax.Conv(4, (5, 2)), r"Conv kernel_fn: `filter_shape` must fit in the input's "
+     r"spatial shape \(4, 4\) with padding 'VALID'.*got \(5, 2\)"),
+    (lambda: stax.AvgPool((2, 5), strides=(2, 2)), r"AvgPool kernel_fn: `window_shape` must fit "
+     r"in the input's spatial shape \(4, 4\) with padding 'VALID'.*got \(2, 5\)"),
+])
+def test_window_larger_than_input(layer, arg):
+    """Regression: a VALID window larger than its input failed inside _kernel.py (lax slicing) or
+    returned an empty-spatial kernel; neural-tangents raises when a spatial size drops below 1."""
+    _, _, kernel_fn = stax.serial(stax.Conv(3, (1, 1)), layer(), stax.Relu(), stax.Flatten(),
+                                  stax.Dense(1))
+    _raises(arg, kernel_fn, np.ones((2, 4, 4, 1)))
+    init_fn = stax.serial(stax.Conv(3, (1, 1)), layer())[0]
+    _raises(arg.replace("kernel_fn", "init_fn"), init_fn, jax.random.key(0), (2, 4, 4, 1))
+    # SAME padding keeps the size: a window larger than the input is fine there
+    _, _, kernel_fn = stax.serial(stax.Conv(3, (5, 5), padding="SAME"), stax.Relu(),
+                                  stax.AvgPool((5, 5), padding="SAME"), stax.Flatten())
+    assert np.all(np.isfinite(kernel_fn(np.ones((2, 3, 3, 1)), None, "ntk")))

@@ -43,3 +43,17 @@ def test_batch_errors():
         stax.batch(kernel_fn, 2)(np.ones((3, 4)), None, "cov1")
     with pytest.raises(KjaxError, match=r"kjax\.ntk\.stax\.batch: `batch_size` must be >= 1; got 0"):
         stax.batch(kernel_fn, 0)
+
+
+@pytest.mark.parametrize("head", ["flatten", "global_avg_pool"])
+def test_batch_conv_net_with_x2_none(head):
+    """Regression: stax.batch(kernel_fn, 2)(x, None, "ntk") on a conv net whose kernel has no
+    spatial axes left raised "axis 3 is out of bounds" (x2=x1 worked)."""
+    last = stax.Flatten() if head == "flatten" else stax.GlobalAvgPool()
+    _, _, kernel_fn = stax.serial(stax.Conv(3, (2, 2), padding="SAME"), stax.Relu(), last,
+                                  stax.Dense(1))
+    x = np.random.default_rng(2).standard_normal((5, 3, 3, 2))
+    want = kernel_fn(x, None, ("nngp", "ntk"))
+    got = stax.batch(kernel_fn, batch_size=2)(x, None, ("nngp", "ntk"))
+    assert_close(got.ntk, want.ntk, 1e-12, "ntk")
+    assert_close(got.nngp, want.nngp, 1e-12, "nngp")

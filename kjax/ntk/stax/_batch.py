@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
 from kjax._src.blockwise import blockwise_gram
 from kjax._src.errors import check_int, fail
+from kjax._src.sharding import check_mesh
+from kjax.ntk import _memory
 from kjax.ntk.stax import _kernel as K
+from kjax.ntk.stax._core import KernelFn
 
 _FN = "kjax.ntk.stax.batch"
 
@@ -30,7 +34,8 @@ def batch(kernel_fn: Callable, batch_size: int = 1024, *, mesh: Mesh | None = No
       kernel_fn: a :mod:`kjax.ntk.stax` ``kernel_fn``.
       batch_size: rows per block.
       mesh: a ``jax.sharding.Mesh`` to split blocks over.
-      mesh_axis: the mesh axis (default: the only one).
+      mesh_axis: the mesh axis to split over (None: the mesh's only axis; required on a
+        multi-axis mesh).
       progress: show a tqdm bar (host loop).
 
     Returns:
@@ -38,10 +43,17 @@ def batch(kernel_fn: Callable, batch_size: int = 1024, *, mesh: Mesh | None = No
       string ``get``, a namedtuple for a tuple of ``"nngp"`` / ``"ntk"``; values equal to
       ``kernel_fn(x1, x2, get)``.
 
+    Before anything runs, the peak memory of one block (the live set of ``kernel_fn``'s program
+    on a block, see :class:`kjax.ntk.stax.KernelFn`) and of the assembled result is estimated from
+    shapes; a call that does not fit raises at once, naming a ``batch_size`` that does, or
+    ``out=`` when the result itself is too large to hold.
+
     Raises:
       KjaxError: a ``get`` other than ``"nngp"``, ``"ntk"`` or a tuple of them (``cov1`` /
-        ``cov2`` are per-example: call ``kernel_fn`` on the rows you need), or a bad
-        ``batch_size``.
+        ``cov2`` are per-example: call ``kernel_fn`` on the rows you need), a bad
+        ``batch_size``, an empty ``x1`` / ``x2``, ``mesh_axis`` missing for a multi-axis mesh.
+      MemoryError: (``kjax.ntk._memory.KjaxMemoryError``, also a ``KjaxError``) one block and
+        the result are estimated to exceed the free memory; the message names what fits.
 
     Example:
       >>> import jax.numpy as jnp
@@ -61,26 +73,30 @@ def batch(kernel_fn: Callable, batch_size: int = 1024, *, mesh: Mesh | None = No
         single, names = K.canonical_get(_FN, get)
         if names is None or any(n not in ("nngp", "ntk") for n in names):
             fail(_FN, "get", "be 'nngp', 'ntk' or a tuple of them", repr(get))
-        x1 = K.to_float(_FN, "x1", x1)
-        x2 = None if x2 is None else K.to_float(_FN, "x2", x2)
-        n_sp = x1.ndim - 2
+        x1 = K.check_input(_FN, "x1", K.to_float(_FN, "x1", x1))
+        x2 = None if x2 is None else K.check_input(_FN, "x2", K.to_float(_FN, "x2", x2))
+        if x2 is not None and x2.shape[1:] != x1.shape[1:]:
+            fail(_FN, "x2", f"have the same non-batch shape as `x1` {x1.shape[1:]}",
+                 f"shape {x2.shape}")
+        if out is not None and not single:
+            fail(_FN, "out", "be used with a single `get` string", repr(get))
+        if mesh is not None:
+            check_mesh(_FN, mesh, mesh_axis)
+        if isinstance(kernel_fn, KernelFn):
+            _check_fits(kernel_fn, x1, x2, names, batch_size, streamed=out is not None or progress)
 
         def block(xa, xb):
             res = kernel_fn(xa, xb, names)
             return jnp.stack([getattr(res, n) for n in names], axis=-1)
 
         def transpose(b):
+            # [ba, bb, *spatial pairs, names]: swap the rows, and the two axes of each pair
             perm = [1, 0]
-            for d in range(n_sp):
+            for d in range((b.ndim - 3) // 2):
                 perm += [3 + 2 * d, 2 + 2 * d]
             return jnp.transpose(b, perm + [b.ndim - 1])
 
-        if out is not None and not single:
-            fail(_FN, "out", "be used with a single `get` string", repr(get))
-        if out is not None:
-            buf = out[..., None]
-        else:
-            buf = None
+        buf = None if out is None else out[..., None]
         res = blockwise_gram(block, x1, x2, block_size=batch_size, block_transpose=transpose,
                              mesh=mesh, mesh_axis=mesh_axis, out=buf, progress=progress, fn_name=_FN)
         if out is not None:
@@ -92,3 +108,39 @@ def batch(kernel_fn: Callable, batch_size: int = 1024, *, mesh: Mesh | None = No
     return batched
 
 
+def _check_fits(kernel_fn: KernelFn, x1, x2, names, batch_size: int, streamed: bool) -> None:
+    """The memory guard: one block of ``batch_size`` rows plus the assembled result must fit."""
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+    b1, b2 = min(batch_size, n1), min(batch_size, n2)
+    if x2 is None:
+        b1 = b2 = min(b1, b2)
+    block_a = jax.ShapeDtypeStruct((b1, *x1.shape[1:]), x1.dtype)
+    block_b = jax.ShapeDtypeStruct((b2, *x1.shape[1:]), x1.dtype)
+    peak, pair_shape = kernel_fn.memory_estimate(block_a, block_b, names)
+    per_pair = int(np.prod(pair_shape))
+    itemsize = max(np.dtype(x1.dtype).itemsize, 4)
+    result_shape = [n1, n2, *pair_shape]
+    # the device path stacks the blocks, assembles them and mirrors the result: ~3 copies
+    result = 0.0 if streamed else 3.0 * n1 * n2 * per_pair * len(names) * itemsize
+
+    def need(b):
+        return peak * (min(b, n1) + min(b, n2)) ** 2 / (b1 + b2) ** 2
+
+    def advice(free):
+        budget = _memory.HEADROOM * free
+        b = _memory.largest_fitting(need, max(n1, n2), budget - result)
+        if b >= 1:
+            return f"use batch_size={b}"
+        b = _memory.largest_fitting(need, max(n1, n2), budget)
+        if b >= 1 and result > 0:
+            return (f"pass `out=` (a NumPy array, or np.lib.format.open_memmap(path, mode='w+', "
+                    f"dtype=..., shape=...)) to stream the result to host memory or disk, with "
+                    f"batch_size={b}")
+        return ("not even blocks of one example fit: reduce the spatial size before the layers "
+                "that need the full covariance (pool or stride earlier)")
+
+    what = f"one block of `batch_size={batch_size}`"
+    if result:
+        what += f" and the result {result_shape}"
+    _memory.check_memory(_FN, peak + result, what, advice)

@@ -73,6 +73,19 @@ def to_float(fn: str, arg: str, x: Any) -> jax.Array:
     return x
 
 
+def check_input(fn: str, arg: str, x: jax.Array) -> jax.Array:
+    """``x: [n, ..., C]`` with ``n >= 1`` and no empty axis (at least one channel and position)."""
+    if x.ndim < 2:
+        fail(fn, arg, "have rank >= 2 [n, ..., C] (a batch axis and a channel axis)",
+             f"shape {x.shape} (rank {x.ndim})")
+    if x.shape[0] == 0:
+        fail(fn, arg, "hold at least one example", f"shape {x.shape} (n = 0)")
+    if 0 in x.shape:
+        fail(fn, arg, "have no empty axis (at least one channel and one position per spatial axis)",
+             f"shape {x.shape}")
+    return x
+
+
 def input_state(fn: str, x1: Any, x2: Any, diag: bool = False) -> State:
     """NT's input kernel: ``nngp = x x'^T / C`` over the channel (last) axis; ``ntk = 0``.
 

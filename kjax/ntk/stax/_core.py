@@ -1,0 +1,199 @@
+"""What every infinite-width layer is made of: the ``kernel_fn`` object, the layer triple, checks.
+
+A layer is neural-tangents' triple ``(init_fn, apply_fn, kernel_fn)``. ``kernel_fn`` is a
+:class:`KernelFn`, which wraps the layer's ``transform`` (a map from the kernel state of
+:mod:`kjax.ntk.stax._kernel` to the next one) and, called on arrays, builds the input state, runs
+the transforms in one jitted program, slices out what ``get`` asks for, and checks first that the
+program's estimated peak memory fits (:mod:`kjax.ntk._memory`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kjax._src.errors import check_in, check_positive, fail
+from kjax.ntk import _memory
+from kjax.ntk.stax import _kernel as K
+from kjax.ntk.stax._kernel import State
+
+Layer = tuple[Callable, Callable, Callable]
+#: the prefix of every layer's name in messages
+STAX = "kjax.ntk.stax"
+#: estimates kept per kernel_fn (one per input shapes and ``get``)
+_CACHE_SIZE = 64
+
+
+class KernelFn:
+    """``kernel_fn(x1, x2=None, get=None)``: the infinite-width kernels of a network.
+
+    Called on arrays ``x1: [n1, *spatial, C]`` and ``x2: [n2, *spatial, C]`` (or None for ``x1``),
+    it returns NT's outputs: with ``get=None`` a :class:`Kernel` (``nngp``, ``ntk``, ``cov1``,
+    ``cov2``); with a string, that array; with a tuple of names, a namedtuple ``Kernel`` with those
+    fields in that order. Kernels have shape ``[n1, n2, *spatial pairs]``.
+
+    Before it runs, the call's peak memory is estimated from shapes (the live set of its jaxpr,
+    times :data:`kjax.ntk._memory.XLA_FACTOR`); when it exceeds the free memory a
+    ``KjaxMemoryError`` (a ``MemoryError``) names a ``stax.batch`` batch size that fits.
+    """
+
+    def __init__(self, transform: Callable, name: str, needs_full: bool = False):
+        self.transform = transform
+        self.name = name
+        self.fn_name = f"{STAX}.{name} kernel_fn"
+        # True when some layer mixes spatial positions (pooling), so the spatial diagonal is not
+        # enough; otherwise a network ending in Flatten is computed on the diagonal only
+        self.needs_full = needs_full
+        self.__name__ = name
+        # one compiled program per (shapes, get) instead of hundreds of eagerly dispatched ops
+        self._jitted = jax.jit(self._compute, static_argnames=("get",))
+        self._estimates: dict[Any, tuple[float, tuple]] = {}
+
+    def _compute(self, x1, x2, get):
+        fn = self.fn_name
+        st = None
+        if not self.needs_full and jnp.ndim(x1) > 2:
+            # NT's diagonal_spatial: valid when the output has no spatial axes left (Flatten);
+            # otherwise trace again with the full covariance (the unused trace is dead code)
+            st = self.transform(K.input_state(fn, x1, x2, diag=True))
+            if not isinstance(st, State) or len(st.shape1) != 2:
+                st = None
+        if st is None:
+            st = self.transform(K.input_state(fn, x1, x2))
+        if not isinstance(st, State):
+            fail(fn, "layers", "end in a single branch (close a FanOut with FanInSum / FanInConcat)",
+                 f"{len(st)} branches")
+        return K.finish(fn, st, get)
+
+    def memory_estimate(self, x1: Any, x2: Any = None, get: Any = None) -> tuple[float, tuple]:
+        """``(peak bytes, pair shape)`` of ``kernel_fn(x1, x2, get)``, from shapes.
+
+        ``x1`` / ``x2`` may be arrays or ``jax.ShapeDtypeStruct``; nothing is computed. The pair
+        shape is that of one pair of inputs' slice of the result, ``[*spatial pairs]`` (``()``
+        without spatial axes).
+        """
+        key = (tuple(np.shape(x1)), np.dtype(x1.dtype),
+               None if x2 is None else (tuple(np.shape(x2)), np.dtype(x2.dtype)), get)
+        if key not in self._estimates:
+            a1 = jax.ShapeDtypeStruct(np.shape(x1), x1.dtype)
+            a2 = None if x2 is None else jax.ShapeDtypeStruct(np.shape(x2), x2.dtype)
+            traced = self._jitted.trace(a1, a2, get=get)
+            peak = _memory.XLA_FACTOR * _memory.jaxpr_peak_bytes(traced.jaxpr)
+            outs = [o for o in jax.tree.leaves(traced.out_info) if len(o.shape) >= 2]
+            pair_shape = tuple(outs[0].shape[2:]) if outs else ()
+            if len(self._estimates) >= _CACHE_SIZE:
+                self._estimates.clear()
+            self._estimates[key] = (peak, pair_shape)
+        return self._estimates[key]
+
+    def check_memory(self, fn: str, x1: Any, x2: Any, get: Any, n_kernels: int) -> None:
+        """Raise ``KjaxMemoryError`` naming a ``stax.batch`` batch size when the call won't fit."""
+        peak, pair_shape = self.memory_estimate(x1, x2, get)
+        per_pair = int(np.prod(pair_shape))
+        n1 = np.shape(x1)[0]
+        n2 = n1 if x2 is None else np.shape(x2)[0]
+        total = n1 if x2 is None else n1 + n2
+        itemsize = max(np.dtype(x1.dtype).itemsize, 4)
+        result = 3.0 * n1 * n2 * per_pair * n_kernels * itemsize  # stax.batch's assembly
+
+        def need(b):
+            return peak * (min(2 * b, total) / total) ** 2 + result
+
+        def advice(free):
+            b = _memory.largest_fitting(need, max(n1, n2), _memory.HEADROOM * free)
+            if b >= 1:
+                return f"use kjax.ntk.stax.batch(kernel_fn, batch_size={b})"
+            return ("not even blocks of one example fit (kjax.ntk.stax.batch(kernel_fn, "
+                    "batch_size=1)): reduce the spatial size before the layers that need the full "
+                    "covariance (pool or stride earlier), or stream the result with `out=`")
+
+        shape = [n1, n2, *pair_shape]
+        _memory.check_memory(fn, peak, f"the kernel {shape} of {total} inputs of shape "
+                             f"{tuple(np.shape(x1)[1:])}", advice)
+
+    def __call__(self, x1, x2=None, get=None):
+        if isinstance(x1, State) or (isinstance(x1, list | tuple) and x1
+                                     and all(isinstance(s, State) for s in x1)):
+            return self.transform(x1)
+        fn = self.fn_name
+        _, names = K.canonical_get(fn, get)
+        x1 = K.check_input(fn, "x1", K.to_float(fn, "x1", x1))
+        x2 = None if x2 is None else K.check_input(fn, "x2", K.to_float(fn, "x2", x2))
+        get = get if names is None or isinstance(get, str) else names
+        self.check_memory(fn, x1, x2, get, 2 if names is None else len(names))
+        return self._jitted(x1, x2, get=get)
+
+    def __repr__(self) -> str:
+        return f"<kernel_fn of {self.name}>"
+
+
+def make_layer(init_fn, apply_fn, transform, name, needs_full=False) -> Layer:
+    """The ``(init_fn, apply_fn, kernel_fn)`` triple of a layer named ``name``."""
+    init_fn.__name__ = apply_fn.__name__ = name
+    return init_fn, apply_fn, KernelFn(transform, name, needs_full)
+
+
+def check_std(fn: str, W_std, b_std) -> None:
+    check_positive(fn, "W_std", W_std, allow_zero=True)
+    check_positive(fn, "b_std", b_std, allow_zero=True)
+
+
+def check_parameterization(fn: str, parameterization: str) -> str:
+    p = str(parameterization).lower()
+    check_in(fn, "parameterization", p, ("ntk", "standard"))
+    return p
+
+
+def single_branch(fn: str, st) -> State:
+    if not isinstance(st, State):
+        fail(fn, "input", "be a single branch (use parallel(...) to act on branches)",
+             f"{len(st)} branches")
+    return st
+
+
+# --------------------------------------------------------------------------------------------
+# spatial layers: padding, windows, ranks
+
+
+def canonical_padding(fn: str, padding: str) -> str:
+    p = str(padding).upper()
+    check_in(fn, "padding", p, ("VALID", "SAME", "CIRCULAR"))
+    return p
+
+
+def tuple_of_ints(fn: str, arg: str, value, n: int | None = None) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,) * (n or 1)
+    if not isinstance(value, tuple | list) or not value or not all(
+            isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1 for v in value):
+        fail(fn, arg, "be a tuple of positive ints", repr(value))
+    if n is not None and len(value) != n:
+        fail(fn, arg, f"have {n} entries (one per spatial axis)", repr(value))
+    return tuple(int(v) for v in value)
+
+
+def check_spatial_rank(fn: str, arg: str, shape: tuple, n_spatial: int,
+                       window: tuple[str, tuple] | None = None) -> None:
+    """``shape`` is ``[n, *spatial, C]`` with one spatial axis per entry of the layer's window
+    (``window = (its argument name, its value)``, named in the message)."""
+    if len(shape) != n_spatial + 2:
+        lay = "[n, " + ", ".join("HWD"[:n_spatial]) + ", C]"
+        which = f" (`{window[0]}` {window[1]})" if window else ""
+        fail(fn, arg, f"have rank {n_spatial + 2} {lay} for a {n_spatial}D layer{which}",
+             f"shape {tuple(shape)} (rank {len(shape)})")
+
+
+def spatial_out_shape(fn: str, arg: str, shape: tuple, window: tuple, strides: tuple,
+                      padding: str) -> tuple[int, ...]:
+    """Output spatial sizes of a window layer on ``[n, *spatial, C]``; a ``VALID`` window larger
+    than its input (an empty output, which neural-tangents rejects too) raises, naming ``arg``."""
+    spatial = tuple(shape[1:-1])
+    if padding == "VALID" and any(w > s for s, w in zip(spatial, window, strict=True)):
+        fail(fn, arg, f"fit in the input's spatial shape {spatial} with padding 'VALID' (the output "
+             "would be empty; use padding='SAME', a smaller window or larger inputs)", window)
+    return tuple(K.out_length(s, w, st, padding)
+                 for s, w, st in zip(spatial, window, strides, strict=True))
