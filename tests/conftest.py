@@ -3,6 +3,9 @@
 import jax
 import pytest
 
+# the bad-input suite's counts, printed at the end of any run that includes it (make test too)
+from tests.bad_input.conftest import pytest_runtest_logreport, pytest_terminal_summary  # noqa: F401
+
 
 @pytest.fixture(scope="session")
 def mesh():

@@ -120,7 +120,7 @@ def status_name(status: Any) -> str:
       >>> status_name(2), status_name(Status.MAX_ITER)
       ('jitter added (matrix not numerically PSD)', 'stopped at maxiter before reaching tol')
     """
-    code = _code("kjax.status_name", status)
+    code = _code("kjax.regression.status_name", status)
     return NAMES[Status(code)] if code in Status._value2member_map_ else f"unknown status {code}"
 
 

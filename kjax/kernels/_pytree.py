@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from kjax._src.errors import KjaxTypeError, fail
 from kjax._src.partition import is_array_leaf
@@ -94,6 +95,12 @@ class Kernel:
         return Scale(self, other)
 
 
+def _check_callable(fn: str, arg: str, k) -> None:
+    if not callable(k):
+        fail(fn, arg, "be a kernel k(x1, x2=None) (a Kernel or a kernel function)", type(k).__name__,
+             cls=KjaxTypeError)
+
+
 def _combine(fn_name: str, op):
     def call(self, x1, x2=None):
         return op(self.k1(x1, x2), self.k2(x1, x2))
@@ -106,6 +113,9 @@ class Sum(Kernel):
     """``k1 + k2`` (a sum of kernels is a kernel)."""
 
     def __init__(self, k1, k2):
+        name = f"kjax.kernels.{type(self).__name__}"
+        for arg, k in (("k1", k1), ("k2", k2)):
+            _check_callable(name, arg, k)
         self.k1, self.k2 = k1, k2
         self.fn, self.hyperparameters = None, {}
 
@@ -137,6 +147,11 @@ class Scale(Kernel):
     """``c * k`` for a scalar ``c >= 0`` (a traced leaf)."""
 
     def __init__(self, k, c):
+        _check_callable("kjax.kernels.Scale", "k", k)
+        if is_array_leaf(c) and not isinstance(c, jax.core.Tracer) and np.ndim(c) == 0:
+            if not np.isfinite(float(c)) or float(c) < 0:
+                fail("kjax.kernels.Scale", "c", "be a finite scalar >= 0 (a scaled kernel stays positive "
+                     "semi-definite)", repr(c))
         self.k, self.c = k, c
         self.fn, self.hyperparameters = None, {}
 
@@ -173,8 +188,10 @@ def white_noise(x1, x2=None, *, variance: float = 1.0):
 
     fn = "kjax.kernels.white_noise"
     x1, x2, _ = _prep(fn, x1, x2)
-    same = jnp.all(x1[:, None, :] == x2[None, :, :], axis=-1)
-    return _variance(fn, variance, same.astype(x1.dtype))
+    same = jnp.all(x1[:, None, :] == x2[None, :, :], axis=-1).astype(x1.dtype)
+    # NaN points propagate NaN (as the other kernels), rather than comparing unequal to everything
+    nan = jnp.isnan(x1).any(axis=1)[:, None] | jnp.isnan(x2).any(axis=1)[None, :]
+    return _variance(fn, variance, jnp.where(nan, jnp.nan, same))
 
 
 def _kjax_kernel_functions():
@@ -188,6 +205,7 @@ def as_kernel(k: Any) -> Any:
     :class:`Kernel`; a :class:`Kernel` or any other callable is returned as it is."""
     if isinstance(k, Kernel):
         return k
+    _check_callable("kjax.kernels.as_kernel", "k", k)
     if isinstance(k, functools.partial) and not k.args and k.func in _kjax_kernel_functions():
         return Kernel(k.func, **k.keywords)
     try:

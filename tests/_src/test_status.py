@@ -28,10 +28,10 @@ def test_codes_names_and_messages():
 
 
 def test_status_name_rejects_traced_and_non_integer_values():
-    with pytest.raises(TypeError, match=r"kjax.status_name: `status` must be concrete"):
+    with pytest.raises(TypeError, match=r"kjax.regression.status_name: `status` must be concrete"):
         jax.jit(lambda s: st.status_name(s) and s)(jnp.asarray(1))
     for bad in (2.5, np.array([1, 2]), "ok"):
-        with pytest.raises(TypeError, match=r"kjax.status_name: `status` must be an integer scalar"):
+        with pytest.raises(TypeError, match=r"kjax.regression.status_name: `status` must be an integer scalar"):
             st.status_name(bad)
 
 
