@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import types
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +43,7 @@ import numpy as np
 
 from kjax._src import dtypes
 from kjax.attention import _feature_maps as fm
+from kjax.attention._xla import apply_fused_map
 
 #: feature maps the kernels apply inside the forward kernel (others come as precomputed features)
 FUSED_MAPS = ("identity", "elu_plus_one", "relu", "favor_positive")
@@ -215,15 +217,37 @@ def pad_axis(x, axis: int, size: int):
     return jnp.pad(x, widths)
 
 
-def features_jnp(q, k, w, feature_map: str):
-    """``phi(q), phi(k)`` with the jnp definitions (for the backward's chain rule)."""
-    if feature_map == "identity":
-        return q, k
-    if feature_map == "relu":
-        return fm.relu_features(q), fm.relu_features(k)
-    if feature_map == "elu_plus_one":
-        return fm.elu_plus_one(q), fm.elu_plus_one(k)
-    return fm.favor_positive(q, w, stabilize="row"), fm.favor_positive(k, w, stabilize="weights")
+#: ``phi(q), phi(k)`` with the jnp definitions (for the backward's chain rule): the XLA path's maps
+features_jnp = apply_fused_map
+
+
+def kernel_family(forward, dq, dkv, plan):
+    """``(compiled, interpret)`` attention functions of a kernel family (its forward, dq and dkv
+    drivers and its padding plan), each ``f(q, k, v, w, s0, z0, runs, *, feature_map, normalize, eps,
+    chunk_size) -> (out, s, z)``."""
+    def driver(interpret):
+        return types.SimpleNamespace(forward=functools.partial(forward, interpret=interpret),
+                                     dq=functools.partial(dq, interpret=interpret),
+                                     dkv=functools.partial(dkv, interpret=interpret), plan=plan)
+    return make_attention(driver(False)), make_attention(driver(True))
+
+
+def make_supports(compiled_dtypes: tuple, what: str):
+    """The ``supports(platform, config)`` predicate of a kernel family: causal, a fused map, feature
+    sizes up to 256, and ``compiled_dtypes`` when compiled (interpret mode takes any float)."""
+    names = ", ".join(jnp.dtype(d).name for d in compiled_dtypes)
+
+    def supports(platform: str, config) -> str | None:
+        if not config["causal"]:
+            return "`causal=False` is served by the XLA path"
+        if config["feature_map"] not in FUSED_MAPS:
+            return f"`feature_map` {config['feature_map']!r} is not fused"
+        if platform != "cpu" and config["dtype"] not in compiled_dtypes:
+            return f"compiled {what} kernels take {names} inputs, not {config['dtype']}"
+        if max(config["d"], config["m"], config["dv"]) > 256:
+            return "feature sizes (D, M, Dv) of `q`, `k`, `v` above 256 are served by the XLA path"
+        return None
+    return supports
 
 
 def make_attention(driver):

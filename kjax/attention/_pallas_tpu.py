@@ -239,27 +239,8 @@ def dkv(pq, pk, v, dn, dd, gs, gz, runs, flags, *, plan, interpret=False):
             dz0.reshape(gz.shape))
 
 
-class _Driver:
-    def __init__(self, interpret):
-        self.forward = functools.partial(forward, interpret=interpret)
-        self.dq = functools.partial(dq, interpret=interpret)
-        self.dkv = functools.partial(dkv, interpret=interpret)
-        self.plan = plan
-
-
 #: ``f(q, k, v, w, s0, z0, runs, *, feature_map, normalize, eps, chunk_size) -> (out, s, z)``
-causal_linear_attention = pc.make_attention(_Driver(False))
-causal_linear_attention_interpret = pc.make_attention(_Driver(True))
+causal_linear_attention, causal_linear_attention_interpret = pc.kernel_family(forward, dq, dkv, plan)
 
-
-def supports(platform: str, config) -> str | None:
-    """The configurations these kernels serve (``None``) or the reason they don't."""
-    if not config["causal"]:
-        return "`causal=False` is served by the XLA path"
-    if config["feature_map"] not in pc.FUSED_MAPS:
-        return f"`feature_map` {config['feature_map']!r} is not fused"
-    if platform != "cpu" and config["dtype"] not in (jnp.float32, jnp.bfloat16):
-        return f"compiled TPU kernels take float32 or bfloat16 inputs, not {config['dtype']}"
-    if max(config["d"], config["m"], config["dv"]) > 256:
-        return "feature sizes (D, M, Dv) of `q`, `k`, `v` above 256 are served by the XLA path"
-    return None
+#: the configurations these kernels serve (``None``) or the reason they don't
+supports = pc.make_supports((jnp.float32, jnp.bfloat16), "TPU")
