@@ -67,9 +67,26 @@ def _scale(fn: str, x1, x2, lengthscale):
     return x1 / ls, x2 / ls
 
 
-def squared_distance(x1: Float[Array, "n1 d"], x2: Float[Array, "n2 d"], *,
+def squared_distance(x1: Float[ArrayLike, "n1 d"], x2: Float[ArrayLike, "n2 d"], *,
                      same: bool = False) -> Float[Array, "n1 n2"]:
-    """``|x1_i - x2_j|^2``, clamped at zero; exact zeros on the diagonal when ``same``."""
+    """``|x1_i - x2_j|^2``, clamped at zero; exact zeros on the diagonal when ``same``.
+
+    Raises:
+      ValueError: ranks other than 2, empty inputs, mismatched feature dimensions ``d``.
+      TypeError: complex inputs.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax.kernels import squared_distance
+      >>> print(squared_distance(jnp.array([[0.0, 0.0]]), jnp.array([[3.0, 4.0]])))
+      [[25.]]
+    """
+    x1, x2, _ = _prep("kjax.kernels.squared_distance", x1, x2)
+    return _squared_distance(x1, x2, same=same)
+
+
+def _squared_distance(x1, x2, *, same: bool = False):
+    """:func:`squared_distance` on validated arrays (the kernels' hot path)."""
     if x1.shape[-1] <= _DIRECT_DIM:
         # unrolled over features: XLA fuses this into one elementwise loop, where a broadcast
         # [n1, n2, d] difference would be materialised (7x slower at d = 3)
@@ -145,7 +162,7 @@ def rbf(
     fn = "kjax.kernels.rbf"
     x1, x2, same = _prep(fn, x1, x2)
     x1, x2 = _scale(fn, x1, x2, lengthscale)
-    return _variance(fn, variance, jnp.exp(-0.5 * squared_distance(x1, x2, same=same)))
+    return _variance(fn, variance, jnp.exp(-0.5 * _squared_distance(x1, x2, same=same)))
 
 
 def matern(
@@ -195,7 +212,7 @@ def _matern(fn: str, x1, x2, *, lengthscale, nu, variance):
         fail(fn, "nu", "be one of 0.5, 1.5, 2.5", repr(nu))
     x1, x2, same = _prep(fn, x1, x2)
     x1, x2 = _scale(fn, x1, x2, lengthscale)
-    r = _safe_sqrt(squared_distance(x1, x2, same=same))
+    r = _safe_sqrt(_squared_distance(x1, x2, same=same))
     if nu == 0.5:
         k = jnp.exp(-r)
     elif nu == 1.5:
@@ -285,7 +302,7 @@ def rational_quadratic(
     x1, x2, same = _prep(fn, x1, x2)
     x1, x2 = _scale(fn, x1, x2, lengthscale)
     a = jnp.asarray(alpha, x1.dtype)
-    k = (1.0 + squared_distance(x1, x2, same=same) / (2.0 * a)) ** (-a)
+    k = (1.0 + _squared_distance(x1, x2, same=same) / (2.0 * a)) ** (-a)
     return _variance(fn, variance, k)
 
 

@@ -25,11 +25,18 @@ def _inputs(fn: str, kernel: Any, x1, x2, names=("x1", "x2"), rows=("n1", "n2"))
     a1, a2 = names
     x1 = dtypes.as_float_array(fn, a1, x1)
     check_rank(fn, a1, x1, 2, layout=f"[{rows[0]}, d]")
+    _nonempty(fn, a1, x1, rows[0])
     if x2 is not None:
         x2 = dtypes.as_float_array(fn, a2, x2)
         check_rank(fn, a2, x2, 2, layout=f"[{rows[1]}, d]")
         check_same_dim(fn, a1, x1, a2, x2, -1, what="the feature dimension d")
+        _nonempty(fn, a2, x2, rows[1])
     return x1, x2
+
+
+def _nonempty(fn: str, arg: str, x, n: str) -> None:
+    if 0 in x.shape:
+        fail(fn, arg, f"have {n} >= 1 points and d >= 1 features in [{n}, d]", f"shape {x.shape}")
 
 
 def gram(
@@ -244,7 +251,7 @@ def kernel_diag(
       [5. 9.]
     """
     fn = "kjax.kernels.kernel_diag"
-    x, _ = _inputs(fn, kernel, x, None)
+    x, _ = _inputs(fn, kernel, x, None, ("x", "x2"), ("n", "n2"))
     return blockwise.blockwise_diag(kernel, x, block_size=block_size, fn_name=fn)
 
 

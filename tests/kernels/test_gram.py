@@ -164,7 +164,7 @@ BAD = [
     (lambda: K.kernel_normal_matvec(KERN, X, Y, np.ones(29), np.ones(52)), ValueError, "`w` must have shape (53,)"),
     (lambda: K.kernel_normal_matvec(KERN, X, Y[:, :2], np.ones(29)), ValueError, "`centers` must match `x` in the feature dimension d"),
     (lambda: K.kernel_normal_matvec(KERN, X, Y, np.ones(29), block_size=0), ValueError, "`block_size` must be positive"),
-    (lambda: K.kernel_diag(KERN, X[None]), ValueError, "kjax.kernels.kernel_diag: `x1` must have rank 2"),
+    (lambda: K.kernel_diag(KERN, X[None]), ValueError, "kjax.kernels.kernel_diag: `x` must have rank 2"),
     (lambda: jax.jit(lambda a: K.gram(KERN, a, progress=True))(X), ValueError, "cannot be used under jit/vmap/grad"),
 ]
 
