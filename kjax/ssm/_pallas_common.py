@@ -159,6 +159,13 @@ def dft_mats(n1: int, n2: int) -> tuple[np.ndarray, ...]:
     return tuple(np.ascontiguousarray(a) for c in (f1, f2, tw) for a in (c.real, c.imag))
 
 
+def whole_blocks(arrays) -> list:
+    """Block specs of arrays read whole by every program (the DFT matrices), for any grid."""
+    from jax.experimental import pallas as pl
+
+    return [pl.BlockSpec(a.shape, lambda *_: (0, 0)) for a in arrays]
+
+
 def dft_arrays(plan: Plan, acc) -> list[jax.Array]:
     """:func:`dft_mats` of the plan's tile as ``acc`` arrays (kernel inputs, one whole block each)."""
     return [jnp.asarray(a, acc) for a in dft_mats(plan.n1, plan.n2)]

@@ -47,11 +47,6 @@ def _call(kernel, *, grid, in_specs, out_specs, out_shape, semantics, interpret,
         interpret=pltpu.InterpretParams() if interpret else False, name=name)
 
 
-def _whole(arrays):
-    """Block specs of arrays read whole by every program (the DFT matrices)."""
-    return [pl.BlockSpec(a.shape, lambda *_: (0, 0)) for a in arrays]
-
-
 def _forward(xs, kr, ki, plan: pc.Plan, *, interpret: bool):
     B, P, D, n1, n2 = xs[0].shape
     acc = kr.dtype
@@ -61,7 +56,7 @@ def _forward(xs, kr, ki, plan: pc.Plan, *, interpret: bool):
     return tuple(_call(
         functools.partial(pc.forward_kernel, real=len(xs) == 1, acc=acc),
         out_shape=[jax.ShapeDtypeStruct(x.shape, x.dtype) for x in xs], grid=(B, P, D),
-        in_specs=[tile] * len(xs) + [ktile, ktile] + _whole(mats),
+        in_specs=[tile] * len(xs) + [ktile, ktile] + pc.whole_blocks(mats),
         out_specs=[tile] * len(xs), semantics=("parallel",) * 3, interpret=interpret,
         name="kjax_fftconv_fwd")(*xs, kr, ki, *mats))
 
@@ -97,7 +92,7 @@ def _backward(xs, gs, kr, ki, plan: pc.Plan, *, interpret: bool):
         functools.partial(_backward_kernel, real=len(xs) == 1, acc=acc),
         out_shape=[jax.ShapeDtypeStruct(x.shape, x.dtype) for x in xs]
         + [jax.ShapeDtypeStruct((1, P, D, n1, n2), acc)] * 2,
-        grid=(P, D, B), in_specs=[tile] * (2 * len(xs)) + [ktile, ktile] + _whole(mats),
+        grid=(P, D, B), in_specs=[tile] * (2 * len(xs)) + [ktile, ktile] + pc.whole_blocks(mats),
         out_specs=[tile] * len(xs) + [part, part], semantics=("parallel", "parallel", "arbitrary"),
         interpret=interpret, name="kjax_fftconv_bwd")(*xs, *gs, kr, ki, *mats)
     return tuple(out[:len(xs)]), out[-2], out[-1]

@@ -46,11 +46,6 @@ def _params(plan: pc.Plan):
     return pl_triton.CompilerParams(num_warps=4 if plan.m <= 1024 else 8, num_stages=1)
 
 
-def _whole(arrays):
-    """Block specs of arrays read whole by every program (the DFT matrices)."""
-    return [pl.BlockSpec(a.shape, lambda *_: (0, 0)) for a in arrays]
-
-
 def _forward(xs, kr, ki, plan: pc.Plan, *, interpret: bool):
     B, P, D, n1, n2 = xs[0].shape
     acc = kr.dtype
@@ -61,7 +56,7 @@ def _forward(xs, kr, ki, plan: pc.Plan, *, interpret: bool):
         functools.partial(pc.forward_kernel, real=len(xs) == 1, acc=acc),
         out_shape=[jax.ShapeDtypeStruct(x.shape, x.dtype) for x in xs],
         grid=(B, P, D),
-        in_specs=[tile] * len(xs) + [ktile, ktile] + _whole(mats),
+        in_specs=[tile] * len(xs) + [ktile, ktile] + pc.whole_blocks(mats),
         out_specs=[tile] * len(xs),
         compiler_params=_params(plan), interpret=interpret, name="kjax_fftconv_fwd",
     )(*xs, kr, ki, *mats))
@@ -105,7 +100,7 @@ def _backward(xs, gs, kr, ki, plan: pc.Plan, *, interpret: bool, target: int):
         out_shape=[jax.ShapeDtypeStruct(x.shape, x.dtype) for x in xs]
         + [jax.ShapeDtypeStruct((C, P, D, n1, n2), acc)] * 2,
         grid=(P, D, C),
-        in_specs=[seqs] * (2 * len(xs)) + [ktile, ktile] + _whole(mats),
+        in_specs=[seqs] * (2 * len(xs)) + [ktile, ktile] + pc.whole_blocks(mats),
         out_specs=[seqs] * len(xs) + [part, part],
         compiler_params=_params(plan), interpret=interpret, name="kjax_fftconv_bwd",
     )(*xs, *gs, kr, ki, *mats)
