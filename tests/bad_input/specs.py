@@ -1415,10 +1415,22 @@ NN_SPECS = [
 # --------------------------------------------------------------------------------------------
 # the registry
 
+def _area_modules():
+    """The ``specs_<area>.py`` modules beside this one: each defines ``SPECS`` (a list of
+    :class:`Spec`) and may define ``EXEMPT`` (a dict of name -> reason) for the names it adds."""
+    import importlib
+    import pathlib
+
+    here = pathlib.Path(__file__).parent
+    return [importlib.import_module(f"{__package__}.{p.stem}") for p in sorted(here.glob("specs_*.py"))]
+
+
+_AREAS = _area_modules()
+
 SPECS: dict[str, Spec] = {
     s.name: s
     for s in (KERNEL_SPECS + NTK_SPECS + STAX_SPECS + PREDICT_SPECS + ANALYSIS_SPECS + ATTENTION_SPECS + SSM_SPECS
-              + REGRESSION_SPECS + NN_SPECS)
+              + REGRESSION_SPECS + NN_SPECS + [s for m in _AREAS for s in m.SPECS])
 }
 
 #: the public modules whose ``__all__`` the suite enumerates
@@ -1442,6 +1454,7 @@ EXEMPT: dict[str, str] = {
     "kjax.ntk.stax.KernelFn": "the type of a network's kernel_fn (built by the layers, not by users); every "
                               "stax spec calls one",
     **{f"kjax.ntk.stax.{n}": _NOARG for n in ("Flatten", "GlobalAvgPool", "Identity", "FanInSum")},
+    **{k: v for m in _AREAS for k, v in getattr(m, "EXEMPT", {}).items()},
 }
 
 
