@@ -70,16 +70,22 @@ def step_input(fn: str, arg: str, x: Any, d: int):
 
 
 def state(fn: str, s: Any, cls: type, shapes: Mapping[str, tuple[int, ...]], made_by: str,
-          why: str) -> None:
+          why: str, *, complex_ok: bool = False) -> None:
     """Check a recurrent state NamedTuple against the shapes the parameters and input imply; the
-    message names ``state`` (never the input) and says ``why`` those shapes."""
+    message names ``state`` (never the input) and says ``why`` those shapes. Fields must be real
+    unless ``complex_ok`` (the diagonal complex states of S4D)."""
     if not isinstance(s, cls):
         fail(fn, "state", f"be a kjax.ssm.{cls.__name__} (from kjax.ssm.{made_by})", f"{type(s).__name__}",
              cls=KjaxTypeError)
     for field, want in shapes.items():
-        got = tuple(np.shape(getattr(s, field)))
+        value = getattr(s, field)
+        got = tuple(np.shape(value))
         if got != tuple(want):
             fail(fn, "state", f"have `{field}` of shape {tuple(want)} ({why})", f"`{field}` of shape {got}")
+        dt = np.result_type(value)
+        if not complex_ok and np.issubdtype(dt, np.complexfloating):
+            fail(fn, "state", f"have a real `{field}` (from kjax.ssm.{made_by})", f"dtype {dt}",
+                 cls=KjaxTypeError)
 
 
 def in_range(fn: str, arg: str, x: Any, low: float, high: float, *, low_open: bool = True,

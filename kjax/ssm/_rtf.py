@@ -224,8 +224,8 @@ def rtf_step(params: RTFParams, state: RTFState, u_t: Float[ArrayLike, "B D"]
     Raises:
       ValueError: ``u_t`` not ``[B, D]`` with the parameters' ``D``; a ``state`` whose shapes do not
         match ``u_t``'s batch and the parameters.
-      TypeError: complex ``u_t``; ``state`` not an :class:`RTFState`; ``params`` not an
-        :class:`RTFParams`.
+      TypeError: complex ``u_t``; ``state`` not an :class:`RTFState` or with complex fields;
+        ``params`` not an :class:`RTFParams`.
 
     Example:
       >>> import jax, jax.numpy as jnp

@@ -297,7 +297,8 @@ def s4d_step(params: S4DParams, state: S4DState, u_t: Float[ArrayLike, "B D"], *
     u_t = _checks.step_input(fn, "u_t", u_t, dims["D"])
     B = u_t.shape[0]
     _checks.state(fn, state, S4DState, {"x": (B, dims["D"], dims["M"])}, "s4d_initial_state",
-                  f"[B, D, N/2] for u_t's batch B={B} and the parameters' D={dims['D']}, N/2={dims['M']}")
+                  f"[B, D, N/2] for u_t's batch B={B} and the parameters' D={dims['D']}, N/2={dims['M']}",
+                  complex_ok=True)
     return _s4d_step(params, state, u_t, discretization)
 
 

@@ -1491,5 +1491,4 @@ KNOWN_FAILURES: set[str] = {
     "kjax.ntk.predict.gradient_descent_mse_ensemble-x_train-rank-1",
     "kjax.ntk.predict.gradient_descent_mse_ensemble-y_train-N-off-by-one",
     "kjax.ntk.predict.gradient_descent_mse_ensemble-y_train-complex128",
-    "kjax.ssm.rtf_step-state.w-complex128",
 }
