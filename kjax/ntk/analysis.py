@@ -6,6 +6,7 @@ Kernels may be given as ``[n, n]`` matrices or in the ``[n, n, O, O]`` layout of
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -15,6 +16,7 @@ import numpy as np
 import optax
 
 from kjax._src.errors import KjaxTypeError, check_in, check_int, fail
+from kjax._src.solvers import lanczos
 from kjax.ntk._dataset import MODES, empirical_ntk
 from kjax.ntk._model import num_examples
 
@@ -105,11 +107,14 @@ def eigenspectrum(k: jax.Array, *, top_k: int | None = None) -> tuple[jax.Array,
 
 
 def lanczos_top_k(key: jax.Array, matvec: Callable[[jax.Array], jax.Array], n: int, k: int, *,
-                  num_iters: int | None = None, dtype=None) -> tuple[jax.Array, jax.Array]:
+                  num_iters: int | None = None, dtype=None, return_status: bool = False
+                  ) -> tuple[jax.Array, jax.Array] | tuple[jax.Array, jax.Array, jax.Array]:
     r"""Top-``k`` eigenpairs of a symmetric PSD operator given only by its matvec (Lanczos).
 
     Runs ``num_iters`` (default ``min(n, 2k + 20)``) Lanczos steps with full
-    reorthogonalisation, then diagonalises the tridiagonal matrix. Use it for kernels too large
+    reorthogonalisation (restarting from a fresh direction when the Krylov space becomes
+    invariant), then diagonalises the tridiagonal matrix: the shared Lanczos of
+    ``kjax._src.solvers``. Use it for kernels too large
     to factor: pass ``lambda v: kjax.kernels.kernel_matvec(kern, x, None, v)`` or the product with
     an eNTK streamed to a memmap.
 
@@ -120,9 +125,12 @@ def lanczos_top_k(key: jax.Array, matvec: Callable[[jax.Array], jax.Array], n: i
       k: number of eigenpairs.
       num_iters: Lanczos steps (``k <= num_iters <= n``).
       dtype: working dtype (default: the default float).
+      return_status: also return the status code (``OK``; ``MAX_ITER`` when the Ritz residual
+        of the ``k`` pairs is above ``sqrt(eps)``: raise ``num_iters``; ``NONFINITE_VALUES``; see
+        :func:`kjax.regression.status_name`).
 
     Returns:
-      ``(eigenvalues [k] descending, eigenvectors [n, k])``.
+      ``(eigenvalues [k] descending, eigenvectors [n, k])``, and the status if ``return_status``.
 
     Raises:
       ValueError: ``k < 1`` or ``num_iters`` outside ``[k, n]``.
@@ -154,31 +162,8 @@ def lanczos_top_k(key: jax.Array, matvec: Callable[[jax.Array], jax.Array], n: i
     if not real:
         fail(fn, "dtype", "be a real floating dtype (float32 or float64)", repr(dtype),
              cls=KjaxTypeError)
-    v0 = jax.random.normal(key, (n,), dtype)
-    v0 = v0 / jnp.linalg.norm(v0)
-    V = jnp.zeros((m, n), dtype).at[0].set(v0)
-    alpha = jnp.zeros((m,), dtype)
-    beta = jnp.zeros((m,), dtype)
-
-    def step(i, carry):
-        V, alpha, beta = carry
-        w = matvec(V[i]).astype(dtype)
-        a = jnp.dot(w, V[i])
-        w = w - a * V[i] - jnp.where(i > 0, beta[i - 1], 0.0) * V[jnp.maximum(i - 1, 0)]
-        # full reorthogonalisation against all previous vectors (twice is enough)
-        mask = (jnp.arange(m) <= i)[:, None]
-        for _ in range(2):
-            w = w - (V * mask).T @ ((V * mask) @ w)
-        b = jnp.linalg.norm(w)
-        V = V.at[jnp.minimum(i + 1, m - 1)].set(
-            jnp.where(i + 1 < m, w / jnp.where(b > 0, b, 1.0), V[m - 1]))
-        return V, alpha.at[i].set(a), beta.at[i].set(b)
-
-    V, alpha, beta = jax.lax.fori_loop(0, m, step, (V, alpha, beta))
-    T = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
-    vals, vecs = jnp.linalg.eigh(T)
-    vals, vecs = vals[::-1][:k], vecs[:, ::-1][:, :k]
-    return vals, V.T @ vecs
+    (vals, vecs), status, _ = lanczos(key, matvec, n, k, num_iters=m, dtype=dtype, fn_name=fn)
+    return (vals, vecs, status) if return_status else (vals, vecs)
 
 
 def effective_rank(k_or_eigenvalues: jax.Array, *, kind: str = "entropy") -> jax.Array:
@@ -386,6 +371,28 @@ class NTKRecord(NamedTuple):
     params: Any  #: final parameters
 
 
+# Module-level jits with the functions static: a second record_ntk call with the same loss,
+# optimizer and model reuses the compiled steps (a jit built inside the call would not).
+def _hashable(*xs) -> bool:
+    try:
+        hash(xs)
+    except TypeError:
+        return False
+    return True
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _train_step(loss_fn, optimizer, p, s, batch):
+    loss, g = jax.value_and_grad(loss_fn)(p, batch)
+    updates, s = optimizer.update(g, s, p)
+    return optax.apply_updates(p, updates), s, loss
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _probe_ntk(f, mode, implementation, p, *, x_probe):
+    return empirical_ntk(f, p, x_probe, mode=mode, implementation=implementation)
+
+
 def record_ntk(
     f: Callable,
     params: Any,
@@ -444,15 +451,13 @@ def record_ntk(
     if not batch_list:
         fail(fn, "batches", "yield at least one batch", "an empty iterable")
     opt_state = optimizer.init(params)
-
-    @jax.jit
-    def train_step(p, s, batch):
-        loss, g = jax.value_and_grad(loss_fn)(p, batch)
-        updates, s = optimizer.update(g, s, p)
-        return optax.apply_updates(p, updates), s, loss
-
-    kernel = jax.jit(lambda p: empirical_ntk(f, p, x_probe, mode=mode,
-                                             implementation=implementation))
+    impl = tuple(implementation) if isinstance(implementation, list) else implementation
+    if _hashable(loss_fn, optimizer, f, impl):
+        train_step = functools.partial(_train_step, loss_fn, optimizer)
+        kernel = functools.partial(_probe_ntk, f, mode, impl, x_probe=x_probe)
+    else:  # unhashable callables: compile for this call only
+        train_step = jax.jit(functools.partial(_train_step.__wrapped__, loss_fn, optimizer))
+        kernel = jax.jit(functools.partial(_probe_ntk.__wrapped__, f, mode, impl, x_probe=x_probe))
     steps, kernels, losses = [0], [np.asarray(kernel(params))], [float(loss_fn(params,
                                                                                batch_list[0]))]
     for t in range(1, num_steps + 1):

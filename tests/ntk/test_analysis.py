@@ -4,6 +4,7 @@ import numpy as np
 import optax
 import pytest
 
+from kjax._src.status import Status
 from kjax.ntk import analysis as A
 from tests.conformance import assert_close
 
@@ -64,6 +65,22 @@ def test_record_ntk_kernel_moves_during_training():
     assert rec.losses[-1] < rec.losses[0]
     assert rec.distance_to_init[0] == 0.0 and rec.distance_to_init[-1] > 1e-4
     assert np.all(rec.velocity[1:] > 0)
+    # a second call with the same model, loss and optimizer reuses the compiled steps
+    opt = optax.adam(0.05)
+    A.record_ntk(f, p, loss, opt, [(x, y)], x[:6], num_steps=2, every=1)
+    sizes = A._train_step._cache_size(), A._probe_ntk._cache_size()
+    A.record_ntk(f, p, loss, opt, [(x, y)], x[:6], num_steps=2, every=1)
+    assert (A._train_step._cache_size(), A._probe_ntk._cache_size()) == sizes
+
+
+def test_lanczos_top_k_reports_status():
+    a = jnp.diag(jnp.arange(1.0, 41.0))
+    vals, _, status = A.lanczos_top_k(jax.random.key(0), lambda v: a @ v, 40, 3, num_iters=40,
+                                      return_status=True)
+    assert int(status) == 0 and np.allclose(vals, [40.0, 39.0, 38.0])
+    _, _, status = A.lanczos_top_k(jax.random.key(0), lambda v: a @ v, 40, 3, num_iters=4,
+                                   return_status=True)
+    assert int(status) == Status.MAX_ITER
 
 
 BAD = [
