@@ -40,7 +40,7 @@ def _nonempty(fn: str, arg: str, x, n: str) -> None:
         fail(fn, arg, f"have d >= 1 features in [{n}, d]", f"shape {x.shape}")
 
 
-def _prep(fn: str, x1, x2):
+def prepare_inputs(fn: str, x1, x2):
     """Validate and promote inputs; returns ``(x1, x2, same)`` in the Gram dtype."""
     x1 = dtypes.as_float_array(fn, "x1", x1)
     check_rank(fn, "x1", x1, 2, layout="[n1, d]")
@@ -81,7 +81,7 @@ def squared_distance(x1: Float[ArrayLike, "n1 d"], x2: Float[ArrayLike, "n2 d"],
       >>> print(squared_distance(jnp.array([[0.0, 0.0]]), jnp.array([[3.0, 4.0]])))
       [[25.]]
     """
-    x1, x2, _ = _prep("kjax.kernels.squared_distance", x1, x2)
+    x1, x2, _ = prepare_inputs("kjax.kernels.squared_distance", x1, x2)
     return _squared_distance(x1, x2, same=same)
 
 
@@ -117,7 +117,7 @@ def _scalar(fn: str, arg: str, x, *, allow_zero: bool = False) -> None:
     check_positive(fn, arg, x, allow_zero=allow_zero)
 
 
-def _variance(fn, variance, k):
+def scale_by_variance(fn, variance, k):
     _scalar(fn, "variance", variance)
     return jnp.asarray(variance, k.dtype) * k
 
@@ -160,9 +160,9 @@ def rbf(
       Rasmussen & Williams, *Gaussian Processes for Machine Learning*, 2006, eq. 4.9.
     """
     fn = "kjax.kernels.rbf"
-    x1, x2, same = _prep(fn, x1, x2)
+    x1, x2, same = prepare_inputs(fn, x1, x2)
     x1, x2 = _scale(fn, x1, x2, lengthscale)
-    return _variance(fn, variance, jnp.exp(-0.5 * _squared_distance(x1, x2, same=same)))
+    return scale_by_variance(fn, variance, jnp.exp(-0.5 * _squared_distance(x1, x2, same=same)))
 
 
 def matern(
@@ -210,7 +210,7 @@ def matern(
 def _matern(fn: str, x1, x2, *, lengthscale, nu, variance):
     if nu not in (0.5, 1.5, 2.5):
         fail(fn, "nu", "be one of 0.5, 1.5, 2.5", repr(nu))
-    x1, x2, same = _prep(fn, x1, x2)
+    x1, x2, same = prepare_inputs(fn, x1, x2)
     x1, x2 = _scale(fn, x1, x2, lengthscale)
     r = _safe_sqrt(_squared_distance(x1, x2, same=same))
     if nu == 0.5:
@@ -221,7 +221,7 @@ def _matern(fn: str, x1, x2, *, lengthscale, nu, variance):
     else:
         s = math.sqrt(5.0) * r
         k = (1.0 + s + s * s / 3.0) * jnp.exp(-s)
-    return _variance(fn, variance, k)
+    return scale_by_variance(fn, variance, k)
 
 
 def laplace(
@@ -299,11 +299,11 @@ def rational_quadratic(
     """
     fn = "kjax.kernels.rational_quadratic"
     _scalar(fn, "alpha", alpha)
-    x1, x2, same = _prep(fn, x1, x2)
+    x1, x2, same = prepare_inputs(fn, x1, x2)
     x1, x2 = _scale(fn, x1, x2, lengthscale)
     a = jnp.asarray(alpha, x1.dtype)
     k = (1.0 + _squared_distance(x1, x2, same=same) / (2.0 * a)) ** (-a)
-    return _variance(fn, variance, k)
+    return scale_by_variance(fn, variance, k)
 
 
 def polynomial(
@@ -344,7 +344,7 @@ def polynomial(
     degree = check_int(fn, "degree", degree, minimum=1)
     _scalar(fn, "gamma", gamma)
     _scalar(fn, "coef0", coef0, allow_zero=True)
-    x1, x2, _ = _prep(fn, x1, x2)
+    x1, x2, _ = prepare_inputs(fn, x1, x2)
     g = 1.0 / x1.shape[-1] if gamma is None else gamma
     dot = jnp.matmul(x1, x2.T, precision=jax.lax.Precision.HIGHEST)
     return (jnp.asarray(g, x1.dtype) * dot + jnp.asarray(coef0, x1.dtype)) ** degree
@@ -379,9 +379,9 @@ def linear(
     """
     fn = "kjax.kernels.linear"
     _scalar(fn, "bias", bias, allow_zero=True)
-    x1, x2, _ = _prep(fn, x1, x2)
+    x1, x2, _ = prepare_inputs(fn, x1, x2)
     dot = jnp.matmul(x1, x2.T, precision=jax.lax.Precision.HIGHEST)
-    return _variance(fn, variance, dot) + jnp.asarray(bias, x1.dtype)
+    return scale_by_variance(fn, variance, dot) + jnp.asarray(bias, x1.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,7 +482,7 @@ def arccos(
     fn = "kjax.kernels.arccos"
     if order not in _J:
         fail(fn, "order", "be 0, 1 or 2", repr(order))
-    x1, x2, same = _prep(fn, x1, x2)
+    x1, x2, same = prepare_inputs(fn, x1, x2)
     n1, n2 = _safe_norm(x1), _safe_norm(x2)
     denom = n1[:, None] * n2[None, :]
     dot = jnp.matmul(x1, x2.T, precision=jax.lax.Precision.HIGHEST)

@@ -184,14 +184,14 @@ def white_noise(x1, x2=None, *, variance: float = 1.0):
       [[0.5 0. ]
        [0.  0.5]]
     """
-    from kjax.kernels._functions import _prep, _variance
+    from kjax.kernels._functions import prepare_inputs, scale_by_variance
 
     fn = "kjax.kernels.white_noise"
-    x1, x2, _ = _prep(fn, x1, x2)
+    x1, x2, _ = prepare_inputs(fn, x1, x2)
     same = jnp.all(x1[:, None, :] == x2[None, :, :], axis=-1).astype(x1.dtype)
     # NaN points propagate NaN (as the other kernels), rather than comparing unequal to everything
     nan = jnp.isnan(x1).any(axis=1)[:, None] | jnp.isnan(x2).any(axis=1)[None, :]
-    return _variance(fn, variance, jnp.where(nan, jnp.nan, same))
+    return scale_by_variance(fn, variance, jnp.where(nan, jnp.nan, same))
 
 
 def _kjax_kernel_functions():
