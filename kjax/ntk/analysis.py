@@ -18,9 +18,18 @@ import optax
 from kjax._src.errors import KjaxTypeError, check_in, check_int, fail
 from kjax._src.solvers import lanczos
 from kjax.ntk._dataset import MODES, empirical_ntk
+from kjax.ntk._matfree import (
+    Estimate,
+    ntk_effective_rank,
+    ntk_frobenius_norm,
+    ntk_label_alignment,
+    ntk_matvec,
+    ntk_trace,
+)
 from kjax.ntk._model import num_examples
 
 __all__ = [
+    "Estimate",
     "alignment",
     "centered_kernel_alignment",
     "effective_rank",
@@ -28,6 +37,11 @@ __all__ = [
     "kernel_distance",
     "label_alignment",
     "lanczos_top_k",
+    "ntk_effective_rank",
+    "ntk_frobenius_norm",
+    "ntk_label_alignment",
+    "ntk_matvec",
+    "ntk_trace",
     "record_ntk",
     "NTKRecord",
 ]
