@@ -155,7 +155,8 @@ def blockwise_gram(
       mesh: a ``jax.sharding.Mesh``; block pairs are split over ``mesh_axis`` (the only axis by
         default).
       out: a writable NumPy array or memmap of shape ``[n1, n2, *trailing]``: blocks are streamed
-        there by a host loop and ``out`` is returned.
+        there by a host loop and ``out`` is returned. On a mesh spanning processes, each process
+        writes only the blocks of its own devices (and their mirrors).
       progress: show a tqdm bar (host loop).
 
     Returns:
@@ -260,6 +261,28 @@ def mirror_upper(full, transpose):
     return jnp.where(upper, full, transpose(full))
 
 
+def _local(blocks: jax.Array, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices, host blocks)`` of the first ``count`` blocks (axis 0) that this process holds:
+    all of them in one process, the addressable shards of a global array across processes."""
+    if getattr(blocks, "is_fully_addressable", True):
+        return np.arange(count), np.asarray(blocks)[:count]
+    idx, data, seen = [], [], set()
+    for shard in blocks.addressable_shards:
+        sl = shard.index[0]
+        start = 0 if sl.start is None else sl.start
+        if start in seen:  # replicated over this process's devices
+            continue
+        seen.add(start)
+        rows = np.arange(start, start + shard.data.shape[0])
+        sel = rows < count
+        idx.append(rows[sel])
+        data.append(np.asarray(shard.data)[sel])
+    if not idx:
+        return np.arange(0), np.asarray(blocks.addressable_shards[0].data)[:0]
+    order = np.argsort(np.concatenate(idx))
+    return np.concatenate(idx)[order], np.concatenate(data)[order]
+
+
 def _gram_host_loop(compute, xp1, xp2, pairs, sizes, symmetric, transpose, out, progress, fn_name):
     n1, n2, b1, b2, ndev = sizes
     # Blocks per device per step: enough work per call to amortise dispatch.
@@ -297,9 +320,11 @@ def _gram_host_loop(compute, xp1, xp2, pairs, sizes, symmetric, transpose, out, 
         bar = tqdm(total=len(pairs), desc=fn_name, unit="block")
 
     def write(chunk_pairs, blocks, blocks_t):
-        blocks = np.asarray(blocks)[: len(chunk_pairs)]
-        blocks_t = np.asarray(blocks_t)[: len(chunk_pairs)] if symmetric else blocks
-        for (a, b), blk, blk_t in zip(chunk_pairs, blocks, blocks_t, strict=True):
+        # Across processes, each writes the blocks its own devices computed (and their mirrors):
+        # the union of the processes' `out` arrays is the result.
+        keep, blocks = _local(blocks, len(chunk_pairs))
+        blocks_t = _local(blocks_t, len(chunk_pairs))[1] if symmetric else blocks
+        for (a, b), blk, blk_t in zip(chunk_pairs[keep], blocks, blocks_t, strict=True):
             r0, c0 = a * b1, b * b2
             r1, c1 = min(r0 + b1, n1), min(c0 + b2, n2)
             if symmetric and a == b:

@@ -112,7 +112,11 @@ def empirical_ntk(
       mode: ``"full"``, ``"trace"``, ``"diagonal"`` or ``"pntk"``.
       block_size: examples per block; None (default) takes the largest block, up to 256, whose
         estimated memory fits with the result.
-      mesh: optional ``jax.sharding.Mesh``; block pairs are split over its devices.
+      mesh: optional ``jax.sharding.Mesh``; block pairs are split over its devices. A mesh
+        that spans several processes (``jax.distributed``) works with ``out``: each process
+        writes into its own ``out`` the blocks its devices computed (and their mirror images),
+        so the union over processes is the kernel. Give every process the same
+        ``np.lib.format.open_memmap`` file to assemble it on disk.
       mesh_axis: the mesh axis to split over (None: the mesh's only axis; required on a
         multi-axis mesh).
       progress: show a tqdm bar (host loop).
