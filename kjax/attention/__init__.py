@@ -9,10 +9,14 @@ Layout everywhere: ``[B, T, H, D]`` (batch, time, heads, head dimension). Querie
   :func:`elu_plus_one`, :func:`relu_features`, :func:`dpfp`, :func:`taylor2`, and the learnable
   :func:`hedgehog` and :func:`learned_spectral` with their ``init_*`` functions and parameter
   NamedTuples :class:`HedgehogParams` and :class:`LearnedSpectralParams`.
-* Attention: :func:`linear_attention` (non-causal, causal chunked, packed segments, states),
+* Attention: :func:`linear_attention` (non-causal, causal chunked, decayed / gated with ``decay``:
+  retention, SSD, GLA; packed ``segment_ids`` or ``cu_seqlens`` with a state per sequence),
   :func:`linear_attention_step` (decoding), :func:`kernel_attention`,
-  :func:`delta_rule_attention` / :func:`delta_rule_step`, :func:`rpe_kernel_attention`,
-  :func:`softmax_attention_reference`.
+  :func:`delta_rule_attention` / :func:`delta_rule_step` (plain or gated: Gated DeltaNet),
+  :func:`rpe_kernel_attention`, :func:`softmax_attention_reference`.
+
+The decayed forms and packing live in ``_decay`` (the chunked XLA machinery), with token-step
+references in ``_reference``.
 """
 
 from kjax._src.random_features import random_projection

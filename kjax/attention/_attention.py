@@ -86,9 +86,19 @@ def _check_segments(fn: str, segment_ids, q):
     return ref.run_ids(seg, q.shape[1])
 
 
-def _check_state(fn: str, state, q, v, acc, m=None, arg: str = "initial_state"):
-    """``(s0 [B, H, M, Dv], z0 [B, H, M])`` in ``acc`` (zeros for None, where ``arg`` allows it)."""
+def _real_state(fn: str, arg: str, *fields):
+    for x in fields:
+        dtype = getattr(x, "dtype", None)
+        if dtype is not None and not jnp.issubdtype(dtype, jnp.floating) and not (
+                jnp.issubdtype(dtype, jnp.integer) or dtype == np.bool_):
+            fail(fn, arg, "hold real arrays", f"dtype {dtype}", cls=KjaxTypeError)
+
+
+def _check_state(fn: str, state, q, v, acc, m=None, arg: str = "initial_state", n=None, what: str = ""):
+    """``(s0 [N, H, M, Dv], z0 [N, H, M])`` in ``acc`` (zeros for None, where ``arg`` allows it);
+    ``N`` is ``n`` (the number of packed sequences) or the batch ``B``."""
     b, _, h, mq = q.shape
+    b = b if n is None else n
     m = mq if m is None else m
     dv = v.shape[-1]
     if state is None:
@@ -96,9 +106,82 @@ def _check_state(fn: str, state, q, v, acc, m=None, arg: str = "initial_state"):
     if not isinstance(state, LinearAttentionState):
         fail(fn, arg, "be a LinearAttentionState(kv, k_sum) or None", type(state).__name__, cls=KjaxTypeError)
     if shape_of(state.kv) != (b, h, m, dv) or shape_of(state.k_sum) != (b, h, m):
-        fail(fn, arg, f"have kv of shape {(b, h, m, dv)} and k_sum of shape {(b, h, m)}",
+        fail(fn, arg, f"have kv of shape {(b, h, m, dv)} and k_sum of shape {(b, h, m)}{what}",
              f"kv {shape_of(state.kv)}, k_sum {shape_of(state.k_sum)}")
-    return state.kv.astype(acc), state.k_sum.astype(acc)
+    _real_state(fn, arg, state.kv, state.k_sum)
+    return jnp.asarray(state.kv).astype(acc), jnp.asarray(state.k_sum).astype(acc)
+
+
+def _check_decay(fn: str, decay, q, arg: str = "decay", shapes: tuple[str, ...] = ("H", "BTH", "BTHM")):
+    """Log-decays as ``[B, T, H]`` (a fixed ``[H]`` is broadcast) or ``[B, T, H, M]``, or None.
+
+    A concrete positive value raises (a gate ``exp(decay) > 1`` grows the state without bound)."""
+    if decay is None:
+        return None
+    b, t, h, m = q.shape
+    decay = dtypes.as_float_array(fn, arg, decay)
+    allowed = {"H": (h,), "BTH": (b, t, h), "BTHM": (b, t, h, m)}
+    names = {"H": "[H]", "BTH": "[B, T, H]", "BTHM": "[B, T, H, M]"}
+    if not any(decay.shape == allowed[s_] for s_ in shapes):
+        want = " or ".join(f"{names[s_]} = {allowed[s_]}" for s_ in shapes)
+        fail(fn, arg, f"have shape {want}", f"shape {decay.shape}")
+    _check_log_decay(fn, arg, decay)
+    if decay.shape == (h,):
+        decay = jnp.broadcast_to(decay, (b, t, h))
+    return decay
+
+
+def _check_log_decay(fn: str, arg: str, decay) -> None:
+    if is_static_number(decay):
+        arr = np.asarray(decay, np.float64)
+        if np.any(arr > 0):
+            fail(fn, arg, "be <= 0 (a log-decay: the gate exp(decay) must be <= 1)",
+                 f"a maximum of {np.nanmax(arr)!r}")
+
+
+def _check_beta(fn: str, arg: str, beta) -> None:
+    """``beta`` in [0, 2], where it is concrete (outside it the delta rule is unstable)."""
+    if is_static_number(beta):
+        arr = np.asarray(beta, np.float64)
+        if np.any(arr < 0) or np.any(arr > 2):
+            fail(fn, arg, "lie in [0, 2] (the delta rule is stable only there)",
+                 f"values in [{np.nanmin(arr)!r}, {np.nanmax(arr)!r}]")
+
+
+def _check_scale(fn: str, scale):
+    """``None`` or a finite scalar (may be traced)."""
+    if scale is None:
+        return None
+    if shape_of(scale) != ():
+        fail(fn, "scale", "be a scalar", f"shape {shape_of(scale)}")
+    if is_static_number(scale) and not math.isfinite(float(scale)):
+        fail(fn, "scale", "be finite", repr(float(scale)))
+    return dtypes.as_float_array(fn, "scale", scale) if not isinstance(scale, int | float) else scale
+
+
+def _check_cu_seqlens(fn: str, cu_seqlens, q, segment_ids, causal: bool = True):
+    """Offsets ``[N + 1]`` of packed sequences (``B == 1``, strictly increasing from 0 to ``T``)."""
+    if cu_seqlens is None:
+        return None
+    cu = jnp.asarray(cu_seqlens)
+    if not jnp.issubdtype(cu.dtype, jnp.integer):
+        fail(fn, "cu_seqlens", "be an integer array", f"dtype {cu.dtype}", cls=KjaxTypeError)
+    if cu.ndim != 1 or cu.shape[0] < 2:
+        fail(fn, "cu_seqlens", "have shape [N + 1] with N >= 1 sequences", f"shape {cu.shape}")
+    if segment_ids is not None:
+        fail(fn, "cu_seqlens", "not be given with `segment_ids` (one way of packing)", "both")
+    if not causal:
+        fail(fn, "cu_seqlens", "come with causal=True (use `segment_ids` for packed non-causal attention)",
+             "causal=False")
+    b, t = q.shape[:2]
+    if b != 1:
+        fail(fn, "cu_seqlens", "come with inputs of batch B = 1 (the sequences are packed along T)",
+             f"inputs of batch B = {b}")
+    if is_static_number(cu_seqlens):
+        arr = np.asarray(cu_seqlens)
+        if arr[0] != 0 or arr[-1] != t or np.any(np.diff(arr) <= 0):
+            fail(fn, "cu_seqlens", f"increase strictly from 0 to T = {t}", f"{arr.tolist()}")
+    return cu.astype(jnp.int32)
 
 
 def _check_flags(fn: str, **flags) -> None:
@@ -122,8 +205,10 @@ def _eps(fn: str, eps) -> float:
 _LA = "kjax.attention.linear_attention"
 
 
-def _la_pallas(q, k, v, w, s0, z0, runs, *, feature_map, causal, normalize, eps, chunk_size):
-    """The Pallas kernels: Triton on cuda, Mosaic on tpu (chosen when the call is lowered)."""
+def _la_pallas(q, k, v, w, s0, z0, runs, g, cu, *, feature_map, causal, normalize, eps, chunk_size):
+    """The Pallas kernels: Triton on cuda, Mosaic on tpu (chosen when the call is lowered).
+
+    ``g`` and ``cu`` are None here (their ``supports`` refuses decays and ``cu_seqlens``)."""
     from kjax.attention import _pallas_tpu, _pallas_triton
 
     kw = dict(feature_map=feature_map, normalize=normalize, eps=eps, chunk_size=chunk_size)
@@ -134,7 +219,7 @@ def _la_pallas(q, k, v, w, s0, z0, runs, *, feature_map, causal, normalize, eps,
 
 
 def _interpret(module: str):
-    def run(q, k, v, w, s0, z0, runs, *, feature_map, causal, normalize, eps, chunk_size):
+    def run(q, k, v, w, s0, z0, runs, g, cu, *, feature_map, causal, normalize, eps, chunk_size):
         import importlib
 
         mod = importlib.import_module(f"kjax.attention.{module}")
@@ -147,6 +232,10 @@ def _supports(module: str):
     def supports(platform, config):
         import importlib
 
+        if config.get("decay") is not None:
+            return "`decay` is served by the XLA path"
+        if config.get("varlen"):
+            return "`cu_seqlens` is served by the XLA path"
         return importlib.import_module(f"kjax.attention.{module}").supports(platform, config)
     return supports
 
@@ -156,7 +245,8 @@ def _pallas_supports(platform, config):
 
 
 #: the implementations of :func:`linear_attention` / :func:`kernel_attention`, in order of preference;
-#: all share the signature of :func:`kjax.attention._xla.linear_attention_xla`
+#: all share the signature of :func:`kjax.attention._xla.linear_attention_xla`. The configuration has
+#: ``decay`` (None, ``"head"``, ``"scalar"`` or ``"feature"``) and ``varlen`` (``cu_seqlens`` given)
 IMPLEMENTATIONS = (
     dispatch.Implementation("pallas", _la_pallas, platforms=dispatch.PALLAS_PLATFORMS,
                             supports=_pallas_supports),
@@ -167,9 +257,23 @@ IMPLEMENTATIONS = (
                             supports=_supports("_pallas_tpu"), auto=False),
 )
 
+#: the implementations of :func:`delta_rule_attention`, sharing the signature of
+#: :func:`kjax.attention._xla.delta_rule_xla`; the configuration has ``gated`` and ``varlen``
+DELTA_IMPLEMENTATIONS = (
+    dispatch.Implementation("xla", _xla.delta_rule_xla),
+)
+
+
+def _decay_kind(decay_arg, g) -> str | None:
+    if g is None:
+        return None
+    if shape_of(decay_arg) == (g.shape[2],):
+        return "head"
+    return "feature" if g.ndim == 4 else "scalar"
+
 
 def _attend(fn, q, k, v, *, causal, normalize, eps, chunk_size, initial_state, return_state,
-            segment_ids, implementation, feature_map="identity", w=None):
+            segment_ids, implementation, feature_map="identity", w=None, decay=None, cu_seqlens=None):
     """Shared body of :func:`linear_attention` and :func:`kernel_attention`: ``q, k`` are raw inputs
     of the fused ``feature_map`` (``"identity"`` when they are features already)."""
     dtype = dtypes.result_dtype(q, k, v)
@@ -177,13 +281,20 @@ def _attend(fn, q, k, v, *, causal, normalize, eps, chunk_size, initial_state, r
     chunk_size = _chunk(fn, chunk_size)
     eps = _eps(fn, eps)
     runs = _check_segments(fn, segment_ids, q)
+    g = _check_decay(fn, decay, q)
+    if g is not None and not causal:
+        fail(fn, "decay", "come with causal=True (a decay orders the tokens)", "causal=False")
+    cu = _check_cu_seqlens(fn, cu_seqlens, q, segment_ids, causal)
+    n = None if cu is None else cu.shape[0] - 1
+    what = "" if n is None else f" (one row per sequence: N = len(cu_seqlens) - 1 = {n})"
     m = w.shape[0] if feature_map == "favor_positive" else q.shape[-1]
-    s0, z0 = _check_state(fn, initial_state, q, v, acc, m)
+    s0, z0 = _check_state(fn, initial_state, q, v, acc, m, n=n, what=what)
     w = jnp.zeros((1, 1), dtype) if w is None else w.astype(dtype)
     config = dict(causal=causal, feature_map=feature_map, dtype=jnp.dtype(dtype), d=q.shape[-1], m=m,
-                  dv=v.shape[-1], t=q.shape[1], segments=runs is not None)
+                  dv=v.shape[-1], t=q.shape[1], segments=runs is not None, decay=_decay_kind(decay, g),
+                  varlen=cu is not None)
     run = dispatch.dispatch(fn, implementation, IMPLEMENTATIONS, config)
-    out, s, z = run(q.astype(dtype), k.astype(dtype), v.astype(dtype), w, s0, z0, runs,
+    out, s, z = run(q.astype(dtype), k.astype(dtype), v.astype(dtype), w, s0, z0, runs, g, cu,
                     feature_map=feature_map, causal=causal, normalize=normalize, eps=eps,
                     chunk_size=chunk_size)
     out = out.astype(dtype)
@@ -197,6 +308,8 @@ def linear_attention(
     k: Float[ArrayLike, "B T H M"],
     v: Float[ArrayLike, "B T H Dv"],
     *,
+    decay: Float[ArrayLike, " H"] | Float[ArrayLike, "B T H"] | Float[ArrayLike, "B T H M"] | None = None,
+    scale: float | Float[ArrayLike, ""] | None = None,
     causal: bool = True,
     normalize: bool = True,
     eps: float = 1e-6,
@@ -204,53 +317,79 @@ def linear_attention(
     initial_state: LinearAttentionState | None = None,
     return_state: bool = False,
     segment_ids: Int[ArrayLike, "B T"] | None = None,
+    cu_seqlens: Int[ArrayLike, " N+1"] | None = None,
     implementation: None | str | Sequence[str] = None,
 ) -> Float[Array, "B T H Dv"] | tuple[Float[Array, "B T H Dv"], LinearAttentionState]:
-    r"""Linear attention on feature-mapped queries and keys.
+    r"""Linear attention on feature-mapped queries and keys, plain or with decays and gates.
 
-    With :math:`\phi(q_t), \phi(k_s) \in \mathbb R^M` given as ``q`` and ``k``:
+    With :math:`\phi(q_t), \phi(k_s) \in \mathbb R^M` given as ``q`` and ``k`` (``q`` multiplied by
+    ``scale``), the causal form is the recurrence
 
     .. math::
-        o_t = \frac{\phi(q_t)^\top S_t}{\phi(q_t)^\top z_t + \varepsilon},\qquad
-        S_t = S_0 + \sum_{s \in \mathcal N(t)} \phi(k_s) v_s^\top,\quad
-        z_t = z_0 + \sum_{s \in \mathcal N(t)} \phi(k_s)
+        S_t = \mathrm{Diag}(a_t)\, S_{t-1} + \phi(k_t) v_t^\top,\quad
+        z_t = a_t \odot z_{t-1} + \phi(k_t),\quad
+        o_t = \frac{S_t^\top \phi(q_t)}{\phi(q_t)^\top z_t + \varepsilon}
 
-    where :math:`\mathcal N(t) = \{s \le t\}` (``causal=True``) or all :math:`s`, restricted to the
-    segment of :math:`t` when ``segment_ids`` is given; without normalisation
-    :math:`o_t = \phi(q_t)^\top S_t`. This equals the masked quadratic form
-    :math:`(\phi(Q)\phi(K)^\top \odot \text{mask})\,V` row-normalised, in :math:`O(T)` memory.
+    with gates :math:`a_t = \exp(\text{decay}_t) \in (0, 1]` (:math:`a_t = 1` without ``decay``) and,
+    without normalisation, :math:`o_t = S_t^\top \phi(q_t)`. ``S: [M, Dv]`` is the state ``kv``, in
+    flash-linear-attention's ``initial_state`` layout ``[N, H, K, V]`` (the transpose of the
+    ``S: [Dv, M]`` of the convention ``o_t = S_t q_t``). Without a
+    decay this equals the masked quadratic form :math:`(\phi(Q)\phi(K)^\top \odot \text{mask})V`,
+    row-normalised; ``causal=False`` sums over all tokens (no decay then).
 
-    The causal form is chunked: the sequence is split into chunks of ``chunk_size`` tokens, inside a
-    chunk attention is a masked ``[C, C]`` matmul, and the state :math:`(S, z)` is carried from
-    chunk to chunk by a ``lax.scan`` (``T / C`` steps of matmuls instead of ``T`` steps of outer
-    products). ``T`` need not be a multiple of ``chunk_size``.
+    ``decay`` is the log of the gate, as flash-linear-attention's ``g``:
 
-    Packed sequences: ``segment_ids`` marks which sequence each token belongs to; a new segment
-    starts wherever the id changes from one token to the next (so segments are contiguous runs and
-    an id reused later starts a new segment). ``initial_state`` belongs to the first segment;
-    the returned state to the last one.
+    * ``[H]``: a fixed decay per head (RetNet's retention, lightning attention: ``log(gamma_h)``);
+    * ``[B, T, H]``: one scalar per head and step (Mamba-2's SSD, simple GLA, ``dt * A``);
+    * ``[B, T, H, M]``: one gate per key feature (GLA).
+
+    The gated papers use ``normalize=False`` (and fla's ``scale = M ** -0.5``); the default
+    ``normalize=True`` and ``scale=None`` (1) keep the behaviour of plain linear attention.
+
+    The causal form is chunked: inside a chunk of ``chunk_size`` tokens attention is a masked
+    ``[C, C]`` matmul, and the state is carried from chunk to chunk by a ``lax.scan``. Decays enter
+    as cumulative log-gates within a chunk, exponentiated only where their exponent is <= 0 (so
+    float32 and bfloat16 inputs with strong decays do not overflow); per-feature gates use
+    sub-chunks of 16 tokens (GLA's secondary chunking; ``chunk_size`` is rounded up to a multiple
+    of 16 there). ``T`` need not be a multiple of ``chunk_size``.
+
+    Packed sequences:
+
+    * ``cu_seqlens`` (flash-linear-attention's convention): ``B = 1``, sequence ``n`` is tokens
+      ``cu_seqlens[n]:cu_seqlens[n+1]``; each sequence starts from its own row of
+      ``initial_state`` and returns its own final state: both have ``N = len(cu_seqlens) - 1`` rows
+      in place of ``B``. The result equals running the sequences one by one. Causal only.
+    * ``segment_ids``: a new segment starts wherever the id changes from one token to the next
+      (an id reused later starts a new segment). Row ``b``'s ``initial_state`` belongs to its first
+      segment and the returned state to its last one; use ``cu_seqlens`` for a state per sequence.
 
     Args:
       q: ``[B, T, H, M]`` feature-mapped queries :math:`\phi(q)`.
       k: ``[B, T, H, M]`` feature-mapped keys :math:`\phi(k)`.
       v: ``[B, T, H, Dv]`` values.
+      decay: log-decays (<= 0), shape ``[H]``, ``[B, T, H]`` or ``[B, T, H, M]``, or None. A concrete
+        positive value raises; a traced one cannot be checked (values > 0 give growing states).
+      scale: multiplies ``q`` (a finite scalar, may be traced); None for 1.
       causal: causal (autoregressive) or full attention.
       normalize: divide by :math:`\phi(q_t)^\top z_t + \varepsilon` (softmax-like weights).
       eps: :math:`\varepsilon \ge 0` added to the denominator, so rows whose features vanish
         (e.g. :func:`relu_features`) give 0 instead of NaN.
       chunk_size: tokens per chunk of the causal form (>= 1); see docs/benchmarks.md for tuning.
       initial_state: a :class:`LinearAttentionState` ``(S_0, z_0)`` to continue from (e.g. the state
-        returned for a prompt), or None for zeros.
+        returned for a prompt), or None for zeros; ``N`` rows with ``cu_seqlens``.
       return_state: also return the final :class:`LinearAttentionState` (for decoding with
         :func:`linear_attention_step`).
       segment_ids: ``[B, T]`` integer ids of packed sequences, or None.
+      cu_seqlens: ``[N + 1]`` integer offsets of ``N`` packed sequences (strictly increasing from 0
+        to ``T``; a concrete array is checked, a traced one cannot be), or None.
       implementation: chosen per platform when the call is lowered. None: the Pallas kernels on
-        GPU (Triton) and TPU (Mosaic) for the calls they support (causal, feature sizes <= 256,
-        float32/bfloat16), XLA otherwise and on CPU; ``"xla"``; ``"pallas"`` (exactly the kernels,
-        an error where they cannot serve); ``"pallas_interpret"`` / ``"pallas_tpu_interpret"``
-        (the Triton / TPU kernels in interpret mode, any backend, for tests); or a list, the first
-        that supports the call on each platform. ``chunk_size`` is a hint for the kernels (Triton:
-        a power of two in [16, 64]; TPU: 128 tokens).
+        GPU (Triton) and TPU (Mosaic) for the calls they support (causal, no ``decay`` or
+        ``cu_seqlens``, feature sizes <= 256, float32/bfloat16), XLA otherwise and on CPU;
+        ``"xla"``; ``"pallas"`` (exactly the kernels, an error where they cannot serve);
+        ``"pallas_interpret"`` / ``"pallas_tpu_interpret"`` (the Triton / TPU kernels in interpret
+        mode, any backend, for tests); or a list, the first that supports the call on each
+        platform. ``chunk_size`` is a hint for the kernels (Triton: a power of two in [16, 64];
+        TPU: 128 tokens).
 
     Returns:
       ``[B, T, H, Dv]`` outputs with the dtype of the inputs, and the final state if
@@ -259,9 +398,13 @@ def linear_attention(
     Raises:
       ValueError: ranks other than 4; ``q`` and ``k`` of different shapes; ``v`` with another
         ``[B, T, H]``; ``chunk_size < 1``; ``eps < 0``; ``segment_ids`` not ``[B, T]``;
-        ``initial_state`` of the wrong shapes; an implementation that cannot serve the call here.
-      TypeError: complex inputs, non-integer ``segment_ids``, ``chunk_size`` not an int,
-        ``causal`` / ``normalize`` / ``return_state`` not Python bools.
+        ``initial_state`` of the wrong shapes (with ``cu_seqlens``: not ``N`` rows); ``decay`` of
+        another shape, with a positive value, or with ``causal=False``; ``scale`` not a finite
+        scalar; ``cu_seqlens`` not ``[N + 1]``, not strictly increasing from 0 to ``T``, with
+        ``B != 1``, with ``segment_ids`` or with ``causal=False``; an implementation that cannot
+        serve the call here.
+      TypeError: complex inputs, non-integer ``segment_ids`` / ``cu_seqlens``, ``chunk_size`` not an
+        int, ``causal`` / ``normalize`` / ``return_state`` not Python bools.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -270,16 +413,42 @@ def linear_attention(
       >>> out = linear_attention(elu_plus_one(q), elu_plus_one(k), v, chunk_size=4)
       >>> print(out.shape)
       (2, 10, 4, 8)
+      >>> gates = jnp.log(1 - 2.0 ** (-5 - jnp.arange(4.0)))  # retention: a fixed decay per head
+      >>> out = linear_attention(q, k, v, decay=gates, scale=8 ** -0.5, normalize=False)
+      >>> print(out.shape)
+      (2, 10, 4, 8)
 
     References:
-      Katharopoulos et al., *Transformers are RNNs*, ICML 2020; Yang et al., *Gated Linear Attention
-      Transformers with Hardware-Efficient Training*, ICML 2024 (the chunked form).
+      Katharopoulos et al., *Transformers are RNNs*, ICML 2020; Sun et al., *Retentive Network*,
+      2023; Yang et al., *Gated Linear Attention Transformers with Hardware-Efficient Training*,
+      ICML 2024 (the chunked form, secondary chunking); Dao & Gu, *Transformers are SSMs* (Mamba-2),
+      ICML 2024.
     """
     q, k, v = _check_qkv(_LA, q, k, v, "M")
     _check_flags(_LA, causal=causal, normalize=normalize, return_state=return_state)
+    scale = _check_scale(_LA, scale)
+    if scale is not None:
+        q = (q * scale).astype(dtypes.result_dtype(q, k, v))
     return _attend(_LA, q, k, v, causal=causal, normalize=normalize, eps=eps, chunk_size=chunk_size,
                    initial_state=initial_state, return_state=return_state, segment_ids=segment_ids,
-                   implementation=implementation)
+                   implementation=implementation, decay=decay, cu_seqlens=cu_seqlens)
+
+
+def _step_decay(fn: str, decay_t, q_t, shapes: tuple[str, ...]):
+    """``decay_t`` as gates ``exp(decay_t)`` broadcast to ``[B, H, M]`` (None stays None)."""
+    if decay_t is None:
+        return None
+    b, h, m = q_t.shape
+    decay_t = dtypes.as_float_array(fn, "decay_t", decay_t)
+    allowed = {"H": (h,), "BH": (b, h), "BHM": (b, h, m)}
+    names = {"H": "[H]", "BH": "[B, H]", "BHM": "[B, H, M]"}
+    if not any(decay_t.shape == allowed[s_] for s_ in shapes):
+        want = " or ".join(f"{names[s_]} = {allowed[s_]}" for s_ in shapes)
+        fail(fn, "decay_t", f"have shape {want}", f"shape {decay_t.shape}")
+    _check_log_decay(fn, "decay_t", decay_t)
+    if decay_t.shape == (h,):
+        decay_t = jnp.broadcast_to(decay_t, (b, h))
+    return decay_t
 
 
 def linear_attention_step(
@@ -288,15 +457,20 @@ def linear_attention_step(
     k_t: Float[ArrayLike, "B H M"],
     v_t: Float[ArrayLike, "B H Dv"],
     *,
+    decay_t: Float[ArrayLike, " H"] | Float[ArrayLike, "B H"] | Float[ArrayLike, "B H M"] | None = None,
+    scale: float | Float[ArrayLike, ""] | None = None,
     normalize: bool = True,
     eps: float = 1e-6,
 ) -> tuple[Float[Array, "B H Dv"], LinearAttentionState]:
-    r"""One recurrent step of causal linear attention (decoding).
+    r"""One recurrent step of causal (decayed) linear attention (decoding).
 
-    .. math:: S \leftarrow S + \phi(k_t) v_t^\top,\quad z \leftarrow z + \phi(k_t),\quad
-        o_t = \frac{\phi(q_t)^\top S}{\phi(q_t)^\top z + \varepsilon}
+    .. math:: S \leftarrow \mathrm{Diag}(a_t) S + \phi(k_t) v_t^\top,\quad
+        z \leftarrow a_t \odot z + \phi(k_t),\quad
+        o_t = \frac{S^\top \phi(q_t)}{\phi(q_t)^\top z + \varepsilon}
 
-    Running it over ``t`` from a state equals :func:`linear_attention` (causal) from that state.
+    with :math:`a_t = \exp(\text{decay}_t)` (1 without ``decay_t``) and ``q_t`` multiplied by
+    ``scale``. Running it over ``t`` from a state equals :func:`linear_attention` (causal, with the
+    same ``decay``, ``scale`` and ``normalize``) from that state.
 
     Args:
       state: :class:`LinearAttentionState` with ``kv: [B, H, M, Dv]`` and ``k_sum: [B, H, M]``
@@ -304,6 +478,9 @@ def linear_attention_step(
       q_t: ``[B, H, M]`` feature-mapped query of this token.
       k_t: ``[B, H, M]`` feature-mapped key.
       v_t: ``[B, H, Dv]`` value.
+      decay_t: log-decay (<= 0) of this token: ``[H]`` (fixed per head), ``[B, H]`` (scalar per
+        head) or ``[B, H, M]`` (per key feature), or None.
+      scale: multiplies ``q_t`` (a finite scalar); None for 1.
       normalize: divide by the normaliser (as in :func:`linear_attention`).
       eps: :math:`\varepsilon \ge 0` in the denominator.
 
@@ -311,8 +488,9 @@ def linear_attention_step(
       ``(o_t [B, H, Dv], new_state)``, in the dtype of the inputs.
 
     Raises:
-      ValueError: shapes that do not match each other or the state; an empty axis; ``eps < 0``.
-      TypeError: ``state`` not a :class:`LinearAttentionState`; complex inputs.
+      ValueError: shapes that do not match each other or the state; an empty axis; ``eps < 0``;
+        ``decay_t`` of another shape or positive (concrete); ``scale`` not a finite scalar.
+      TypeError: ``state`` not a :class:`LinearAttentionState` or with complex arrays; complex inputs.
 
     Example:
       >>> import jax.numpy as jnp
@@ -323,7 +501,8 @@ def linear_attention_step(
       (1, 2, 3) (1, 2, 4, 3)
 
     References:
-      Katharopoulos et al., *Transformers are RNNs*, ICML 2020, sec. 3.4.
+      Katharopoulos et al., *Transformers are RNNs*, ICML 2020, sec. 3.4; Yang et al., *Gated
+      Linear Attention Transformers with Hardware-Efficient Training*, ICML 2024.
     """
     fn = "kjax.attention.linear_attention_step"
     q_t, k_t, v_t = (dtypes.as_float_array(fn, n, x) for n, x in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)))
@@ -336,11 +515,18 @@ def linear_attention_step(
         fail(fn, "v_t", f"have the [B, H] = {q_t.shape[:2]} of `q_t`", f"shape {v_t.shape}")
     _eps(fn, eps)
     _check_flags(fn, normalize=normalize)
+    g = _step_decay(fn, decay_t, q_t, ("H", "BH", "BHM"))
+    scale = _check_scale(fn, scale)
     dtype = dtypes.result_dtype(q_t, k_t, v_t)
     acc = dtypes.accum_dtype(dtype)
     s0, z0 = _check_state(fn, state, q_t[:, None], v_t[:, None], acc, arg="state")
     s = jnp.concatenate([s0, z0[..., None]], axis=-1)
-    out, s = ref.step(s, q_t.astype(acc), k_t.astype(acc), ref.augment(v_t.astype(acc)))
+    q_t = q_t.astype(acc) if scale is None else q_t.astype(acc) * scale
+    a = None
+    if g is not None:
+        a = jnp.exp(g.astype(acc))
+        a = jnp.broadcast_to(a[..., None] if a.ndim == 2 else a, q_t.shape)
+    out, s = ref.decay_step(s, q_t, k_t.astype(acc), ref.augment(v_t.astype(acc)), a)
     return ref.finish(out, normalize, eps).astype(dtype), LinearAttentionState(
         kv=s[..., :-1].astype(dtype), k_sum=s[..., -1].astype(dtype))
 
@@ -492,37 +678,60 @@ def delta_rule_attention(
     v: Float[ArrayLike, "B T H Dv"],
     beta: Float[ArrayLike, "B T H"],
     *,
+    decay: Float[ArrayLike, "B T H"] | None = None,
+    scale: float | Float[ArrayLike, ""] | None = None,
     chunk_size: int = 64,
     initial_state: DeltaRuleState | None = None,
     return_state: bool = False,
+    segment_ids: Int[ArrayLike, "B T"] | None = None,
+    cu_seqlens: Int[ArrayLike, " N+1"] | None = None,
+    implementation: None | str | Sequence[str] = None,
 ) -> Float[Array, "B T H Dv"] | tuple[Float[Array, "B T H Dv"], DeltaRuleState]:
-    r"""Causal attention with the delta rule (fast weight programmers), in chunked form.
+    r"""Causal attention with the delta rule (fast weight programmers), plain or gated, in chunks.
 
-    .. math:: S_t = S_{t-1} + \beta_t\, k_t\big(v_t - S_{t-1}^\top k_t\big)^\top,\qquad
+    .. math:: S_t = a_t \big(I - \beta_t k_t k_t^\top\big) S_{t-1} + \beta_t k_t v_t^\top
+        = a_t S_{t-1} + \beta_t\, k_t\big(v_t - a_t S_{t-1}^\top k_t\big)^\top,\qquad
         o_t = S_t^\top q_t
 
-    with :math:`S \in \mathbb R^{M \times D_v}`: each token writes :math:`v_t` at key :math:`k_t`,
-    replacing (for :math:`\beta_t = 1` and unit :math:`k_t`) what was stored there instead of adding
-    to it. Computed in chunks with the WY representation: inside a chunk the updates are a
-    unit-triangular solve and matmuls, and the state is carried across chunks; the result equals
-    the token recurrence. Keys are used as given: normalise them (e.g. ``k / |k|``) and keep
-    :math:`\beta \in (0, 2)` for a stable recurrence.
+    with :math:`S \in \mathbb R^{M \times D_v}` (``kv``, fla's ``[K, V]`` state layout),
+    ``q`` multiplied by ``scale`` and gates :math:`a_t = \exp(\text{decay}_t)` (``a_t = 1`` without
+    ``decay``: the delta rule; with it: the gated delta rule of Gated DeltaNet). Each token writes
+    :math:`v_t` at key :math:`k_t`, replacing (for :math:`\beta_t = 1` and unit :math:`k_t`) what was
+    stored there instead of adding to it. Computed in chunks with the WY representation: inside a
+    chunk the updates are a unit-triangular solve and matmuls with the cumulative log-gates
+    exponentiated only where their exponent is <= 0, and the state is carried across chunks; the
+    result equals the token recurrence. Keys are used as given: normalise them (e.g. ``k / |k|``).
+    :math:`\beta \in [0, 2]` is required (for unit keys the recurrence is stable exactly there);
+    a concrete ``beta`` outside it raises.
+
+    Packed sequences: ``cu_seqlens`` (``B = 1``; a state per sequence, ``N`` rows) or
+    ``segment_ids`` (a state per row), exactly as in :func:`linear_attention`.
 
     Args:
       q: ``[B, T, H, M]`` queries (feature-mapped if desired).
       k: ``[B, T, H, M]`` keys (typically L2-normalised).
       v: ``[B, T, H, Dv]`` values.
-      beta: ``[B, T, H]`` write strengths (e.g. a sigmoid).
+      beta: ``[B, T, H]`` write strengths in [0, 2] (e.g. a sigmoid).
+      decay: ``[B, T, H]`` log-decays (<= 0; Gated DeltaNet's ``g``), or None.
+      scale: multiplies ``q`` (a finite scalar, may be traced); None for 1 (fla's default is
+        ``M ** -0.5``).
       chunk_size: tokens per chunk (>= 1).
-      initial_state: a :class:`DeltaRuleState` to continue from, or None for zeros.
+      initial_state: a :class:`DeltaRuleState` to continue from (``N`` rows with ``cu_seqlens``),
+        or None for zeros.
       return_state: also return the final :class:`DeltaRuleState`.
+      segment_ids: ``[B, T]`` integer ids of packed sequences, or None.
+      cu_seqlens: ``[N + 1]`` offsets of packed sequences, or None.
+      implementation: None or ``"xla"`` (the XLA path), or a list (see :func:`linear_attention`).
 
     Returns:
       ``[B, T, H, Dv]`` outputs (and the final state if ``return_state``), in the input dtype.
 
     Raises:
       ValueError: shapes that do not match (as in :func:`linear_attention`), ``beta`` not
-        ``[B, T, H]``, ``chunk_size < 1``, a state of the wrong shape.
+        ``[B, T, H]`` or outside [0, 2], ``decay`` not ``[B, T, H]`` or positive, ``chunk_size < 1``,
+        a state of the wrong shape (with ``cu_seqlens``: not ``N`` rows), ``cu_seqlens`` and
+        ``segment_ids`` as in :func:`linear_attention`.
+      TypeError: complex inputs or state; non-integer ``segment_ids`` / ``cu_seqlens``.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -532,31 +741,47 @@ def delta_rule_attention(
       >>> out = delta_rule_attention(q, k, v, jnp.full((1, 10, 2), 0.5), chunk_size=4)
       >>> print(out.shape)
       (1, 10, 2, 4)
+      >>> gated = delta_rule_attention(q, k, v, jnp.full((1, 10, 2), 0.5), decay=jnp.full((1, 10, 2), -0.1))
+      >>> print(gated.shape)
+      (1, 10, 2, 4)
 
     References:
       Schlag, Irie & Schmidhuber, *Linear Transformers Are Secretly Fast Weight Programmers*, ICML
       2021; Yang et al., *Parallelizing Linear Transformers with the Delta Rule over Sequence
-      Length*, NeurIPS 2024 (chunked WY form).
+      Length*, NeurIPS 2024 (chunked WY form); Yang, Kautz & Hatamizadeh, *Gated Delta Networks:
+      Improving Mamba2 with Delta Rule*, ICLR 2025.
     """
     q, k, v = _check_qkv(_DR, q, k, v, "M")
     _check_flags(_DR, return_state=return_state)
     beta = dtypes.as_float_array(_DR, "beta", beta)
     if beta.shape != q.shape[:3]:
         fail(_DR, "beta", f"have shape [B, T, H] = {q.shape[:3]}", f"shape {beta.shape}")
+    _check_beta(_DR, "beta", beta)
+    g = _check_decay(_DR, decay, q, shapes=("BTH",))
+    scale = _check_scale(_DR, scale)
     chunk_size = _chunk(_DR, chunk_size)
+    runs = _check_segments(_DR, segment_ids, q)
+    cu = _check_cu_seqlens(_DR, cu_seqlens, q, segment_ids)
     dtype = dtypes.result_dtype(q, k, v, beta)
     acc = dtypes.accum_dtype(dtype)
     b, _, h, m = q.shape
+    b = b if cu is None else cu.shape[0] - 1
     dv = v.shape[-1]
     if initial_state is None:
         s = jnp.zeros((b, h, m, dv), acc)
     else:
+        what = "" if cu is None else f" (one row per sequence: N = len(cu_seqlens) - 1 = {b})"
         if not isinstance(initial_state, DeltaRuleState) or shape_of(initial_state.kv) != (b, h, m, dv):
-            fail(_DR, "initial_state", f"be a DeltaRuleState with kv of shape {(b, h, m, dv)}",
+            fail(_DR, "initial_state", f"be a DeltaRuleState with kv of shape {(b, h, m, dv)}{what}",
                  repr(jax.tree.map(shape_of, initial_state)))
-        s = initial_state.kv.astype(acc)
-    out, s = ref.delta_rule_chunked(q.astype(acc), k.astype(acc), v.astype(acc), beta.astype(acc), s,
-                                    chunk_size=chunk_size)
+        _real_state(_DR, "initial_state", initial_state.kv)
+        s = jnp.asarray(initial_state.kv).astype(acc)
+    if scale is not None:
+        q = (q * scale).astype(dtype)
+    config = dict(dtype=jnp.dtype(dtype), m=m, dv=dv, t=q.shape[1], gated=g is not None,
+                  segments=runs is not None, varlen=cu is not None)
+    run = dispatch.dispatch(_DR, implementation, DELTA_IMPLEMENTATIONS, config)
+    out, s = run(q, k, v, beta, g, s, runs, cu, chunk_size=chunk_size)
     out = out.astype(dtype)
     return (out, DeltaRuleState(s.astype(dtype))) if return_state else out
 
@@ -567,23 +792,31 @@ def delta_rule_step(
     k_t: Float[ArrayLike, "B H M"],
     v_t: Float[ArrayLike, "B H Dv"],
     beta_t: Float[ArrayLike, "B H"],
+    *,
+    decay_t: Float[ArrayLike, "B H"] | None = None,
+    scale: float | Float[ArrayLike, ""] | None = None,
 ) -> tuple[Float[Array, "B H Dv"], DeltaRuleState]:
-    r"""One token of the delta rule (decoding): :math:`S \leftarrow S + \beta_t k_t (v_t -
-    S^\top k_t)^\top`, :math:`o_t = S^\top q_t`.
+    r"""One token of the (gated) delta rule (decoding):
+    :math:`S \leftarrow a_t S + \beta_t k_t (v_t - a_t S^\top k_t)^\top`, :math:`o_t = S^\top q_t`.
+
+    Running it over ``t`` equals :func:`delta_rule_attention` with the same ``decay`` and ``scale``.
 
     Args:
       state: :class:`DeltaRuleState` with ``kv: [B, H, M, Dv]``.
       q_t: ``[B, H, M]`` query.
       k_t: ``[B, H, M]`` key.
       v_t: ``[B, H, Dv]`` value.
-      beta_t: ``[B, H]`` write strength.
+      beta_t: ``[B, H]`` write strength in [0, 2].
+      decay_t: ``[B, H]`` log-decay (<= 0) of this token, or None (:math:`a_t = 1`).
+      scale: multiplies ``q_t`` (a finite scalar); None for 1.
 
     Returns:
       ``(o_t [B, H, Dv], new_state)``.
 
     Raises:
-      ValueError: ranks or shapes that do not match each other or the state; an empty axis.
-      TypeError: ``state`` not a :class:`DeltaRuleState`; complex inputs.
+      ValueError: ranks or shapes that do not match each other or the state; an empty axis;
+        ``beta_t`` outside [0, 2] or ``decay_t`` positive (concrete); ``decay_t`` not ``[B, H]``.
+      TypeError: ``state`` not a :class:`DeltaRuleState` or complex; complex inputs.
 
     Example:
       >>> import jax.numpy as jnp
@@ -596,7 +829,7 @@ def delta_rule_step(
 
     References:
       Schlag, Irie & Schmidhuber, *Linear Transformers Are Secretly Fast Weight Programmers*, ICML
-      2021, eq. 29.
+      2021, eq. 29; Yang, Kautz & Hatamizadeh, *Gated Delta Networks*, ICLR 2025.
     """
     fn = "kjax.attention.delta_rule_step"
     q_t, k_t, v_t, beta_t = (dtypes.as_float_array(fn, n, x) for n, x in
@@ -614,11 +847,17 @@ def delta_rule_step(
     if shape_of(state.kv) != (b, h, m, dv) or v_t.shape != (b, h, dv) or beta_t.shape != (b, h):
         fail(fn, "state", f"have kv of shape {(b, h, m, dv)} with v_t {(b, h, dv)} and beta_t {(b, h)}",
              f"kv {shape_of(state.kv)}, v_t {v_t.shape}, beta_t {beta_t.shape}")
+    _real_state(fn, "state", state.kv)
+    _check_beta(fn, "beta_t", beta_t)
+    g = _step_decay(fn, decay_t, q_t, ("BH",))
+    scale = _check_scale(fn, scale)
     dtype = dtypes.result_dtype(q_t, k_t, v_t, beta_t)
     acc = dtypes.accum_dtype(dtype)
-    out, s = ref.delta_rule_recurrent(*(x.astype(acc)[:, None] for x in (q_t, k_t, v_t, beta_t)),
-                                      state.kv.astype(acc))
-    return out[:, 0].astype(dtype), DeltaRuleState(s.astype(dtype))
+    q_t = q_t.astype(acc) if scale is None else q_t.astype(acc) * scale
+    a = None if g is None else jnp.exp(g.astype(acc))
+    out, s = ref.delta_step(jnp.asarray(state.kv).astype(acc), q_t, k_t.astype(acc), v_t.astype(acc),
+                            beta_t.astype(acc), a)
+    return out.astype(dtype), DeltaRuleState(s.astype(dtype))
 
 
 # ----------------------------------------------------------------------------------- RPE

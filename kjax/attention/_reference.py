@@ -1,4 +1,6 @@
-"""Pure-jnp reference implementations (the spec): linear attention in its forms, the delta rule, RPE.
+"""Pure-jnp reference implementations (the spec): linear attention in its forms, the token steps of
+the decayed linear attention and the gated delta rule (the recurrences the chunked forms of
+``_decay`` equal), RPE.
 
 Inputs here are already validated and in their compute dtype (the heavy functions are jitted with
 static configuration, so eager calls compile once per shape instead of op by op); the public functions in
@@ -35,7 +37,7 @@ def run_ids(segment_ids, T: int):
     return jnp.cumsum(change.astype(jnp.int32), axis=1)
 
 
-def _pad_time(x, pad: int, value=0):
+def pad_time(x, pad: int, value=0):
     if pad == 0:
         return x
     widths = [(0, 0)] * x.ndim
@@ -43,7 +45,7 @@ def _pad_time(x, pad: int, value=0):
     return jnp.pad(x, widths, constant_values=value)
 
 
-def _to_chunks(x, n: int, c: int):
+def to_chunks(x, n: int, c: int):
     """``[B, N*C, H, F] -> [N, B, H, C, F]``."""
     b, _, h, f = x.shape
     return x.reshape(b, n, c, h, f).transpose(1, 0, 3, 2, 4)
@@ -56,7 +58,7 @@ def _chunked(chunk_size: int, *xs):
     c = min(chunk_size, t)
     n = -(-t // c)
     pad = n * c - t
-    return c, n, pad, tuple(_to_chunks(_pad_time(x, pad), n, c) for x in xs)
+    return c, n, pad, tuple(to_chunks(pad_time(x, pad), n, c) for x in xs)
 
 
 def _from_chunks(y, t: int):
@@ -88,7 +90,7 @@ def causal_chunked(q, k, va, state, *, chunk_size: int, runs=None):
         state, out = jax.lax.scan(body, state, (qc, kc, vc))
         return _from_chunks(out, t), state
 
-    rp = _pad_time(runs, pad, 0)
+    rp = pad_time(runs, pad, 0)
     if pad:
         rp = rp.at[:, t:].set(runs[:, -1:])
     rc = rp.reshape(b, n, c).transpose(1, 0, 2)  # [N, B, C]
@@ -125,56 +127,25 @@ def noncausal(q, k, va, state, *, chunk_size: int, runs=None):
     return fwd + flip(bwd) - diag, s
 
 
-def step(s, q, k, va):
-    """One token: ``s += k va^T``, ``out = q s`` (``q, k: [B, H, M]``, ``va: [B, H, F]``)."""
+@jax.jit
+def decay_step(s, q, k, va, a=None):
+    """One token of decayed linear attention: ``s <- Diag(a) s + k va^T``, ``out = s^T q``
+    (``a: [B, H, M]`` gates or None for 1; ``s: [B, H, M, F]``)."""
+    if a is not None:
+        s = a[..., None] * s
     s = s + k[..., :, None] * va[..., None, :]
     return jnp.einsum("bhm,bhmf->bhf", q, s), s
 
 
 @jax.jit
-def delta_rule_recurrent(q, k, v, beta, s):
-    """Token recurrence ``S_t = S_{t-1} + beta_t k_t (v_t - S_{t-1}^T k_t)^T``, ``o_t = S_t^T q_t``."""
-
-    def body(s, xs):
-        qt, kt, vt, bt = xs
-        err = vt - jnp.einsum("bhm,bhmv->bhv", kt, s)
-        s = s + (bt[..., None] * kt)[..., :, None] * err[..., None, :]
-        return s, jnp.einsum("bhm,bhmv->bhv", qt, s)
-
-    xs = tuple(jnp.moveaxis(x, 1, 0) for x in (q, k, v, beta))
-    s, out = jax.lax.scan(body, s, xs)
-    return jnp.moveaxis(out, 0, 1), s
-
-
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
-def delta_rule_chunked(q, k, v, beta, s, *, chunk_size: int):
-    """The delta rule in chunks, WY representation (Yang et al. 2024).
-
-    Within a chunk with state ``S_0``, the pseudo-values ``u_i = beta_i (v_i - S_{i-1}^T k_i)`` solve
-    the unit lower-triangular system ``(I + tril(diag(beta) K K^T, -1)) U = diag(beta) (V - K S_0)``,
-    so with ``W = (I + ...)^{-1} diag(beta) [V, K]`` (computed for all chunks at once)
-    ``U = W_v - W_k S_0``, ``O = Q S_0 + tril(Q K^T) U`` and ``S = S_0 + K^T U``.
-    """
-    b, t, h, m = q.shape
-    c, n, pad, (qc, kc, vc) = _chunked(chunk_size, q, k, v)
-    bc = _pad_time(beta[..., None], pad).reshape(b, n, c, h).transpose(1, 0, 3, 2)  # [N, B, H, C]
-    kk = jnp.einsum("nbhcm,nbhsm->nbhcs", kc, kc)
-    strict = jnp.tril(jnp.ones((c, c), dtype=bool), -1)
-    lower = jnp.where(strict, bc[..., :, None] * kk, 0) + jnp.eye(c, dtype=q.dtype)
-    rhs = bc[..., None] * jnp.concatenate([vc, kc], axis=-1)
-    w = jax.lax.linalg.triangular_solve(lower, rhs, left_side=True, lower=True, unit_diagonal=True)
-    wv, wk = w[..., : v.shape[-1]], w[..., v.shape[-1]:]
-    qk = jnp.where(jnp.tril(jnp.ones((c, c), dtype=bool)), jnp.einsum("nbhcm,nbhsm->nbhcs", qc, kc), 0)
-
-    def body(s, xs):
-        qi, ki, qki, wvi, wki = xs
-        u = wvi - jnp.einsum("bhcm,bhmv->bhcv", wki, s)
-        out = jnp.einsum("bhcm,bhmv->bhcv", qi, s) + jnp.einsum("bhcs,bhsv->bhcv", qki, u)
-        s = s + jnp.einsum("bhcm,bhcv->bhmv", ki, u)
-        return s, out
-
-    s, out = jax.lax.scan(body, s, (qc, kc, qk, wv, wk))
-    return _from_chunks(out, t), s
+def delta_step(s, q, k, v, beta, a=None):
+    """One token of the gated delta rule: ``s <- a (I - beta k k^T) s + beta k v^T``, ``out = s^T q``
+    (``beta, a: [B, H]``; ``a`` None for 1)."""
+    if a is not None:
+        s = a[..., None, None] * s
+    err = v - jnp.einsum("bhm,bhmv->bhv", k, s)
+    s = s + (beta[..., None] * k)[..., :, None] * err[..., None, :]
+    return jnp.einsum("bhm,bhmv->bhv", q, s), s
 
 
 @functools.partial(jax.jit, static_argnames=("causal",))

@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from kjax.attention import _feature_maps as fm
-from kjax.attention._reference import _pad_time, augment, causal_chunked, finish, noncausal
+from kjax.attention._decay import delta_rule_decay, linear_attention_decay
+from kjax.attention._reference import augment, causal_chunked, finish, noncausal, pad_time
 
 
 def apply_fused_map(q, k, w, feature_map: str):
@@ -52,7 +53,7 @@ def causal_grouped(q, k, v, state, *, chunk_size: int, normalize: bool, eps: flo
     pad = n * span - t
     tril = jnp.tril(jnp.ones((c, c), dtype=q.dtype))
 
-    q, k, v = (_pad_time(x, pad) for x in (q, k, v))
+    q, k, v = (pad_time(x, pad) for x in (q, k, v))
 
     def body(i, carry):
         s, out = carry
@@ -83,14 +84,22 @@ def causal_grouped(q, k, v, state, *, chunk_size: int, normalize: bool, eps: flo
     return out[:, :t], state
 
 
-def linear_attention_xla(q, k, v, w, s0, z0, runs, *, feature_map: str, causal: bool, normalize: bool,
-                         eps: float, chunk_size: int):
-    """``(out [B, T, H, Dv], s [B, H, M, Dv], z [B, H, M])`` in the dtype of ``s0`` (accumulation)."""
+def linear_attention_xla(q, k, v, w, s0, z0, runs, g, cu, *, feature_map: str, causal: bool,
+                         normalize: bool, eps: float, chunk_size: int):
+    """``(out [B, T, H, Dv], s [B, H, M, Dv], z [B, H, M])`` in the dtype of ``s0`` (accumulation).
+
+    ``g``: log-decays (None, ``[B, T, H]`` or ``[B, T, H, M]``); ``cu``: sequence offsets ``[N + 1]``
+    or None (then ``s0, z0`` and the returned state have ``N`` rows). Either runs the decayed
+    chunked scans of ``_decay`` (causal only)."""
     acc, v_dtype = s0.dtype, v.dtype
     q, k = apply_fused_map(q.astype(acc), k.astype(acc), w.astype(acc), feature_map)
     v = v.astype(acc)
     state = jnp.concatenate([s0, z0[..., None]], axis=-1)
-    if causal and runs is None:
+    if g is not None or cu is not None:
+        g = None if g is None else g.astype(acc)
+        out, s = linear_attention_decay(q, k, augment(v), g, state, runs, cu, chunk_size=chunk_size)
+        out = finish(out, normalize, eps)
+    elif causal and runs is None:
         out, s = causal_grouped(q, k, v, state, chunk_size=chunk_size, normalize=normalize, eps=eps)
     else:
         va = augment(v)
@@ -100,3 +109,11 @@ def linear_attention_xla(q, k, v, w, s0, z0, runs, *, feature_map: str, causal: 
             out, s = noncausal(q, k, va, state, chunk_size=chunk_size, runs=runs)
         out = finish(out, normalize, eps)
     return out.astype(v_dtype), s[..., :-1], s[..., -1]
+
+
+def delta_rule_xla(q, k, v, beta, g, s0, runs, cu, *, chunk_size: int):
+    """The (gated) delta rule: ``(out [B, T, H, Dv], s [B or N, H, M, Dv])`` in the dtype of ``s0``."""
+    acc = s0.dtype
+    q, k, v, beta = (x.astype(acc) for x in (q, k, v, beta))
+    g = None if g is None else g.astype(acc)
+    return delta_rule_decay(q, k, v, beta, g, s0, runs, cu, chunk_size=chunk_size)

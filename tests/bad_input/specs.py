@@ -1462,9 +1462,6 @@ EXEMPT: dict[str, str] = {
 # the cases that were not OK at the last regeneration (see the module docstring)
 
 KNOWN_FAILURES: set[str] = {
-    "kjax.attention.delta_rule_step-state.kv-complex128",
-    "kjax.attention.linear_attention_step-state.k_sum-complex128",
-    "kjax.attention.linear_attention_step-state.kv-complex128",
     "kjax.ntk.predict.gp_inference-k_test_test-M-not-square",
     "kjax.ntk.predict.gp_inference-k_test_test-complex128",
     "kjax.ntk.predict.gp_inference-k_test_test-rank+1",
