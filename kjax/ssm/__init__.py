@@ -21,6 +21,12 @@ from kjax.ssm._hyena import HyenaFilterParams, hyena_filter, init_hyena
 from kjax.ssm._regularizers import smooth, squash
 from kjax.ssm._rtf import RTFParams, RTFState, init_rtf, rtf_filter, rtf_initial_state, rtf_step
 from kjax.ssm._s4d import S4DParams, S4DState, init_s4d, s4d_filter, s4d_initial_state, s4d_step
+from kjax.ssm._selective import (
+    SelectiveScanState,
+    selective_scan,
+    selective_scan_step,
+    ssm_attention_matrix,
+)
 from kjax.ssm._sgconv import SGConvParams, init_sgconv, sgconv_filter
 from kjax.ssm._spectral import spectral_conv
 from kjax.ssm._stu import stu_filters
@@ -32,6 +38,7 @@ __all__ = [
     "S4DParams",
     "S4DState",
     "SGConvParams",
+    "SelectiveScanState",
     "fftconv",
     "hyena_filter",
     "init_hyena",
@@ -44,9 +51,12 @@ __all__ = [
     "s4d_filter",
     "s4d_initial_state",
     "s4d_step",
+    "selective_scan",
+    "selective_scan_step",
     "sgconv_filter",
     "smooth",
     "spectral_conv",
+    "ssm_attention_matrix",
     "squash",
     "stu_filters",
 ]
