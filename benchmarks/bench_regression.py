@@ -3,6 +3,12 @@
     python benchmarks/bench_regression.py                 # n = 5k, 10k exact; Falkon 1e5
     python benchmarks/bench_regression.py --falkon-n 100000 1000000
     python benchmarks/bench_regression.py --real    # also the flights table (pip install -e '.[bench]')
+    python benchmarks/bench_regression.py --pcg-n 10000 100000 --exact-n --falkon-n --centre-m
+                                                    # full KRR by RPCholesky-PCG (krr_fit solver="pcg")
+    python benchmarks/bench_regression.py --pcg-mp-n 1000000 --pcg-mp 2 --exact-n --falkon-n --centre-m
+                                                    # the same across 2 jax.distributed processes
+    python benchmarks/bench_regression.py --pcg-ranks 3000 --exact-n --falkon-n --centre-m
+                                                    # PCG iterations per preconditioner rank (docs)
 
 Data: a generated regression problem in d = 10 (mnist1d-style: a few smooth templates, random
 shifts and scales, noise), produced by a fixed seed; nothing is downloaded. Each exact KRR row is
@@ -147,6 +153,115 @@ def bench_falkon(ns, m, lam, maxiter, repeats, exact_n, once=False, solvers=("fl
     return rows
 
 
+PCG_RIDGE = 1e-3  # the exact rows' scikit-learn alpha
+
+
+def bench_pcg(ns, rank, tol, repeats, sklearn_max_n=20000):
+    """Full KRR by krr_fit(solver="pcg") on the exact rows' data (d = 10, RBF, alpha = 1e-3).
+
+    Up to ``sklearn_max_n`` scikit-learn's KernelRidge runs on the same data first; the PCG
+    predictions must equal its within 1e-6 relative before either is timed (median of
+    ``repeats`` compiled runs). Above, one PCG call is timed (compilation included) and its residual,
+    iterations and status are reported, with the relative difference to a Cholesky fit on a
+    10,000-point subsample's test predictions left out (no reference fits at that n)."""
+    from sklearn.kernel_ridge import KernelRidge
+
+    kern = functools.partial(kernels.rbf, lengthscale=LS)
+    mesh = jax.make_mesh((len(jax.devices()),), ("data",))
+    rows = []
+    for n in ns:
+        x, y = make_data(n + 2000, seed=1)
+        xtr, ytr, xte, yte = x[:n], y[:n], x[n:], y[n:]
+        xj, yj, xtej = jnp.asarray(xtr), jnp.asarray(ytr), jnp.asarray(xte)
+        dense = n * n * 8 <= regression._krr.PCG_DENSE_BYTES
+
+        def fit(xj=xj, yj=yj, dense=dense):
+            # above the dense limit the blockwise matvec is split over every CPU device (mesh)
+            return regression.krr_fit(kern, xj, yj, ridge=PCG_RIDGE, solver="pcg", tol=tol,
+                                      preconditioner_rank=min(rank, n), mesh=None if dense else mesh)
+
+        def fit_pred(a, b, c, fit=fit):
+            # not under one jit: krr_fit keeps the preconditioner's LAPACK calls (QR, eigh) out of
+            # the sharded CG program (see kjax/regression/_falkon.py on OpenBLAS in sharded programs)
+            s = fit(a, b)
+            return regression.krr_predict(s, c), s.residual, s.iterations, s.status
+        row = dict(n=n, rank=min(rank, n), dense=dense)
+        if n <= sklearn_max_n:
+            sk = KernelRidge(alpha=PCG_RIDGE, kernel="rbf", gamma=1 / (2 * LS**2))
+            p_sk = sk.fit(xtr, ytr).predict(xte)
+            p_kj, res, its, status = jax.block_until_ready(fit_pred(xj, yj, xtej))
+            err = float(np.linalg.norm(np.asarray(p_kj) - p_sk) / np.linalg.norm(p_sk))
+            assert int(status) == 0 and err < 1e-6, (f"pcg n={n}: status {regression.status_name(status)}, "
+                                                     f"relative difference to sklearn {err:.2e}")
+            t_sk = timed(lambda: sk.fit(xtr, ytr).predict(xte), repeats)
+            t_kj = timed(lambda: fit_pred(xj, yj, xtej), repeats)
+            row.update(t_sk=t_sk, err=err)
+        else:
+            t_kj, out = timed_once(lambda: fit_pred(xj, yj, xtej))
+            p_kj, res, its, status = out
+            assert np.all(np.isfinite(np.asarray(p_kj))), f"pcg n={n}: non-finite predictions"
+        row.update(t=t_kj, residual=float(res), its=int(its), status=regression.status_name(status),
+                   mse=float(np.mean((np.asarray(p_kj) - yte) ** 2)))
+        rows.append(row)
+        extra = (f", sklearn {row['t_sk']:.2f} s, speed-up {row['t_sk'] / t_kj:.2f}x, "
+                 f"rel. diff {row['err']:.1e}" if "t_sk" in row else " (one call, compilation included)")
+        print(f"pcg n={n} rank={row['rank']} {'dense' if dense else 'blockwise'}: {t_kj:.2f} s, "
+              f"{row['its']} iterations, residual {row['residual']:.1e}, status {row['status']}, "
+              f"test MSE {row['mse']:.4f}{extra}", flush=True)
+    return rows
+
+
+def bench_pcg_ranks(n, ranks, tol):
+    """PCG iterations to ``tol`` per RPCholesky rank on the exact rows' data (deterministic counts)."""
+    kern = functools.partial(kernels.rbf, lengthscale=LS)
+    x, y = make_data(n, seed=1)
+    rows = []
+    for r in ranks:
+        s = regression.krr_fit(kern, x, y, ridge=PCG_RIDGE, solver="pcg", tol=tol, preconditioner_rank=r)
+        rows.append(dict(rank=r, its=int(s.iterations), status=regression.status_name(s.status),
+                         residual=float(s.residual)))
+        print(f"pcg ranks n={n} rank={r}: {int(s.iterations)} iterations, residual {float(s.residual):.1e}, "
+              f"status {regression.status_name(s.status)}", flush=True)
+    return rows
+
+
+def pcg_worker(args):
+    """One of ``--pcg-mp`` processes (spawned by :func:`pcg_multiprocess`): the same data on every
+    process, the blockwise matvec split over the global mesh of all processes' CPU devices."""
+    jax.config.update("jax_num_cpu_devices", args.pcg_mp_local_devices)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=args.pcg_coordinator, num_processes=args.pcg_mp,
+                               process_id=args.pcg_worker)
+    kern = functools.partial(kernels.rbf, lengthscale=LS)
+    x, y = make_data(args.pcg_mp_n, seed=1)
+    mesh = jax.make_mesh((len(jax.devices()),), ("data",))
+    t0 = time.perf_counter()
+    s = regression.krr_fit(kern, x, y, ridge=PCG_RIDGE, solver="pcg", tol=args.pcg_tol,
+                           preconditioner_rank=args.pcg_mp_rank, maxiter=args.pcg_maxiter, mesh=mesh)
+    jax.block_until_ready(s.coef)
+    t = time.perf_counter() - t0
+    if jax.process_index() == 0:
+        print(f"pcg multi-process: {jax.process_count()} processes, {len(jax.devices())} devices, "
+              f"n={args.pcg_mp_n}, rank={args.pcg_mp_rank}: {t:.1f} s (compilation included), "
+              f"{int(s.iterations)} iterations, residual {float(s.residual):.2e}, "
+              f"status {regression.status_name(s.status)}", flush=True)
+
+
+def pcg_multiprocess(args):
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = [sys.executable, os.path.abspath(__file__), "--pcg-coordinator", f"127.0.0.1:{port}",
+            "--pcg-mp", str(args.pcg_mp), "--pcg-mp-n", str(args.pcg_mp_n), "--pcg-mp-rank",
+            str(args.pcg_mp_rank), "--pcg-mp-local-devices", str(args.pcg_mp_local_devices),
+            "--pcg-tol", str(args.pcg_tol), "--pcg-maxiter", str(args.pcg_maxiter)]
+    procs = [subprocess.Popen(base + ["--pcg-worker", str(i)]) for i in range(args.pcg_mp)]
+    return max(p.wait() for p in procs)
+
+
 def bench_centres(n, ms, lam, maxiter):
     kern = functools.partial(kernels.rbf, lengthscale=LS)
     x, y = make_data(n, seed=3)
@@ -245,8 +360,30 @@ def main(argv=None):
     p.add_argument("--real-n-sub", type=int, default=10000)
     p.add_argument("--real-lengthscale", type=float, default=8.0)
     p.add_argument("--plot", default=os.path.join(ROOT, "docs", "img", "regression_bench.png"))
+    p.add_argument("--pcg-n", type=int, nargs="*", default=[],
+                   help="full KRR by krr_fit(solver='pcg') at these n (vs sklearn up to n = 20000)")
+    p.add_argument("--pcg-rank", type=int, default=1000, help="RPCholesky preconditioner rank")
+    p.add_argument("--pcg-tol", type=float, default=1e-10)
+    p.add_argument("--pcg-maxiter", type=int, default=1000)
+    p.add_argument("--pcg-ranks", type=int, default=0, help="n of the iterations-per-rank table")
+    p.add_argument("--pcg-mp", type=int, default=0, help="processes of the multi-process PCG run")
+    p.add_argument("--pcg-mp-n", type=int, default=1000000)
+    p.add_argument("--pcg-mp-rank", type=int, default=200)
+    p.add_argument("--pcg-mp-local-devices", type=int, default=1)
+    p.add_argument("--pcg-worker", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--pcg-coordinator", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.pcg_worker is not None:
+        pcg_worker(args)
+        return 0
     header()
+    if args.pcg_mp:
+        rc = pcg_multiprocess(args)
+        if rc:
+            return rc
+    pcg = bench_pcg(args.pcg_n, args.pcg_rank, args.pcg_tol, args.repeats) if args.pcg_n else []
+    ranks = (bench_pcg_ranks(args.pcg_ranks, [1, 100, 300, 500], args.pcg_tol)
+             if args.pcg_ranks else [])
     exact = bench_exact(args.exact_n, args.repeats)
     falkon = bench_falkon(args.falkon_n, args.centers, args.lam, args.maxiter, max(1, args.repeats // 2),
                           max(args.exact_n, default=10000), once=args.falkon_once,
@@ -272,6 +409,23 @@ def main(argv=None):
         u = next(r for r in centres if r["m"] == m and r["method"] == "uniform")
         b = next(r for r in centres if r["m"] == m and r["method"] == "bless")
         print(f"| {m} | {u['mse']:.4f} | {b['mse']:.4f} | |")
+    if pcg:
+        print(f"\nfull KRR, krr_fit(solver='pcg'), RBF lengthscale {LS}, alpha {PCG_RIDGE}, "
+              f"tol {args.pcg_tol}:\n")
+        print("| n | rank | K | kjax PCG (s) | scikit-learn (s) | speed-up | rel. diff | iterations "
+              "| residual | status |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in pcg:
+            sk = (f"{r['t_sk']:.2f} | {r['t_sk'] / r['t']:.2f}x | {r['err']:.1e}" if "t_sk" in r
+                  else "- | - | -")
+            kind = "formed" if r["dense"] else "blockwise"
+            print(f"| {r['n']} | {r['rank']} | {kind} | {r['t']:.2f} | {sk} "
+                  f"| {r['its']} | {r['residual']:.1e} | {r['status']} |")
+    if ranks:
+        print(f"\n| rank | PCG iterations to tol={args.pcg_tol} (n={args.pcg_ranks}) | status |")
+        print("| --- | --- | --- |")
+        for r in ranks:
+            print(f"| {r['rank']} | {r['its']} | {r['status']} |")
     if real:
         print(f"\nflights (nycflights13, standardised arrival delay; test n=20000; RBF lengthscale "
               f"{args.real_lengthscale}, lambda={args.lam} n-scaled):\n")

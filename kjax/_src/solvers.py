@@ -140,8 +140,9 @@ def cg_result(s: CGState, b: jax.Array) -> tuple[jax.Array, jax.Array, CGStats]:
     """``(x, status, stats)`` of a finished loop (``b`` the right-hand side, for its status)."""
     code = st.nonfinite_input(b)
     code = st.where(jnp.any(s.broken & ~s.converged), Status.NOT_PSD, code)
-    code = st.where(~jnp.all(jnp.isfinite(s.x)) | ~jnp.all(jnp.isfinite(s.r)), Status.NONFINITE_VALUES,
-                    code)
+    # a column whose r^T z is NaN / inf stopped there (a non-finite operator or preconditioner)
+    code = st.where(~jnp.all(jnp.isfinite(s.x)) | ~jnp.all(jnp.isfinite(s.r))
+                    | jnp.any(~jnp.isfinite(s.rz) & ~s.converged), Status.NONFINITE_VALUES, code)
     code = st.where(~jnp.all(s.converged | s.broken), Status.MAX_ITER, code)
     stats = CGStats(s.iteration, _relative(s.r, s.bnorm), s.residuals, s.monitor)
     return s.x, code, stats

@@ -10,8 +10,8 @@ everywhere; ``"sklearn"`` is an alias) solves :math:`(K + \\text{ridge}\\, I) c 
 too. Functions with ``mesh`` take ``mesh_axis``; block sizes are ``block_size``.
 
 Fitted states carry a ``status`` code (:mod:`kjax._src.status`, see :func:`status_name`) and the
-iterative solvers (Falkon, EigenPro) the relative residual they reached: a value-dependent failure
-is reported there, never as a silent NaN.
+iterative solvers (Falkon, logistic Falkon, EigenPro, ``krr_fit(solver="pcg")``) the relative
+residual they reached: a value-dependent failure is reported there, never as a silent NaN.
 """
 
 from kjax._src.status import status_name
@@ -26,21 +26,33 @@ from kjax.regression._leverage import (
     leverage_dictionary,
     ridge_leverage_scores,
 )
+from kjax.regression._logistic import (
+    FalkonLogisticState,
+    falkon_logistic_fit,
+    falkon_logistic_predict,
+    falkon_logistic_predict_proba,
+)
 from kjax.regression._rff import random_fourier_features
 from kjax.regression._rpcholesky import RPCholeskyState, rpcholesky
+from kjax.regression._sgpr import SGPRState, sgpr_fit, sgpr_predict
 
 __all__ = [
     "EigenProState",
+    "FalkonLogisticState",
     "FalkonState",
     "GPPosterior",
     "KRRState",
     "RLSDictionary",
     "RPCholeskyState",
+    "SGPRState",
     "effective_dimension",
     "eigenpro3_fit",
     "eigenpro_fit",
     "eigenpro_predict",
     "falkon_fit",
+    "falkon_logistic_fit",
+    "falkon_logistic_predict",
+    "falkon_logistic_predict_proba",
     "falkon_predict",
     "gp_log_marginal_likelihood",
     "gp_posterior",
@@ -51,6 +63,8 @@ __all__ = [
     "random_fourier_features",
     "ridge_leverage_scores",
     "rpcholesky",
+    "sgpr_fit",
+    "sgpr_predict",
     "spectral_fit",
     "status_name",
 ]

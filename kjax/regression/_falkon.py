@@ -53,7 +53,7 @@ class FalkonState(NamedTuple):
     layout: c.Layout
 
 
-def _tri(fac, v, *, transpose):
+def tri_solve(fac, v, *, transpose):
     # blocked substitution with the factor's inverted diagonal blocks: matrix products only (jax's
     # triangular solve with one right-hand side is ~10x slower on CPU, and LAPACK calls in the
     # sharded CG loop run concurrently on every CPU device; see _falkon_core)
@@ -104,22 +104,22 @@ def _precond_apply(p: _Problem, b, kern, block_size, mesh, mesh_axis):
     tests/regression/test_falkon.py::test_falkon_float32_small_ridge_tracks_float64).
     """
     n = p.x.shape[0]
-    u = _tri(p.low_a, b, transpose=True)  # A^-1 b
-    v = _tri(p.low_t, u, transpose=True)  # T^-1 A^-1 b
+    u = tri_solve(p.low_a, b, transpose=True)  # A^-1 b
+    v = tri_solve(p.low_t, u, transpose=True)  # T^-1 A^-1 b
     ktkv = kernels.kernel_normal_matvec(kern, p.x, p.centers, v.astype(p.centers.dtype),
                                         block_size=block_size, mesh=mesh,
                                         mesh_axis=mesh_axis).astype(b.dtype)
-    inner = _tri(p.low_t, ktkv, transpose=False) / n + (p.alpha_reg / n) * u
-    return _tri(p.low_a, inner, transpose=False)
+    inner = tri_solve(p.low_t, ktkv, transpose=False) / n + (p.alpha_reg / n) * u
+    return tri_solve(p.low_a, inner, transpose=False)
 
 
-def _coef(p: _Problem, beta):
-    return _tri(p.low_t, _tri(p.low_a, beta, transpose=True), transpose=True)
+def center_coefficients(p: _Problem, beta):
+    return tri_solve(p.low_t, tri_solve(p.low_a, beta, transpose=True), transpose=True)
 
 
 def _val_error(p: _Problem, beta, kern, block_size, mesh, mesh_axis):
-    pred = kernels.kernel_matvec(kern, p.x_val, p.centers, _coef(p, beta), block_size=block_size,
-                                 mesh=mesh, mesh_axis=mesh_axis)
+    pred = kernels.kernel_matvec(kern, p.x_val, p.centers, center_coefficients(p, beta),
+                                 block_size=block_size, mesh=mesh, mesh_axis=mesh_axis)
     return jnp.mean((pred - p.y_val.astype(pred.dtype)) ** 2)
 
 
@@ -129,7 +129,7 @@ def _rhs(p: _Problem, kern, block_size, mesh, mesh_axis):
     kty = kernels.kernel_matvec(kern, p.centers, p.x, p.y, block_size=block_size, mesh=mesh,
                                 mesh_axis=mesh_axis)
     kty = kty.astype(p.low_t[0].dtype)
-    return _tri(p.low_a, _tri(p.low_t, kty, transpose=False), transpose=False) / n
+    return tri_solve(p.low_a, tri_solve(p.low_t, kty, transpose=False), transpose=False) / n
 
 
 def _cg_parts(p: _Problem, kern, block_size, mesh, mesh_axis):
@@ -317,14 +317,14 @@ def _problem(kern, x, y2, z, alpha_reg, xv, yv, jitter, solver_dt):
 
 
 def _finish(p, beta, cg_status, stats, x, y2, st_chol):
-    coef = _coef(p, beta)
+    coef = center_coefficients(p, beta)
     # the CG's right-hand side is computed, not input: NaN there is a failure upstream
     cg_status = jnp.where(cg_status == Status.NONFINITE_INPUT, Status.NONFINITE_VALUES, cg_status)
     status = st.combine(st.nonfinite_input(x, y2), st_chol, cg_status, st.nonfinite_values(coef))
     return coef, stats.residuals, stats.monitor, stats.iterations, stats.residual, status
 
 
-_problem_jit = c.kernel_jit(static_argnums=(7, 8))(_problem)
+problem_jit = c.kernel_jit(static_argnums=(7, 8))(_problem)
 
 
 def _falkon_core(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_size, mesh, mesh_axis,
@@ -333,7 +333,7 @@ def _falkon_core(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_
     # on one device: inside the sharded CG program XLA:CPU runs replicated work on every device at
     # once, and concurrent calls into threaded OpenBLAS intermittently returned NaN there (float64
     # solver, n = 307k, 2 CPU devices: 3 of 12 fresh runs, none of 6 with OPENBLAS_NUM_THREADS=1)
-    p, st_chol = _problem_jit(kern, x, y2, z, alpha_reg, xv, yv, jitter, solver_dt)
+    p, st_chol = problem_jit(kern, x, y2, z, alpha_reg, xv, yv, jitter, solver_dt)
     return _falkon_cg(kern, p, x, y2, st_chol, tol, maxiter, block_size, mesh, mesh_axis)
 
 
@@ -348,7 +348,7 @@ def _falkon_cg(kern, p, x, y2, st_chol, tol, maxiter, block_size, mesh, mesh_axi
 
 def _falkon_host(kern, x, y2, z, alpha_reg, xv, yv, tol, maxiter, jitter, block_size, mesh, mesh_axis,
                  solver_dt, fn):
-    p, st_chol = _problem_jit(kern, x, y2, z, alpha_reg, xv, yv, jitter, solver_dt)
+    p, st_chol = problem_jit(kern, x, y2, z, alpha_reg, xv, yv, jitter, solver_dt)
     blocks = (block_size, mesh, mesh_axis)
 
     @jax.jit
