@@ -1,4 +1,5 @@
-"""Combinators and branching: ``serial``, ``parallel``, ``FanOut``, ``FanInSum``, ``FanInConcat``.
+"""Combinators and branching: ``serial``, ``repeat``, ``parallel``, ``FanOut``, ``FanInSum``,
+``FanInProd``, ``FanInConcat``.
 
 Branches are lists of kernel states; ``FanOut`` makes them, ``parallel`` maps layers over them,
 and the fan-in layers join them (independent Gaussian branches add). Layout as in
@@ -11,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from kjax._src.errors import KjaxError, check_int, fail
-from kjax.ntk.stax._core import STAX, KernelFn, Layer, make_layer, single_branch
+from kjax.ntk.stax._core import STAX, KernelFn, Layer, make_layer, merge_reqs, single_branch
 from kjax.ntk.stax._kernel import State
 
 
@@ -60,7 +61,7 @@ def serial(*layers: Layer) -> Layer:
         return st
 
     return make_layer(init_fn, apply_fn, transform, "serial",
-                  needs_full=any(kf.needs_full for kf in kernel_fns))
+                      needs_full=any(kf.needs_full for kf in kernel_fns), reqs=merge_reqs(kernel_fns))
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -114,7 +115,7 @@ def parallel(*layers: Layer) -> Layer:
         return [kf.transform(s) for kf, s in zip(kernel_fns, sts, strict=True)]
 
     return make_layer(init_fn, apply_fn, transform, "parallel",
-                  needs_full=any(kf.needs_full for kf in kernel_fns))
+                      needs_full=any(kf.needs_full for kf in kernel_fns), reqs=merge_reqs(kernel_fns))
 
 
 def _check_layers(fn, layers):
@@ -214,20 +215,23 @@ def FanInSum() -> Layer:
 
 
 def FanInConcat(axis: int = -1) -> Layer:
-    """Concatenate the branches along the channel axis (the only axis supported here).
+    """Concatenate the branches along ``axis`` of the activations.
 
-    Kernels average over the branches weighted by their channel widths,
-    ``K' = sum_b C_b K_b / sum_b C_b``.
+    Along the channel axis the kernels average over the branches weighted by their channel widths,
+    ``K' = sum_b C_b K_b / sum_b C_b``. Along a spatial axis the positions of the branches are
+    stacked: each branch keeps its own covariance block and, as in neural-tangents, positions of
+    different branches are uncorrelated (zero blocks; exact when the branches end in independent
+    affine layers).
 
     Args:
-      axis: ``-1`` (the channel axis).
+      axis: the channel axis (``-1``, the default) or a spatial axis of the activations.
 
     Returns:
       ``(init_fn, apply_fn, kernel_fn)``.
 
     Raises:
-      KjaxError: ``axis`` other than the channel axis, or branches whose non-channel shapes
-        differ.
+      KjaxError: a non-int or out-of-range ``axis``; (``kernel_fn``) the batch axis (not
+        implemented), or branches whose shapes differ off ``axis``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -240,35 +244,212 @@ def FanInConcat(axis: int = -1) -> Layer:
       Novak et al. Neural Tangents. ICLR 2020.
     """
     fn = f"{STAX}.FanInConcat"
-    if axis != -1:
-        fail(fn, "axis", "be -1 (concatenation along the channel axis; other axes are not "
-             "implemented in kjax)", repr(axis))
+    if not isinstance(axis, int) or isinstance(axis, bool):
+        fail(fn, "axis", "be an int", repr(axis))
+
+    def ax_of(nd, where):
+        if not -nd <= axis < nd:
+            fail(f"{fn} {where}", "axis", f"be in [-{nd}, {nd}) for inputs of rank {nd}", repr(axis))
+        return axis % nd
+
+    def check_shapes(shapes, a, where, arg):
+        if any(s[:a] + s[a + 1:] != shapes[0][:a] + shapes[0][a + 1:] for s in shapes):
+            fail(f"{fn} {where}", arg, f"have shapes equal except in axis {a}", shapes)
 
     def init_fn(rng, input_shape):
         shapes = [tuple(s) for s in input_shape]
-        if any(s[:-1] != shapes[0][:-1] for s in shapes):
-            fail(fn, "input_shape", "list shapes equal except in the channel axis", shapes)
-        return shapes[0][:-1] + (sum(s[-1] for s in shapes),), ()
+        a = ax_of(len(shapes[0]), "init_fn")
+        check_shapes(shapes, a, "init_fn", "input_shape")
+        out = list(shapes[0])
+        out[a] = sum(s[a] for s in shapes)
+        return tuple(out), ()
 
     def apply_fn(params, inputs, **kwargs):
-        if any(x.shape[:-1] != inputs[0].shape[:-1] for x in inputs):
-            fail(fn, "inputs", "have shapes equal except in the channel axis", [x.shape for x in inputs])
-        return jnp.concatenate(inputs, axis=-1)
+        a = ax_of(inputs[0].ndim, "apply_fn")
+        check_shapes([x.shape for x in inputs], a, "apply_fn", "inputs")
+        return jnp.concatenate(inputs, axis=a)
 
     def transform(sts):
         if isinstance(sts, State):
             fail(fn, "input", "be a list of branches (from FanOut / parallel)", "one branch")
-        if any(s.shape1[:-1] != sts[0].shape1[:-1] for s in sts):
-            fail(fn, "branches", "have shapes equal except in the channel axis",
+        nd = len(sts[0].shape1)
+        a = ax_of(nd, "kernel_fn")
+        b, c = sts[0].axes()
+        if a == b:
+            fail(f"{fn} kernel_fn", "axis", f"not be the batch axis {b} (concatenating examples is "
+                 "not implemented in kjax)", repr(axis))
+        if a == c:
+            if any(s.shape1[:-1] != sts[0].shape1[:-1] for s in sts):
+                fail(fn, "branches", "have shapes equal except in the channel axis",
+                     f"shapes {[s.shape1 for s in sts]}")
+            widths = [s.shape1[-1] for s in sts]
+            if all(w == widths[0] for w in widths):
+                widths = [1] * len(widths)
+            tot = sum(widths)
+            nngp = sum(w * s.nngp for w, s in zip(widths, sts, strict=True)) / tot
+            ntk = sum(w * s.ntk for w, s in zip(widths, sts, strict=True)) / tot
+            cw = sum(s.shape1[-1] for s in sts)
+            return sts[0].replace(nngp=nngp, ntk=ntk, is_gaussian=False,
+                                  shape1=sts[0].shape1[:-1] + (cw,),
+                                  shape2=sts[0].shape2[:-1] + (cw,))
+        d = [i for i in range(nd) if i not in (b, c)].index(a)  # spatial axis number
+        if any(s.shape1[:1 + d] + s.shape1[2 + d:] != sts[0].shape1[:1 + d] + sts[0].shape1[2 + d:]
+               for s in sts) or any(s.diag != sts[0].diag for s in sts):
+            fail(fn, "branches", f"have shapes equal except in spatial axis {a}",
                  f"shapes {[s.shape1 for s in sts]}")
-        widths = [s.shape1[-1] for s in sts]
-        if all(w == widths[0] for w in widths):
-            widths = [1] * len(widths)
-        tot = sum(widths)
-        nngp = sum(w * s.nngp for w, s in zip(widths, sts, strict=True)) / tot
-        ntk = sum(w * s.ntk for w, s in zip(widths, sts, strict=True)) / tot
-        c = sum(s.shape1[-1] for s in sts)
-        return sts[0].replace(nngp=nngp, ntk=ntk, is_gaussian=False,
-                              shape1=sts[0].shape1[:-1] + (c,), shape2=sts[0].shape2[:-1] + (c,))
+
+        def stack(mats):
+            if sts[0].diag:  # positions are shared: a plain concatenation
+                return jnp.concatenate(mats, axis=2 + d)
+            ax = 2 + 2 * d
+            sizes = [m.shape[ax] for m in mats]
+            rows = []
+            for i, m in enumerate(mats):  # block-diagonal over the pair (ax, ax + 1)
+                widths_ = [(0, 0)] * m.ndim
+                widths_[ax + 1] = (sum(sizes[:i]), sum(sizes[i + 1:]))
+                rows.append(jnp.pad(m, widths_))
+            return jnp.concatenate(rows, axis=ax)
+
+        def grow(shape):
+            out = list(shape)
+            out[1 + d] = sum(s.shape1[1 + d] for s in sts)
+            return tuple(out)
+
+        return sts[0].replace(nngp=stack([s.nngp for s in sts]), ntk=stack([s.ntk for s in sts]),
+                              is_gaussian=all(s.is_gaussian for s in sts),
+                              shape1=grow(sts[0].shape1), shape2=grow(sts[0].shape2))
 
     return make_layer(init_fn, apply_fn, transform, "FanInConcat")
+
+
+def FanInProd() -> Layer:
+    r"""Multiply the branches elementwise.
+
+    For independent branches the kernels of a product are products:
+    :math:`K' = \prod_b K_b` and :math:`\Theta' = \sum_b \Theta_b \prod_{c \ne b} K_c`
+    (the product rule). The output is Gaussian only with a single branch.
+
+    Returns:
+      ``(init_fn, apply_fn, kernel_fn)``.
+
+    Raises:
+      KjaxError: branches of different shapes.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax.ntk import stax
+      >>> _, apply_fn, _ = stax.FanInProd()
+      >>> apply_fn((), [jnp.full(2, 3.0), jnp.full(2, 2.0)]).tolist()
+      [6.0, 6.0]
+
+    References:
+      Novak et al. Neural Tangents. ICLR 2020.
+    """
+    fn = f"{STAX}.FanInProd"
+
+    def init_fn(rng, input_shape):
+        shapes = [tuple(s) for s in input_shape]
+        if any(s != shapes[0] for s in shapes):
+            fail(fn, "input_shape", "list equal shapes", shapes)
+        return shapes[0], ()
+
+    def apply_fn(params, inputs, **kwargs):
+        if any(x.shape != inputs[0].shape for x in inputs):
+            fail(fn, "inputs", "have equal shapes", [x.shape for x in inputs])
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = out * x
+        return out
+
+    def transform(sts):
+        _check_branches(fn, sts)
+        nngp, ntk = sts[0].nngp, sts[0].ntk
+        for s in sts[1:]:
+            ntk = ntk * s.nngp + nngp * s.ntk
+            nngp = nngp * s.nngp
+        return sts[0].replace(nngp=nngp, ntk=ntk,
+                              is_gaussian=len(sts) == 1 and sts[0].is_gaussian)
+
+    return make_layer(init_fn, apply_fn, transform, "FanInProd")
+
+
+def repeat(layer: Layer, n: int) -> Layer:
+    """Compose ``layer`` with itself ``n`` times in a compiled loop (``jax.lax.scan``).
+
+    The same computation as ``serial(*([layer] * n))`` with independent parameters per
+    repetition (stacked along a leading axis of size ``n``), but traced once, so deep networks
+    compile fast. ``layer`` must keep the shape of its input (and the rest of the kernel's
+    metadata).
+
+    Args:
+      layer: an ``(init_fn, apply_fn, kernel_fn)`` triple that keeps its input's shape.
+      n: number of repetitions (>= 0).
+
+    Returns:
+      ``(init_fn, apply_fn, kernel_fn)``.
+
+    Raises:
+      KjaxError: ``n`` negative, ``layer`` not a triple, or (``init_fn`` / ``kernel_fn``) a
+        layer that changes the shape of its input (use ``serial(*([layer] * n))`` then).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax.ntk import stax
+      >>> block = stax.serial(stax.Dense(8), stax.Relu())
+      >>> _, _, deep = stax.repeat(block, 3)
+      >>> _, _, unrolled = stax.serial(block, block, block)
+      >>> x = jnp.ones((2, 8))
+      >>> bool(jnp.allclose(deep(x, get="ntk"), unrolled(x, get="ntk")))
+      True
+
+    References:
+      Novak et al. Neural Tangents. ICLR 2020.
+    """
+    fn = f"{STAX}.repeat"
+    _check_layers(fn, (layer,))
+    n = check_int(fn, "n", n, minimum=0)
+    init_one, apply_one, kf = layer
+
+    def init_fn(rng, input_shape):
+        out_shape, _ = init_one(rng, input_shape)
+        if tuple(out_shape) != tuple(input_shape):
+            fail(f"{fn} init_fn", "layer", f"keep the shape of its input {tuple(input_shape)} "
+                 "(use serial(*([layer] * n)) otherwise)", f"output shape {tuple(out_shape)}")
+
+        def body(key, _):
+            key, sub = jax.random.split(key)
+            return key, init_one(sub, input_shape)[1]
+
+        _, params = jax.lax.scan(body, rng, None, n)
+        return out_shape, params
+
+    def apply_fn(params, inputs, **kwargs):
+        def body(x, p):
+            return apply_one(p, x, **kwargs), None
+
+        out, _ = jax.lax.scan(body, inputs, params, n)
+        return out
+
+    def transform(st):
+        if n == 0:
+            return st
+        st_in = single_branch(fn, st)
+        st = single_branch(fn, kf.transform(st_in))
+        if (st.shape1, st.shape2) != (st_in.shape1, st_in.shape2):
+            fail(f"{fn} kernel_fn", "layer", "keep the shape of its input (use "
+                 "serial(*([layer] * n)) otherwise)", f"shape {st_in.shape1} -> {st.shape1}")
+
+        def body(carry, _):
+            out = kf.transform(st.replace(nngp=carry[0], ntk=carry[1]))
+            out = single_branch(fn, out)
+            if (out.shape1, out.shape2, out.is_gaussian, out.diag, out.axes()) != (
+                    st.shape1, st.shape2, st.is_gaussian, st.diag, st.axes()):
+                fail(f"{fn} kernel_fn", "layer", "keep the shape and metadata of its kernel (use "
+                     "serial(*([layer] * n)) otherwise)", f"shape {st.shape1} -> {out.shape1}")
+            return (out.nngp.astype(carry[0].dtype), out.ntk.astype(carry[1].dtype)), None
+
+        (nngp, ntk), _ = jax.lax.scan(body, (st.nngp, st.ntk), None, n - 1)
+        return st.replace(nngp=nngp, ntk=ntk)
+
+    return make_layer(init_fn, apply_fn, transform, f"repeat({kf.name}, {n})",
+                      needs_full=kf.needs_full, reqs=kf.reqs)

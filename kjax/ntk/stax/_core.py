@@ -29,45 +29,81 @@ _CACHE_SIZE = 64
 
 
 class KernelFn:
-    """``kernel_fn(x1, x2=None, get=None)``: the infinite-width kernels of a network.
+    """``kernel_fn(x1_or_kernel, x2=None, get=None, *, diagonal_batch=None, diagonal_spatial=None,
+    mask_constant=None, **kwargs)``: the infinite-width kernels of a network.
 
     Called on arrays ``x1: [n1, *spatial, C]`` and ``x2: [n2, *spatial, C]`` (or None for ``x1``),
-    it returns NT's outputs: with ``get=None`` a :class:`Kernel` (``nngp``, ``ntk``, ``cov1``,
-    ``cov2``); with a string, that array; with a tuple of names, a namedtuple ``Kernel`` with those
-    fields in that order. Kernels have shape ``[n1, n2, *spatial pairs]``.
+    it returns NT's outputs: with ``get=None`` a :class:`Kernel`; with a string, that field (e.g.
+    ``"nngp"``, ``"ntk"``, ``"cov1"``, ``"shape1"``, ``"is_gaussian"``); with a tuple of names, a
+    namedtuple ``AnalyticKernel`` with those fields in that order. Kernels have shape ``[n1, n2,
+    *spatial pairs]``. Called on a :class:`Kernel` (the kernel of the network's input, e.g. the
+    output of another ``kernel_fn``), it returns the :class:`Kernel` of the output. A network whose
+    input is a list of branches (``parallel``) takes lists of arrays; a network that ends in
+    several branches returns a list.
+
+    ``diagonal_spatial=True`` keeps only the spatial diagonal of every covariance (``nngp: [n1,
+    n2, H, W]``; refused when a layer mixes positions, e.g. pooling), ``False`` the full one, and
+    None the cheapest that gives the result. ``diagonal_batch=False`` returns the full ``cov1:
+    [n1, n1, ...]``. ``mask_constant`` must be None (kjax.ntk.stax has no masking). Other keyword
+    arguments are accepted and ignored, as neural-tangents' layers do with what they don't use.
 
     Before it runs, the call's peak memory is estimated from shapes (the live set of its jaxpr,
     times :data:`kjax.ntk._memory.XLA_FACTOR`); when it exceeds the free memory a
     ``KjaxMemoryError`` (a ``MemoryError``) names a ``stax.batch`` batch size that fits.
     """
 
-    def __init__(self, transform: Callable, name: str, needs_full: bool = False):
+    def __init__(self, transform: Callable, name: str, needs_full: bool = False,
+                 reqs: dict | None = None):
         self.transform = transform
         self.name = name
         self.fn_name = f"{STAX}.{name} kernel_fn"
         # True when some layer mixes spatial positions (pooling), so the spatial diagonal is not
         # enough; otherwise a network ending in Flatten is computed on the diagonal only
         self.needs_full = needs_full
+        # the layout the first layers need of the input: {"batch_axis": b, "channel_axis": c}
+        self.reqs = dict(reqs or {})
         self.__name__ = name
         # one compiled program per (shapes, get) instead of hundreds of eagerly dispatched ops
-        self._jitted = jax.jit(self._compute, static_argnames=("get",))
+        self._jitted = jax.jit(self._compute, static_argnames=("names", "diagonal_spatial",
+                                                               "diagonal_batch"))
+        self._jitted_kernel = jax.jit(self._compute_kernel, static_argnames=("names",
+                                                                             "diagonal_batch"))
         self._estimates: dict[Any, tuple[float, tuple]] = {}
 
-    def _compute(self, x1, x2, get):
+    def _states(self, x1, x2, diag):
         fn = self.fn_name
-        st = None
-        if not self.needs_full and jnp.ndim(x1) > 2:
+        b, c = self.reqs.get("batch_axis", 0), self.reqs.get("channel_axis", -1)
+        nd = min(jnp.ndim(x) for x in (x1 if isinstance(x1, list | tuple) else [x1]))
+        if not (-nd <= b < nd and -nd <= c < nd) or b % nd == c % nd:
+            b, c = 0, -1  # inputs of the wrong rank: the first layer's rank check names it
+        if isinstance(x1, list | tuple):
+            x2 = [None] * len(x1) if x2 is None else x2
+            return [K.input_state(fn, a, z, diag=diag, batch_axis=b, channel_axis=c)
+                    for a, z in zip(x1, x2, strict=True)]
+        return K.input_state(fn, x1, x2, diag=diag, batch_axis=b, channel_axis=c)
+
+    def _compute(self, x1, x2, names, diagonal_spatial, diagonal_batch):
+        out = None
+        ndim = min(jnp.ndim(x) for x in (x1 if isinstance(x1, list | tuple) else [x1]))
+        if diagonal_spatial or (diagonal_spatial is None and not self.needs_full and ndim > 2):
             # NT's diagonal_spatial: valid when the output has no spatial axes left (Flatten);
             # otherwise trace again with the full covariance (the unused trace is dead code)
-            st = self.transform(K.input_state(fn, x1, x2, diag=True))
-            if not isinstance(st, State) or len(st.shape1) != 2:
-                st = None
-        if st is None:
-            st = self.transform(K.input_state(fn, x1, x2))
-        if not isinstance(st, State):
-            fail(fn, "layers", "end in a single branch (close a FanOut with FanInSum / FanInConcat)",
-                 f"{len(st)} branches")
-        return K.finish(fn, st, get)
+            out = self.transform(self._states(x1, x2, True))
+            if not diagonal_spatial and not _all_flat(out):
+                out = None
+        if out is None:
+            out = self.transform(self._states(x1, x2, False))
+        return _to_kernels(out, diagonal_batch, names)
+
+    def _compute_kernel(self, k, names, diagonal_batch):
+        fn = self.fn_name
+        if isinstance(k, list | tuple):
+            st = [K.from_kernel(fn, kk) for kk in k]
+            db = k[0].diagonal_batch
+        else:
+            st, db = K.from_kernel(fn, k), k.diagonal_batch
+        return _to_kernels(self.transform(st), db if diagonal_batch is None else diagonal_batch,
+                           names)
 
     def memory_estimate(self, x1: Any, x2: Any = None, get: Any = None) -> tuple[float, tuple]:
         """``(peak bytes, pair shape)`` of ``kernel_fn(x1, x2, get)``, from shapes.
@@ -76,12 +112,14 @@ class KernelFn:
         shape is that of one pair of inputs' slice of the result, ``[*spatial pairs]`` (``()``
         without spatial axes).
         """
+        _, names = K.canonical_get(self.fn_name, get, K.KERNEL_FIELDS)
         key = (tuple(np.shape(x1)), np.dtype(x1.dtype),
-               None if x2 is None else (tuple(np.shape(x2)), np.dtype(x2.dtype)), get)
+               None if x2 is None else (tuple(np.shape(x2)), np.dtype(x2.dtype)), names)
         if key not in self._estimates:
             a1 = jax.ShapeDtypeStruct(np.shape(x1), x1.dtype)
             a2 = None if x2 is None else jax.ShapeDtypeStruct(np.shape(x2), x2.dtype)
-            traced = self._jitted.trace(a1, a2, get=get)
+            traced = self._jitted.trace(a1, a2, names=names, diagonal_spatial=None,
+                                        diagonal_batch=True)
             peak = _memory.XLA_FACTOR * _memory.jaxpr_peak_bytes(traced.jaxpr)
             outs = [o for o in jax.tree.leaves(traced.out_info) if len(o.shape) >= 2]
             pair_shape = tuple(outs[0].shape[2:]) if outs else ()
@@ -115,26 +153,110 @@ class KernelFn:
         _memory.check_memory(fn, peak, f"the kernel {shape} of {total} inputs of shape "
                              f"{tuple(np.shape(x1)[1:])}", advice)
 
-    def __call__(self, x1, x2=None, get=None):
+    def __call__(self, x1_or_kernel, x2=None, get=None, *, diagonal_batch=None,
+                 diagonal_spatial=None, mask_constant=None, **kwargs):
+        x1 = x1_or_kernel
         if isinstance(x1, State) or (isinstance(x1, list | tuple) and x1
                                      and all(isinstance(s, State) for s in x1)):
             return self.transform(x1)
         fn = self.fn_name
-        _, names = K.canonical_get(fn, get)
+        _, names = K.canonical_get(fn, get, K.KERNEL_FIELDS)
+        for arg, v in (("diagonal_batch", diagonal_batch), ("diagonal_spatial", diagonal_spatial)):
+            if v is not None and not isinstance(v, bool | np.bool_):
+                fail(fn, arg, "be None, True or False", repr(v))
+        if mask_constant is not None:
+            fail(fn, "mask_constant", "be None (kjax.ntk.stax has no masking; zero-pad the inputs "
+                 "and use equal lengths instead)", repr(mask_constant))
+        if diagonal_spatial and self.needs_full:
+            fail(fn, "diagonal_spatial", f"be None or False: a layer of {self.name} mixes spatial "
+                 "positions (pooling), which needs the full spatial covariance", "True")
+        if isinstance(x1, K.Kernel) or (isinstance(x1, list | tuple) and x1
+                                        and all(isinstance(s, K.Kernel) for s in x1)):
+            if x2 is not None:
+                fail(fn, "x2", "be None when a Kernel is given", type(x2).__name__)
+            out = self._jitted_kernel(x1, names=names,
+                                      diagonal_batch=None if diagonal_batch is None
+                                      else bool(diagonal_batch))
+            return _select(fn, out, get)
+        kw = dict(names=names, diagonal_spatial=None if diagonal_spatial is None
+                  else bool(diagonal_spatial),
+                  diagonal_batch=True if diagonal_batch is None else bool(diagonal_batch))
+        if isinstance(x1, list | tuple):
+            if x2 is not None and (not isinstance(x2, list | tuple) or len(x2) != len(x1)):
+                fail(fn, "x2", f"be None or a list of {len(x1)} arrays like `x1`", type(x2).__name__)
+            x1 = [K.check_input(fn, f"x1[{i}]", K.to_float(fn, f"x1[{i}]", a))
+                  for i, a in enumerate(x1)]
+            if x2 is not None:
+                x2 = [K.check_input(fn, f"x2[{i}]", K.to_float(fn, f"x2[{i}]", a))
+                      for i, a in enumerate(x2)]
+            return _select(fn, self._jitted(x1, x2, **kw), get)
         x1 = K.check_input(fn, "x1", K.to_float(fn, "x1", x1))
         x2 = None if x2 is None else K.check_input(fn, "x2", K.to_float(fn, "x2", x2))
-        get = get if names is None or isinstance(get, str) else names
-        self.check_memory(fn, x1, x2, get, 2 if names is None else len(names))
-        return self._jitted(x1, x2, get=get)
+        self.check_memory(fn, x1, x2, names, 2 if names is None else len(names))
+        return _select(fn, self._jitted(x1, x2, **kw), get)
 
     def __repr__(self) -> str:
         return f"<kernel_fn of {self.name}>"
 
 
-def make_layer(init_fn, apply_fn, transform, name, needs_full=False) -> Layer:
-    """The ``(init_fn, apply_fn, kernel_fn)`` triple of a layer named ``name``."""
+def _all_flat(out) -> bool:
+    if isinstance(out, State):
+        return len(out.shape1) == 2
+    return all(_all_flat(o) for o in out)
+
+
+def _to_kernels(out, diagonal_batch, names):
+    if isinstance(out, State):
+        return K.to_kernel(out, diagonal_batch, names)
+    return [_to_kernels(o, diagonal_batch, names) for o in out]
+
+
+def _select(fn, out, get):
+    if isinstance(out, K.Kernel):
+        return K.select(fn, out, get)
+    return [_select(fn, o, get) for o in out]
+
+
+def make_layer(init_fn, apply_fn, transform, name, needs_full=False, reqs=None) -> Layer:
+    """The ``(init_fn, apply_fn, kernel_fn)`` triple of a layer named ``name``; ``reqs`` are the
+    layout it needs of its input (``batch_axis``, ``channel_axis``)."""
     init_fn.__name__ = apply_fn.__name__ = name
-    return init_fn, apply_fn, KernelFn(transform, name, needs_full)
+    return init_fn, apply_fn, KernelFn(transform, name, needs_full, reqs)
+
+
+def merge_reqs(kernel_fns) -> dict:
+    """The input layout a sequence of layers needs: the first layer that has a requirement sets
+    it (elementwise layers have none; a layer with one fixes the layout for those after it)."""
+    out: dict = {}
+    for kf in kernel_fns:
+        for key, v in kf.reqs.items():
+            if key != "_reset":
+                out.setdefault(key, v)
+        if kf.reqs.get("_reset"):  # e.g. Flatten: the layers after it see its output's layout
+            out["_reset"] = True
+            break
+    return out
+
+
+def check_axes(fn: str, st: State, batch_axis: int | None, channel_axis: int | None) -> None:
+    """The activations' batch / channel axes are those the layer was built with."""
+    nd = len(st.shape1)
+    b, c = st.axes()
+    for arg, want, have in (("batch_axis", batch_axis, b), ("channel_axis", channel_axis, c)):
+        if want is None:
+            continue
+        if not -nd <= want < nd:
+            fail(fn, arg, f"be in [-{nd}, {nd}) for activations of rank {nd}", repr(want))
+        if want % nd != have:
+            fail(fn, arg, f"be the {arg.split('_')[0]} axis of its input, {have} (set by the "
+                 "layers before it or the first layer's arguments; mixing layouts makes the "
+                 "infinite limit ill-defined)", repr(want))
+
+
+def axis_arg(fn: str, arg: str, value) -> int:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool):
+        fail(fn, arg, "be an int", repr(value))
+    return int(value)
 
 
 def check_std(fn: str, W_std, b_std) -> None:
@@ -159,8 +281,8 @@ def single_branch(fn: str, st) -> State:
 # spatial layers: padding, windows, ranks
 
 
-def canonical_padding(fn: str, padding: str) -> str:
-    p = str(padding).upper()
+def canonical_padding(fn: str, padding) -> str:
+    p = str(getattr(padding, "value", padding)).upper()
     check_in(fn, "padding", p, ("VALID", "SAME", "CIRCULAR"))
     return p
 

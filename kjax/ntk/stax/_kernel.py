@@ -4,19 +4,23 @@ A state holds the NNGP covariance ``nngp`` and the NTK ``ntk`` of the *concatena
 ``x = [x1; x2]`` (``N = n1 + n2`` rows, or ``n1`` when ``x2`` is None), with the full spatial
 covariance in neural-tangents' zipped layout ``[N, N, H, H', W, W', ...]``. The variances that the
 nonlinearities need are the diagonal of that array, so one array serves NT's ``cov1``, ``nngp`` and
-``cov2``; the public :class:`Kernel` slices them out at the end.
+``cov2``; the public :class:`Kernel` slices them out at the end (:func:`to_kernel`), and a
+:class:`Kernel` fed back into a ``kernel_fn`` is turned into a state again (:func:`from_kernel`).
 
 It also carries the finite-width shapes of the activations (``shape1``, ``shape2``: what the
-network's ``apply_fn`` would produce for ``x1`` and ``x2``), needed by the standard
-parameterisation and by the shape checks, and NT's ``is_gaussian`` flag (a nonlinearity needs a
-Gaussian input, i.e. a ``Dense`` / ``Conv`` before it).
+network's ``apply_fn`` would produce for ``x1`` and ``x2``, always in the canonical layout
+``[n, *spatial, C]``), needed by the standard parameterisation and by the shape checks, NT's
+``is_gaussian`` flag (a nonlinearity needs a Gaussian input, i.e. a ``Dense`` / ``Conv`` before
+it), and where the batch and channel axes sit in the activations' own layout (``batch_axis``,
+``channel_axis``; layers with those arguments check them, and the public :class:`Kernel` reports
+its shapes in that layout).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,20 +32,102 @@ from kjax._src.errors import KjaxError, KjaxTypeError, fail
 GETS = ("nngp", "ntk", "cov1", "cov2")
 
 
-class Kernel(NamedTuple):
-    """What ``kernel_fn(x1, x2)`` returns with ``get=None``: neural-tangents' kernel fields.
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """The infinite-width kernels of a network, and what a layer needs to know about them.
+
+    neural-tangents' ``Kernel``: what ``kernel_fn(x1, x2)`` returns with ``get=None``, and what a
+    ``kernel_fn`` accepts instead of inputs (``kernel_fn(kernel)`` applies the network to the
+    kernel of its input, so networks can be evaluated layer by layer). A JAX pytree: the arrays are
+    its leaves, the flags and shapes are static.
 
     Attributes:
-      nngp: ``[n1, n2, *spatial pairs]`` NNGP covariance between ``x1`` and ``x2``.
-      ntk: ``[n1, n2, *spatial pairs]`` neural tangent kernel.
-      cov1: ``[n1, *spatial pairs]`` NNGP covariance of each ``x1[i]`` with itself.
-      cov2: ``[n2, *spatial pairs]`` the same for ``x2``, or None when ``x2`` is None.
+      nngp: ``[n1, n2, *spatial]`` NNGP covariance between ``x1`` and ``x2``; the spatial axes are
+        pairs ``H, H', W, W'`` (zipped), or single ``H, W`` when ``diagonal_spatial``.
+      ntk: the neural tangent kernel, same shape as ``nngp`` (None when not computed).
+      cov1: ``[n1, *spatial]`` NNGP covariance of each ``x1[i]`` with itself, or ``[n1, n1,
+        *spatial]`` when ``diagonal_batch`` is False.
+      cov2: the same for ``x2``, or None when ``x2`` is None.
+      x1_is_x2: boolean scalar array, whether ``x2`` is ``x1`` (or None).
+      is_gaussian: whether the activations are Gaussian given the inputs (after a ``Dense`` /
+        ``Conv``), as a nonlinearity needs.
+      is_reversed: always False in kjax (NT may store spatial axes reversed internally).
+      is_input: False (NT's flag for the input layer).
+      diagonal_batch: whether ``cov1`` / ``cov2`` hold only the batch diagonal.
+      diagonal_spatial: whether the spatial axes are single (diagonal) instead of pairs.
+      shape1: shape of the finite network's activations for ``x1``, in its own layout.
+      shape2: the same for ``x2``.
+      batch_axis: batch axis of the activations.
+      channel_axis: channel axis of the activations (the one taken to infinity).
+      mask1: None (kjax.ntk.stax has no masking).
+      mask2: None.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax.ntk import stax
+      >>> _, _, kernel_fn = stax.serial(stax.Dense(8), stax.Relu(), stax.Dense(1))
+      >>> k = kernel_fn(jnp.ones((3, 4)), jnp.ones((2, 4)))
+      >>> k.nngp.shape, k.cov1.shape, k.shape1, k.is_gaussian
+      ((3, 2), (3,), (3, 1), True)
+
+    References:
+      Novak et al. Neural Tangents: Fast and Easy Infinite Neural Networks in Python. ICLR 2020.
     """
 
-    nngp: jax.Array
-    ntk: jax.Array
-    cov1: jax.Array
-    cov2: jax.Array | None
+    nngp: Any
+    ntk: Any
+    cov1: Any
+    cov2: Any = None
+    x1_is_x2: Any = None
+    is_gaussian: bool = False
+    is_reversed: bool = False
+    is_input: bool = False
+    diagonal_batch: bool = True
+    diagonal_spatial: bool = False
+    shape1: tuple[int, ...] | None = None
+    shape2: tuple[int, ...] | None = None
+    batch_axis: int = 0
+    channel_axis: int = -1
+    mask1: Any = None
+    mask2: Any = None
+
+    def replace(self, **kw) -> Kernel:
+        """A copy with the given fields replaced (NT's ``Kernel.replace``)."""
+        return dataclasses.replace(self, **kw)
+
+    def asdict(self) -> dict[str, Any]:
+        """The fields as a dict, in NT's order."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def astuple(self) -> tuple[Any, ...]:
+        """The fields as a tuple, in NT's order."""
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+
+    def slice(self, n1_slice: slice, n2_slice: slice) -> Kernel:
+        """The kernel of ``x1[n1_slice]`` and ``x2[n2_slice]`` (NT's ``Kernel.slice``)."""
+        cov1 = self.cov1[n1_slice]
+        cov2 = self.cov1[n2_slice] if self.cov2 is None else self.cov2[n2_slice]
+        ntk = self.ntk
+        ntk = ntk if ntk is None or jnp.ndim(ntk) == 0 else ntk[n1_slice, n2_slice]
+        return self.replace(cov1=cov1, cov2=cov2, nngp=self.nngp[n1_slice, n2_slice], ntk=ntk,
+                            shape1=_with_batch(self.shape1, self.batch_axis, cov1.shape[0]),
+                            shape2=_with_batch(self.shape2, self.batch_axis, cov2.shape[0]))
+
+
+def _with_batch(shape, batch_axis, n):
+    if shape is None:
+        return None
+    shape = list(shape)
+    shape[batch_axis] = n
+    return tuple(shape)
+
+
+_DATA = ("nngp", "ntk", "cov1", "cov2", "x1_is_x2", "mask1", "mask2")
+jax.tree_util.register_dataclass(
+    Kernel, data_fields=list(_DATA),
+    meta_fields=[f.name for f in dataclasses.fields(Kernel) if f.name not in _DATA])
+#: every name ``get`` may ask for: the fields of :class:`Kernel`
+KERNEL_FIELDS = tuple(f.name for f in dataclasses.fields(Kernel))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +140,10 @@ class State:
     shape2: tuple[int, ...]
     is_gaussian: bool
     diag: bool = False  # spatial diagonal only: [N, N, H, W] instead of [N, N, H, H', W, W']
+    # where the batch / channel axes sit in the activations' own layout (non-negative)
+    batch_axis: int = 0
+    channel_axis: int = -1
+    x1_is_x2: Any = None
 
     def replace(self, **kw) -> State:
         return dataclasses.replace(self, **kw)
@@ -61,6 +151,36 @@ class State:
     @property
     def n_spatial(self) -> int:
         return len(self.shape1) - 2
+
+    def axes(self) -> tuple[int, int]:
+        """``(batch_axis, channel_axis)`` as non-negative axes of the activations."""
+        nd = len(self.shape1)
+        return self.batch_axis % nd, self.channel_axis % nd
+
+
+def logical_shape(shape: tuple[int, ...], batch_axis: int, channel_axis: int) -> tuple[int, ...]:
+    """The canonical ``[n, *spatial, C]`` shape in the layout with the batch at ``batch_axis`` and
+    the channels at ``channel_axis`` (spatial axes in order in the remaining slots)."""
+    nd = len(shape)
+    b, c = batch_axis % nd, channel_axis % nd
+    spatial = iter(shape[1:-1])
+    return tuple(shape[0] if i == b else shape[-1] if i == c else next(spatial) for i in range(nd))
+
+
+def canonical_shape(shape: tuple[int, ...], batch_axis: int, channel_axis: int) -> tuple[int, ...]:
+    """Inverse of :func:`logical_shape`."""
+    nd = len(shape)
+    b, c = batch_axis % nd, channel_axis % nd
+    return (shape[b], *[s for i, s in enumerate(shape) if i not in (b, c)], shape[c])
+
+
+def to_canonical(x: jax.Array, batch_axis: int, channel_axis: int) -> jax.Array:
+    """Move the batch axis first and the channel axis last."""
+    return jnp.moveaxis(x, (batch_axis % x.ndim, channel_axis % x.ndim), (0, -1))
+
+
+def from_canonical(x: jax.Array, batch_axis: int, channel_axis: int) -> jax.Array:
+    return jnp.moveaxis(x, (0, -1), (batch_axis % x.ndim, channel_axis % x.ndim))
 
 
 def to_float(fn: str, arg: str, x: Any) -> jax.Array:
@@ -86,24 +206,39 @@ def check_input(fn: str, arg: str, x: jax.Array) -> jax.Array:
     return x
 
 
-def input_state(fn: str, x1: Any, x2: Any, diag: bool = False) -> State:
-    """NT's input kernel: ``nngp = x x'^T / C`` over the channel (last) axis; ``ntk = 0``.
+def input_state(fn: str, x1: Any, x2: Any, diag: bool = False, batch_axis: int = 0,
+                channel_axis: int = -1) -> State:
+    """NT's input kernel: ``nngp = x x'^T / C`` over the channel axis; ``ntk = 0``.
 
     With ``diag`` only the spatial diagonal (same position in both inputs) is kept, which is all
     that networks made of Dense / Conv / elementwise layers and a final Flatten need (NT's
-    ``diagonal_spatial``).
+    ``diagonal_spatial``). ``batch_axis`` / ``channel_axis`` say where those axes are in ``x1``
+    (the first layers' requirement); the state is canonical ``[n, *spatial, C]`` inside.
     """
     x1 = to_float(fn, "x1", x1)
     if x1.ndim < 2:
         fail(fn, "x1", "have rank >= 2 [n, ..., C] (a batch axis and a channel axis)",
              f"shape {x1.shape} (rank {x1.ndim})")
+    nd = x1.ndim
+    b, c = batch_axis % nd, channel_axis % nd
+    if b == c:
+        fail(fn, "channel_axis", "differ from `batch_axis`", f"both {b}")
+    x1 = to_canonical(x1, b, c)
     if x2 is not None:
         x2 = to_float(fn, "x2", x2)
+        if x2.ndim != nd:
+            fail(fn, "x2", f"have the rank of `x1` ({nd})", f"shape {x2.shape}")
+        x2 = to_canonical(x2, b, c)
         if x2.shape[1:] != x1.shape[1:]:
             fail(fn, "x2", f"have the same non-batch shape as `x1` ({x1.shape[1:]})", f"shape {x2.shape}")
         x = jnp.concatenate([x1, x2.astype(x1.dtype)], axis=0)
+        if x2.shape == x1.shape:
+            x1_is_x2 = jnp.max(jnp.abs(x1 - x2.astype(x1.dtype))) < 1e-12
+        else:
+            x1_is_x2 = jnp.asarray(False)
     else:
         x = x1
+        x1_is_x2 = jnp.asarray(True)
     s = x.ndim - 2
     letters = "abcdefghklm"[:s]
     primes = "ABCDEFGHKLM"[:s]
@@ -114,7 +249,92 @@ def input_state(fn: str, x1: Any, x2: Any, diag: bool = False) -> State:
                       precision=jax.lax.Precision.HIGHEST) / x.shape[-1]
     return State(nngp=nngp, ntk=jnp.zeros_like(nngp), n1=x1.shape[0], has_x2=x2 is not None,
                  shape1=tuple(x1.shape), shape2=tuple((x2 if x2 is not None else x1).shape),
-                 is_gaussian=False, diag=diag)
+                 is_gaussian=False, diag=diag, batch_axis=b, channel_axis=c, x1_is_x2=x1_is_x2)
+
+
+def _batch_diagonal(mat: jax.Array) -> jax.Array:
+    """``[n, n, *rest] -> [n, *rest]``."""
+    return jnp.moveaxis(jnp.diagonal(mat, axis1=0, axis2=1), -1, 0)
+
+
+def _swap_pairs(mat: jax.Array, diag: bool) -> jax.Array:
+    """``m[j, i, x', x] = mat[i, j, x, x']``: the kernel of (x2, x1) from that of (x1, x2)."""
+    perm = [1, 0]
+    if diag:
+        perm += list(range(2, mat.ndim))
+    else:
+        for d in range((mat.ndim - 2) // 2):
+            perm += [3 + 2 * d, 2 + 2 * d]
+    return jnp.transpose(mat, perm)
+
+
+def to_kernel(st: State, diagonal_batch: bool = True, names: tuple[str, ...] | None = None) -> Kernel:
+    """The public :class:`Kernel` of a state (arrays that ``names`` doesn't ask for are None)."""
+    n1 = st.n1
+    r1, r2 = (slice(0, n1), slice(n1, None)) if st.has_x2 else (slice(None), slice(None))
+
+    def want(name):
+        return names is None or name in names
+
+    def cov(rows):
+        block = st.nngp[rows, rows]
+        return _batch_diagonal(block) if diagonal_batch else block
+
+    b, c = st.axes()
+    return Kernel(
+        nngp=st.nngp[r1, r2] if want("nngp") else None,
+        ntk=st.ntk[r1, r2] if want("ntk") else None,
+        cov1=cov(r1) if want("cov1") else None,
+        cov2=cov(r2) if st.has_x2 and want("cov2") else None,
+        x1_is_x2=jnp.asarray(True) if st.x1_is_x2 is None else st.x1_is_x2,
+        is_gaussian=st.is_gaussian, is_reversed=False, is_input=False,
+        diagonal_batch=diagonal_batch, diagonal_spatial=st.diag and len(st.shape1) > 2,
+        shape1=logical_shape(st.shape1, b, c), shape2=logical_shape(st.shape2, b, c),
+        batch_axis=b, channel_axis=c)
+
+
+def from_kernel(fn: str, k: Kernel) -> State:
+    """The state of a :class:`Kernel` given back to a ``kernel_fn``.
+
+    The state needs the covariances within ``x1`` (and within ``x2``); a kernel with a diagonal
+    ``cov1`` knows only their diagonal, so the rest is set to zero: those entries never reach a
+    result, since no layer mixes different examples.
+    """
+    if k.shape1 is None or k.nngp is None or k.cov1 is None:
+        fail(fn, "x1_or_kernel", "be a Kernel with `nngp`, `cov1` and `shape1` (computed with "
+             "get=None)", "a Kernel without them")
+    nd = len(k.shape1)
+    b, c = k.batch_axis % nd, k.channel_axis % nd
+    shape1 = canonical_shape(tuple(k.shape1), b, c)
+    shape2 = canonical_shape(tuple(k.shape2 if k.shape2 is not None else k.shape1), b, c)
+    diag = bool(k.diagonal_spatial) and nd > 2
+    nngp = jnp.asarray(k.nngp)
+    ntk = jnp.zeros_like(nngp) if k.ntk is None else jnp.broadcast_to(jnp.asarray(k.ntk, nngp.dtype),
+                                                                      nngp.shape)
+    if k.mask1 is not None or k.mask2 is not None:
+        fail(fn, "x1_or_kernel", "carry no masks (kjax.ntk.stax has no masking)", "mask1 / mask2")
+    if k.cov2 is None:
+        return State(nngp=nngp, ntk=ntk, n1=nngp.shape[0], has_x2=False, shape1=shape1,
+                     shape2=shape2, is_gaussian=bool(k.is_gaussian), diag=diag, batch_axis=b,
+                     channel_axis=c, x1_is_x2=k.x1_is_x2)
+
+    def block(cov):
+        cov = jnp.asarray(cov, nngp.dtype)
+        if not k.diagonal_batch:
+            return cov
+        n = cov.shape[0]
+        eye = jnp.eye(n, dtype=cov.dtype).reshape((n, n) + (1,) * (cov.ndim - 1))
+        return eye * cov[:, None]
+
+    c1, c2 = block(k.cov1), block(k.cov2)
+    full = jnp.concatenate([jnp.concatenate([c1, nngp], axis=1),
+                            jnp.concatenate([_swap_pairs(nngp, diag), c2], axis=1)], axis=0)
+    z1, z2 = jnp.zeros_like(c1), jnp.zeros_like(c2)
+    full_ntk = jnp.concatenate([jnp.concatenate([z1, ntk], axis=1),
+                                jnp.concatenate([_swap_pairs(ntk, diag), z2], axis=1)], axis=0)
+    return State(nngp=full, ntk=full_ntk, n1=nngp.shape[0], has_x2=True, shape1=shape1,
+                 shape2=shape2, is_gaussian=bool(k.is_gaussian), diag=diag, batch_axis=b,
+                 channel_axis=c, x1_is_x2=k.x1_is_x2)
 
 
 def variances(mat: jax.Array, n_spatial: int, diag: bool = False) -> jax.Array:
@@ -144,61 +364,47 @@ def outer(v: jax.Array, op=jnp.multiply, diag: bool = False) -> jax.Array:
     return op(v.reshape(shape1), v.reshape(shape2))
 
 
-def finish(fn: str, st: State, get: Any):
-    """Slice the concatenated-batch state into NT's outputs for ``get``."""
-    single, names = canonical_get(fn, get)
-    n1 = st.n1
-
-    def part(mat, a, b):
-        return mat[a, b]
-
-    def cov(mat, rows):
-        v = mat[rows, rows]
-        v = jnp.moveaxis(jnp.diagonal(v, axis1=0, axis2=1), -1, 0)
-        return v
-
-    if st.has_x2:
-        r1, r2 = slice(0, n1), slice(n1, None)
-    else:
-        r1 = r2 = slice(None)
-    vals = {}
-    for name in names if names is not None else GETS:
-        if name == "nngp":
-            vals[name] = part(st.nngp, r1, r2)
-        elif name == "ntk":
-            vals[name] = part(st.ntk, r1, r2)
-        elif name == "cov1":
-            vals[name] = cov(st.nngp, r1)
-        else:
-            vals[name] = cov(st.nngp, r2) if st.has_x2 else None
+def select(fn: str, k: Kernel, get: Any):
+    """NT's output for ``get``: the Kernel (None), one field (a string) or a namedtuple
+    ``AnalyticKernel`` of fields (a tuple)."""
+    single, names = canonical_get(fn, get, KERNEL_FIELDS)
     if names is None:
-        return Kernel(**vals)
+        return k
     if single:
-        return vals[names[0]]
-    return namedtuple_for(names)(*(vals[n] for n in names))
+        return getattr(k, names[0])
+    return namedtuple_for(names, "AnalyticKernel")(*(getattr(k, n) for n in names))
 
 
-_NT_CACHE: dict[tuple[str, ...], type] = {}
+def finish(fn: str, st: State, get: Any, diagonal_batch: bool = True):
+    """Slice the concatenated-batch state into NT's outputs for ``get``."""
+    _, names = canonical_get(fn, get, KERNEL_FIELDS)
+    return select(fn, to_kernel(st, diagonal_batch, names), get)
 
 
-def namedtuple_for(names: tuple[str, ...]) -> type:
-    if names not in _NT_CACHE:
-        _NT_CACHE[names] = collections.namedtuple("Kernel", names)
-    return _NT_CACHE[names]
+_NT_CACHE: dict[tuple[str, tuple[str, ...]], type] = {}
 
 
-def canonical_get(fn: str, get: Any) -> tuple[bool, tuple[str, ...] | None]:
+def namedtuple_for(names: tuple[str, ...], name: str = "Kernel") -> type:
+    if (name, names) not in _NT_CACHE:
+        _NT_CACHE[name, names] = collections.namedtuple(name, names)
+    return _NT_CACHE[name, names]
+
+
+def canonical_get(fn: str, get: Any, allowed: tuple[str, ...] = GETS
+                  ) -> tuple[bool, tuple[str, ...] | None]:
     """(is a single string, the names in order) with NT's rules; None means the whole Kernel."""
     if get is None:
         return False, None
     single = isinstance(get, str)
     names = (get,) if single else get
+    shown = GETS if allowed == GETS else GETS + tuple(n for n in allowed if n not in GETS)
+    expected = f"be None, one of {shown} or a non-empty tuple of them"
     if not isinstance(names, tuple | list) or not names:
-        fail(fn, "get", f"be None, one of {GETS} or a non-empty tuple of them", repr(get))
+        fail(fn, "get", expected, repr(get))
     names = tuple(str(n).lower() if isinstance(n, str) else n for n in names)
     for n in names:
-        if n not in GETS:
-            fail(fn, "get", f"be None, one of {GETS} or a non-empty tuple of them", repr(get))
+        if n not in allowed:
+            fail(fn, "get", expected, repr(get))
     if len(set(names)) < len(names):
         fail(fn, "get", "name each kernel once", repr(get))
     return single, names

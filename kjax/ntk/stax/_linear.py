@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +21,9 @@ from kjax.ntk.stax import _kernel as K
 from kjax.ntk.stax._core import (
     STAX,
     Layer,
+    axis_arg,
     canonical_padding,
+    check_axes,
     check_parameterization,
     check_spatial_rank,
     check_std,
@@ -33,8 +34,9 @@ from kjax.ntk.stax._core import (
 )
 
 
-def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, *,
-          parameterization: str = "ntk", s: tuple[int, int] = (1, 1)) -> Layer:
+def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_axis: int = 0,
+          channel_axis: int = -1, parameterization: str = "ntk", s: tuple[int, int] = (1, 1)
+          ) -> Layer:
     r"""Fully connected layer over the channel (last) axis.
 
     With ``parameterization="ntk"`` the layer is :math:`z = \frac{\sigma_W}{\sqrt{N_{in}}} W x +
@@ -51,6 +53,9 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, *,
       out_dim: output channels of the finite network (ignored by ``kernel_fn`` under "ntk").
       W_std: weight standard deviation :math:`\sigma_W \ge 0`.
       b_std: bias standard deviation :math:`\sigma_b \ge 0`, or None for no bias.
+      batch_axis: batch axis of the inputs.
+      channel_axis: the axis the layer acts on (the channels, taken to infinity); it must differ
+        from ``batch_axis``.
       parameterization: ``"ntk"`` or ``"standard"``.
       s: width scalings ``(s_in, s_out)`` of the standard parameterisation (NT's ``s``).
 
@@ -59,8 +64,9 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, *,
       ``apply_fn(params, x) -> y``, ``kernel_fn(x1, x2=None, get=None)``.
 
     Raises:
-      KjaxError: negative ``W_std`` / ``b_std``, unknown ``parameterization``, or (in
-        ``apply_fn``) a ``W`` whose input dimension does not match ``x``'s channels.
+      KjaxError: negative ``W_std`` / ``b_std``, unknown ``parameterization``, equal or non-int
+        axes, (in ``apply_fn``) a ``W`` whose input dimension does not match ``x``'s channels, or
+        (in ``kernel_fn``) axes that differ from those of the layers before it.
 
     Example:
       >>> import jax.numpy as jnp
@@ -77,27 +83,41 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, *,
     out_dim = check_int(fn, "out_dim", out_dim, minimum=1)
     check_std(fn, W_std, b_std)
     param = check_parameterization(fn, parameterization)
+    batch_axis = axis_arg(fn, "batch_axis", batch_axis)
+    channel_axis = axis_arg(fn, "channel_axis", channel_axis)
     width_out = out_dim if param == "ntk" else out_dim * s[1]
+
+    def axes(nd, where):
+        for arg, a in (("batch_axis", batch_axis), ("channel_axis", channel_axis)):
+            if not -nd <= a < nd:
+                fail(f"{fn} {where}", arg, f"be in [-{nd}, {nd}) for inputs of rank {nd}", repr(a))
+        if batch_axis % nd == channel_axis % nd:
+            fail(f"{fn} {where}", "channel_axis", "differ from `batch_axis`", repr(channel_axis))
+        return batch_axis % nd, channel_axis % nd
 
     def init_fn(rng, input_shape):
         input_shape = tuple(input_shape)
-        out_shape = input_shape[:-1] + (width_out,)
+        _, c = axes(len(input_shape), "init_fn")
+        out_shape = input_shape[:c] + (width_out,) + input_shape[c + 1:]
         k1, k2 = jax.random.split(rng)
-        W = jax.random.normal(k1, (input_shape[-1], width_out))
-        b = None if b_std is None else jax.random.normal(k2, (1,) * (len(input_shape) - 1) + (width_out,))
+        W = jax.random.normal(k1, (input_shape[c], width_out))
+        b_shape = [1] * len(input_shape)
+        b_shape[c] = width_out
+        b = None if b_std is None else jax.random.normal(k2, tuple(b_shape))
         if param == "standard":
-            W = W * (W_std / (input_shape[-1] / s[0]) ** 0.5)
+            W = W * (W_std / (input_shape[c] / s[0]) ** 0.5)
             b = None if b is None else b * b_std
         return out_shape, (W, b)
 
     def apply_fn(params, inputs, **kwargs):
         W, b = params
-        if W.shape[0] != inputs.shape[-1]:
+        _, c = axes(inputs.ndim, "apply_fn")
+        if W.shape[0] != inputs.shape[c]:
             fail(f"{fn} apply_fn", "inputs", f"have {W.shape[0]} channels (the rows of W)",
                  f"shape {inputs.shape}")
-        prod = jnp.tensordot(inputs, W, (-1, 0))
+        prod = jnp.moveaxis(jnp.tensordot(inputs, W, (c, 0)), -1, c)
         if param == "ntk":
-            out = W_std / inputs.shape[-1] ** 0.5 * prod
+            out = W_std / inputs.shape[c] ** 0.5 * prod
             if b is not None:
                 out = out + b_std * b
         else:
@@ -108,6 +128,7 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, *,
 
     def transform(st):
         st = single_branch(fn, st)
+        check_axes(f"{fn} kernel_fn", st, batch_axis, channel_axis)
         nngp, ntk = st.nngp, st.ntk
         new_nngp = W_std**2 * nngp + (0.0 if b_std is None else b_std**2)
         if param == "ntk":
@@ -117,13 +138,14 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, *,
         return st.replace(nngp=new_nngp, ntk=new_ntk, is_gaussian=True,
                           shape1=st.shape1[:-1] + (width_out,), shape2=st.shape2[:-1] + (width_out,))
 
-    return make_layer(init_fn, apply_fn, transform, f"Dense({out_dim})")
+    return make_layer(init_fn, apply_fn, transform, f"Dense({out_dim})",
+                      reqs={"batch_axis": batch_axis, "channel_axis": channel_axis})
 
 
 
 def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | None = None,
          padding: str = "VALID", W_std: float = 1.0, b_std: float | None = None,
-         dimension_numbers: Any = None, *, parameterization: str = "ntk",
+         dimension_numbers: tuple[str, str, str] | None = None, parameterization: str = "ntk",
          s: tuple[int, int] = (1, 1)) -> Layer:
     r"""Convolution with shared weights over 1, 2 or more spatial axes (inputs ``[n, *spatial, C]``).
 
@@ -139,10 +161,14 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
       out_chan: output channels of the finite network.
       filter_shape: spatial filter shape, e.g. ``(3, 3)``.
       strides: spatial strides; default ones.
-      padding: ``"VALID"``, ``"SAME"`` or ``"CIRCULAR"``.
+      padding: ``"VALID"``, ``"SAME"`` or ``"CIRCULAR"`` (or a :class:`Padding`).
       W_std: weight standard deviation (>= 0).
       b_std: bias standard deviation (>= 0) or None.
-      dimension_numbers: must be None (NT's default ``NHWC`` / ``HWIO`` layout).
+      dimension_numbers: ``(lhs, rhs, out)`` layout strings as in
+        ``jax.lax.conv_general_dilated``, e.g. ``("NCHW", "OIHW", "NCHW")``; None is
+        ``("NHWC", "HWIO", "NHWC")``. ``filter_shape`` and ``strides`` follow the spatial order of
+        ``rhs``; the kernels' spatial axes follow ``lhs``, whose ``N`` / ``C`` set the batch and
+        channel axes (``out`` must keep ``lhs``' spatial order).
       parameterization: ``"ntk"`` or ``"standard"``.
       s: width scalings of the standard parameterisation.
 
@@ -152,7 +178,7 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
 
     Raises:
       KjaxError: inputs of the wrong rank for ``filter_shape``, negative ``W_std``, a bad
-        ``padding`` / ``strides``, ``dimension_numbers`` other than None, or (in ``init_fn``,
+        ``padding`` / ``strides`` / ``dimension_numbers``, or (in ``init_fn``,
         ``apply_fn`` and ``kernel_fn``) a ``"VALID"`` filter larger than its input, whose output
         would be empty.
 
@@ -169,56 +195,187 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
       Processes. ICLR 2019. Arora et al. On Exact Computation with an Infinitely Wide Neural Net.
       NeurIPS 2019.
     """
-    fn = f"{STAX}.Conv"
+    return _conv("Conv", True, out_chan, filter_shape, strides, padding, W_std, b_std,
+                 dimension_numbers, parameterization, s)
+
+
+def ConvLocal(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | None = None,
+              padding: str = "VALID", W_std: float = 1.0, b_std: float | None = None,
+              dimension_numbers: tuple[str, str, str] | None = None, parameterization: str = "ntk",
+              s: tuple[int, int] = (1, 1)) -> Layer:
+    r"""Locally connected layer: a convolution whose filter (and bias) differ at every position.
+
+    Without weight sharing, different output positions are independent, so the kernels keep only
+    the spatial diagonal: :math:`K'_{x x'} = \delta_{x x'} \big(\frac{\sigma_W^2}{|w|}
+    \sum_{k \in w} K_{s x + k,\; s x + k} + \sigma_b^2\big)`, which equals :func:`Conv`'s
+    on the diagonal; networks without pooling give the same kernels as with :func:`Conv`.
+
+    Args:
+      out_chan: output channels of the finite network.
+      filter_shape: spatial filter shape.
+      strides: spatial strides; default ones.
+      padding: ``"VALID"``, ``"SAME"`` or ``"CIRCULAR"`` (or a :class:`Padding`).
+      W_std: weight standard deviation (>= 0).
+      b_std: bias standard deviation (>= 0) or None.
+      dimension_numbers: as in :func:`Conv`.
+      parameterization: ``"ntk"`` or ``"standard"``.
+      s: width scalings of the standard parameterisation.
+
+    Returns:
+      ``(init_fn, apply_fn, kernel_fn)``; params are ``(W: [out_chan, C_in * prod(filter_shape),
+      *out_spatial] in rhs's order, b: [1, *out_spatial, out_chan] or None)`` (NT's layout, as
+      ``jax.lax.conv_general_dilated_local`` takes them).
+
+    Raises:
+      KjaxError: as :func:`Conv`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax.ntk import stax
+      >>> _, _, kernel_fn = stax.serial(stax.ConvLocal(8, (3,), padding="SAME"), stax.Relu())
+      >>> kernel_fn(jnp.ones((2, 5, 3)), get="nngp").shape
+      (2, 2, 5, 5)
+
+    References:
+      Novak et al. Bayesian Deep Convolutional Networks with Many Channels are Gaussian
+      Processes. ICLR 2019 (locally connected networks).
+    """
+    return _conv("ConvLocal", False, out_chan, filter_shape, strides, padding, W_std, b_std,
+                 dimension_numbers, parameterization, s)
+
+
+def ConvTranspose(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | None = None,
+                  padding: str = "VALID", W_std: float = 1.0, b_std: float | None = None,
+                  dimension_numbers: tuple[str, str, str] | None = None,
+                  parameterization: str = "ntk", s: tuple[int, int] = (1, 1)) -> Layer:
+    r"""Transposed convolution (``jax.lax.conv_transpose``): upsamples by ``strides``.
+
+    Each output position gathers the input positions and filter taps that reach it,
+    :math:`y_p = \frac{\sigma_W}{\sqrt{C |w|}} \sum_{i, k:\, s i + k = p} W_k x_i`, so with
+    shared taps the kernels map as :math:`K'_{p p'} = \frac{\sigma_W^2}{|w|} \sum_{k}
+    \sum_{i, i':\, s i + k = p,\, s i' + k = p'} K_{i i'} + \sigma_b^2` (the transposed
+    convolution of each covariance pair with the identity filter ``eye(w) / |w|``).
+
+    Args:
+      out_chan: output channels of the finite network.
+      filter_shape: spatial filter shape.
+      strides: spatial strides (the upsampling factors); default ones.
+      padding: ``"VALID"`` (output ``(L - 1) s + w``) or ``"SAME"`` (output ``L s``);
+        ``"CIRCULAR"`` is not implemented.
+      W_std: weight standard deviation (>= 0).
+      b_std: bias standard deviation (>= 0) or None.
+      dimension_numbers: as in :func:`Conv`.
+      parameterization: ``"ntk"`` or ``"standard"``.
+      s: width scalings of the standard parameterisation.
+
+    Returns:
+      ``(init_fn, apply_fn, kernel_fn)``; params as :func:`Conv`'s.
+
+    Raises:
+      KjaxError: as :func:`Conv`, and ``padding="CIRCULAR"``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax.ntk import stax
+      >>> _, _, kernel_fn = stax.ConvTranspose(4, (3,), strides=(2,))
+      >>> kernel_fn(jnp.ones((2, 4, 3)), get="nngp").shape
+      (2, 2, 9, 9)
+
+    References:
+      Novak et al. Neural Tangents. ICLR 2020 (ConvTranspose layer).
+    """
+    return _conv("ConvTranspose", True, out_chan, filter_shape, strides, padding, W_std, b_std,
+                 dimension_numbers, parameterization, s, transpose=True)
+
+
+def _conv(name, shared, out_chan, filter_shape, strides, padding, W_std, b_std, dimension_numbers,
+          parameterization, s, transpose=False) -> Layer:
+    fn = f"{STAX}.{name}"
     out_chan = check_int(fn, "out_chan", out_chan, minimum=1)
-    filter_shape = tuple_of_ints(fn, "filter_shape", tuple(filter_shape))
+    filter_shape = tuple(filter_shape)  # () is a convolution over no spatial axes (NT allows it)
+    filter_shape = tuple_of_ints(fn, "filter_shape", filter_shape) if filter_shape else ()
     nsp = len(filter_shape)
     strides = (1,) * nsp if strides is None else tuple_of_ints(fn, "strides", strides, nsp)
     padding = canonical_padding(fn, padding)
     check_std(fn, W_std, b_std)
     param = check_parameterization(fn, parameterization)
-    if dimension_numbers is not None:
-        fail(fn, "dimension_numbers", "be None (kjax uses NT's default channels-last layout)",
-             repr(dimension_numbers))
+    if transpose and padding == "CIRCULAR":
+        fail(fn, "padding", "be 'VALID' or 'SAME' ('CIRCULAR' is not implemented for transposed "
+             "convolutions in kjax)", repr(padding))
+    lhs, rhs, out = conv_dimension_numbers(fn, dimension_numbers, nsp)
     width_out = out_chan if param == "ntk" else out_chan * s[1]
-    spatial = "ABDEFGHJKLM"[:nsp]
-    dn = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
+    dn = (lhs, rhs, out)
     fsize = math.prod(filter_shape)
+    b_ax, c_ax = lhs.index("N"), lhs.index("C")
+    b_out, c_out = out.index("N"), out.index("C")
+    rhs_sp = [c for c in rhs if c not in "IO"]
+    lhs_sp = [c for c in lhs if c not in "NC"]
+    # filter sizes and strides in the order of the activations' spatial axes
+    f_k = tuple(filter_shape[rhs_sp.index(c)] for c in lhs_sp)
+    s_k = tuple(strides[rhs_sp.index(c)] for c in lhs_sp)
 
     def out_shape_of(shape, where):
-        spatial = spatial_out_shape(f"{fn} {where}", "filter_shape", shape, filter_shape, strides,
-                                    padding)
+        if transpose:
+            spatial = tuple(L * st if padding == "SAME" else (L - 1) * st + w
+                            for L, w, st in zip(shape[1:-1], f_k, s_k, strict=True))
+        else:
+            spatial = spatial_out_shape(f"{fn} {where}", "filter_shape", shape, f_k, s_k, padding)
         return (shape[0], *spatial, width_out)
+
+    def canon(shape, where, arg):
+        check_spatial_rank(f"{fn} {where}", arg, tuple(shape), nsp, ("filter_shape", filter_shape))
+        return K.canonical_shape(tuple(shape), b_ax, c_ax)
 
     def init_fn(rng, input_shape):
         input_shape = tuple(input_shape)
-        check_spatial_rank(f"{fn} init_fn", "input_shape", input_shape, nsp,
-                           ("filter_shape", filter_shape))
+        shape = out_shape_of(canon(input_shape, "init_fn", "input_shape"), "init_fn")
+        c_in = input_shape[c_ax]
         k1, k2 = jax.random.split(rng)
-        W = jax.random.normal(k1, filter_shape + (input_shape[-1], width_out))
-        b = None if b_std is None else jax.random.normal(k2, (1,) * (nsp + 1) + (width_out,))
+        logical = K.logical_shape(shape, b_out, c_out)
+        if shared:
+            sizes = iter(filter_shape)
+            w_shape = tuple(width_out if c == "O" else c_in if c == "I" else next(sizes)
+                            for c in rhs)
+            b_shape = tuple(width_out if c == "C" else 1 for c in out)
+        else:
+            w_shape = tuple(width_out if c == "O" else c_in * fsize if c == "I"
+                            else logical[out.index(c)] for c in rhs)
+            b_shape = tuple(1 if c == "N" else logical[i] for i, c in enumerate(out))
+        W = jax.random.normal(k1, w_shape)
+        b = None if b_std is None else jax.random.normal(k2, b_shape)
         if param == "standard":
-            W = W * (W_std / (input_shape[-1] * fsize / s[0]) ** 0.5)
+            W = W * (W_std / (c_in * fsize / s[0]) ** 0.5)
             b = None if b is None else b * b_std
-        return out_shape_of(input_shape, "init_fn"), (W, b)
+        return logical, (W, b)
 
     def apply_fn(params, inputs, **kwargs):
         W, b = params
-        check_spatial_rank(f"{fn} apply_fn", "inputs", inputs.shape, nsp,
-                           ("filter_shape", filter_shape))
-        out_shape_of(inputs.shape, "apply_fn")
-        if W.shape[-2] != inputs.shape[-1]:
-            fail(f"{fn} apply_fn", "inputs", f"have {W.shape[-2]} channels (W's input channels)",
+        shape = canon(inputs.shape, "apply_fn", "inputs")
+        out_shape_of(shape, "apply_fn")
+        c_in = inputs.shape[c_ax]
+        w_in = W.shape[rhs.index("I")] // (1 if shared else fsize)
+        if w_in != c_in:
+            fail(f"{fn} apply_fn", "inputs", f"have {w_in} channels (W's input channels)",
                  f"shape {inputs.shape}")
         x, pad = inputs, padding
         if padding == "CIRCULAR":
-            widths = [(0, 0)] + [K.same_padding(L, w, st) for L, w, st in
-                                 zip(inputs.shape[1:-1], filter_shape, strides, strict=True)] + [(0, 0)]
+            widths = [(0, 0)] * inputs.ndim
+            for i, c in enumerate(lhs_sp):
+                ax = lhs.index(c)
+                widths[ax] = K.same_padding(inputs.shape[ax], f_k[i], s_k[i])
             x, pad = jnp.pad(inputs, widths, mode="wrap"), "VALID"
-        y = jax.lax.conv_general_dilated(x, W, strides, pad, dimension_numbers=dn,
-                                         precision=jax.lax.Precision.HIGHEST)
+        if transpose:
+            y = jax.lax.conv_transpose(x, W, strides, pad, dimension_numbers=dn,
+                                       precision=jax.lax.Precision.HIGHEST)
+        elif shared:
+            y = jax.lax.conv_general_dilated(x, W, strides, pad, dimension_numbers=dn,
+                                             precision=jax.lax.Precision.HIGHEST)
+        else:
+            y = jax.lax.conv_general_dilated_local(x, W, strides, pad, filter_shape,
+                                                   dimension_numbers=dn,
+                                                   precision=jax.lax.Precision.HIGHEST)
         if param == "ntk":
-            y = W_std / (inputs.shape[-1] * fsize) ** 0.5 * y
+            y = W_std / (c_in * fsize) ** 0.5 * y
             if b is not None:
                 y = y + b_std * b
         else:
@@ -228,29 +385,108 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
         return y
 
     def conv(mat, diag):
+        if transpose:
+            for d in range(nsp):
+                w = f_k[d]
+                if diag:  # same tap on both sides: a window sum of the diagonal
+                    mat = _conv_transpose_axes(mat, (2 + d,), jnp.ones((w,), mat.dtype) / w,
+                                               s_k[d], padding)
+                else:
+                    mat = _conv_transpose_axes(mat, (2 + 2 * d, 3 + 2 * d),
+                                               jnp.eye(w, dtype=mat.dtype) / w, s_k[d], padding)
+            return mat
+        if not shared and not diag:  # independent positions: only the diagonal survives
+            return _embed_diagonal(conv(_spatial_diagonal(mat, nsp), True))
         for d in range(nsp):
             if diag:  # on the spatial diagonal the filter is a window average of one axis
-                mat = K.pool_axis(mat, 2 + d, filter_shape[d], strides[d], padding, False)
+                mat = K.pool_axis(mat, 2 + d, f_k[d], s_k[d], padding, False)
             else:
-                mat = K.conv_pair(mat, 2 + 2 * d, filter_shape[d], strides[d], padding)
+                mat = K.conv_pair(mat, 2 + 2 * d, f_k[d], s_k[d], padding)
         return mat
+
+    def shift(mat, value, diag):
+        """``mat + value`` on the positions a bias reaches (all if shared, else the diagonal)."""
+        if shared or diag:
+            return mat + value
+        ones = _embed_diagonal(jnp.ones((1, 1) + mat.shape[2::2], mat.dtype))
+        return mat + value * ones
 
     def transform(st):
         st = single_branch(fn, st)
         check_spatial_rank(f"{fn} kernel_fn", "x1", st.shape1, nsp,
                            ("filter_shape", filter_shape))
+        check_axes(f"{fn} kernel_fn", st, b_ax, c_ax)
         shape1, shape2 = out_shape_of(st.shape1, "kernel_fn"), out_shape_of(st.shape2, "kernel_fn")
         b2 = 0.0 if b_std is None else b_std**2
         nngp_c, ntk_c = conv(st.nngp, st.diag), conv(st.ntk, st.diag)
-        nngp = W_std**2 * nngp_c + b2
+        nngp = shift(W_std**2 * nngp_c, b2, st.diag)
         if param == "ntk":
             ntk = W_std**2 * ntk_c + nngp
         else:
             fan_in = st.shape1[-1] * fsize / s[0]
-            ntk = fan_in * nngp_c + W_std**2 * ntk_c + (0.0 if b_std is None else 1.0)
-        return st.replace(nngp=nngp, ntk=ntk, is_gaussian=True, shape1=shape1, shape2=shape2)
+            ntk = shift(fan_in * nngp_c + W_std**2 * ntk_c, 0.0 if b_std is None else 1.0,
+                        st.diag)
+        return st.replace(nngp=nngp, ntk=ntk, is_gaussian=True, shape1=shape1, shape2=shape2,
+                          batch_axis=b_out, channel_axis=c_out)
 
-    return make_layer(init_fn, apply_fn, transform, f"Conv({out_chan}, {filter_shape})")
+    return make_layer(init_fn, apply_fn, transform, f"{name}({out_chan}, {filter_shape})",
+                      reqs={"batch_axis": b_ax, "channel_axis": c_ax, "_reset": True})
+
+
+def _conv_transpose_axes(mat: jax.Array, axes: tuple[int, ...], filt: jax.Array, stride: int,
+                         padding: str) -> jax.Array:
+    """``jax.lax.conv_transpose`` of ``mat`` over ``axes`` (all other axes are batch) with the
+    single-channel filter ``filt`` (one filter axis per entry of ``axes``) and ``stride``."""
+    k = len(axes)
+    moved = jnp.moveaxis(mat, axes, tuple(range(-k, 0)))
+    lead = moved.shape[:-k]
+    x = moved.reshape((-1,) + moved.shape[-k:] + (1,))
+    sp = "ABDEFGHJKLM"[:k]
+    y = jax.lax.conv_transpose(x, filt.reshape(filt.shape + (1, 1)), (stride,) * k, padding,
+                               dimension_numbers=("N" + sp + "C", sp + "IO", "N" + sp + "C"),
+                               precision=jax.lax.Precision.HIGHEST)
+    y = y.reshape(lead + y.shape[1:-1])
+    return jnp.moveaxis(y, tuple(range(-k, 0)), axes)
+
+
+def _spatial_diagonal(mat: jax.Array, nsp: int) -> jax.Array:
+    """``[N, N, X, X', Y, Y'] -> [N, N, X, Y]``: the entries with equal positions."""
+    for _ in range(nsp):
+        mat = jnp.diagonal(mat, axis1=2, axis2=3)  # the diagonal goes last
+    return mat
+
+
+def _embed_diagonal(mat: jax.Array) -> jax.Array:
+    """``[N, N, X, Y] -> [N, N, X, X', Y, Y']`` with zeros off the spatial diagonal."""
+    out = mat.reshape(mat.shape[:2] + tuple(d for n in mat.shape[2:] for d in (n, 1)))
+    for i, n in enumerate(mat.shape[2:]):
+        shape = [1] * out.ndim
+        shape[2 + 2 * i] = shape[3 + 2 * i] = n
+        out = out * jnp.eye(n, dtype=mat.dtype).reshape(shape)
+    return out
+
+
+def conv_dimension_numbers(fn: str, dimension_numbers, nsp: int) -> tuple[str, str, str]:
+    """``(lhs, rhs, out)`` layout strings, checked; None is NT's ``("NHWC", "HWIO", "NHWC")``."""
+    if dimension_numbers is None:
+        sp = "ABDEFGHJKLM"[:nsp]
+        return "N" + sp + "C", sp + "IO", "N" + sp + "C"
+    ok = isinstance(dimension_numbers, tuple | list) and len(dimension_numbers) == 3 and all(
+        isinstance(d, str) for d in dimension_numbers)
+    if ok:
+        lhs, rhs, out = (str(d) for d in dimension_numbers)
+        lsp = [c for c in lhs if c not in "NC"]
+        ok = (len(lhs) == len(rhs) == len(out) == nsp + 2 and len(set(lhs)) == len(lhs)
+              and "N" in lhs and "C" in lhs and "I" in rhs and "O" in rhs
+              and sorted(lsp) == sorted(c for c in rhs if c not in "IO")
+              and sorted(lhs) == sorted(out) and len(set(rhs)) == len(rhs)
+              and lsp == [c for c in out if c not in "NC"])
+    if not ok:
+        fail(fn, "dimension_numbers", f"be None or (lhs, rhs, out) layout strings for {nsp} "
+             "spatial axes, e.g. ('NCHW', 'OIHW', 'NCHW'): lhs / out with N, C and the spatial "
+             "letters (in the same order), rhs with I, O and the same spatial letters",
+             repr(dimension_numbers))
+    return lhs, rhs, out
 
 
 

@@ -12,10 +12,11 @@ import jax.numpy as jnp
 
 from kjax._src.errors import KjaxError, check_positive, fail
 from kjax.ntk.stax import _kernel as K
-from kjax.ntk.stax._core import STAX, Layer, make_layer, single_branch
+from kjax.ntk.stax._core import STAX, Layer, axis_arg, check_axes, make_layer, single_branch
 
 
-def LayerNorm(axis: int | Sequence[int] = -1, eps: float = 1e-12) -> Layer:
+def LayerNorm(axis: int | Sequence[int] = -1, eps: float = 1e-12, batch_axis: int = 0,
+              channel_axis: int = -1) -> Layer:
     r"""Layer normalisation :math:`(x - \mu) / \sqrt{\epsilon + \sigma^2}` over ``axis``.
 
     ``axis`` must contain the channel (last) axis and may contain spatial axes (not the batch
@@ -24,8 +25,10 @@ def LayerNorm(axis: int | Sequence[int] = -1, eps: float = 1e-12) -> Layer:
     :math:`K'_{12} = K_{12} / \sqrt{(\epsilon + \bar K_{11})(\epsilon + \bar K_{22})}`.
 
     Args:
-      axis: axis or axes of ``[n, *spatial, C]`` to normalise over.
+      axis: axis or axes of the input to normalise over.
       eps: added to the variance.
+      batch_axis: batch axis of the input.
+      channel_axis: channel axis of the input (``axis`` must contain it for ``kernel_fn``).
 
     Returns:
       ``(init_fn, apply_fn, kernel_fn)``.
@@ -46,6 +49,8 @@ def LayerNorm(axis: int | Sequence[int] = -1, eps: float = 1e-12) -> Layer:
     """
     fn = f"{STAX}.LayerNorm"
     check_positive(fn, "eps", eps, allow_zero=True)
+    batch_axis = axis_arg(fn, "batch_axis", batch_axis)
+    channel_axis = axis_arg(fn, "channel_axis", channel_axis)
     axes_in = (axis,) if isinstance(axis, int) else tuple(axis)
 
     def canon(ndim, f):
@@ -67,22 +72,28 @@ def LayerNorm(axis: int | Sequence[int] = -1, eps: float = 1e-12) -> Layer:
 
     def transform(st):
         st = single_branch(fn, st)
+        check_axes(f"{fn} kernel_fn", st, batch_axis, channel_axis)
         ndim = len(st.shape1)
+        b, c = st.axes()
         ax = canon(ndim, f"{fn} kernel_fn")
-        if ndim - 1 not in ax:
-            fail(f"{fn} kernel_fn", "axis", f"contain the channel axis ({ndim - 1}) for the "
+        if c not in ax:
+            fail(f"{fn} kernel_fn", "axis", f"contain the channel axis ({c}) for the "
                  "infinite-width limit to exist", repr(axis))
-        if 0 in ax:
-            fail(f"{fn} kernel_fn", "axis", "not contain the batch axis 0 (not implemented)", repr(axis))
+        if b in ax:
+            fail(f"{fn} kernel_fn", "axis", f"not contain the batch axis {b} (not implemented)",
+                 repr(axis))
         if not st.is_gaussian:
             raise KjaxError(f"{fn} kernel_fn: LayerNorm is only implemented for Gaussian inputs "
                             "(the output of a Dense / Conv layer).")
         v = K.variances(st.nngp, st.n_spatial, st.diag)
-        spatial = tuple(a for a in ax if a != ndim - 1)  # axis a of x is axis a of v
+        # axis a of the activations is spatial axis number (its rank among the spatial axes) of v
+        spatial_axes = [i for i in range(ndim) if i not in (b, c)]
+        spatial = tuple(1 + spatial_axes.index(a) for a in ax if a not in (b, c))
         if spatial:
             v = jnp.mean(v, spatial, keepdims=True)
         denom = jnp.sqrt(K.outer(eps + v, diag=st.diag))
         return st.replace(nngp=st.nngp / denom, ntk=st.ntk / denom)
 
-    return make_layer(init_fn, apply_fn, transform, "LayerNorm")
+    return make_layer(init_fn, apply_fn, transform, "LayerNorm",
+                      reqs={"batch_axis": batch_axis, "channel_axis": channel_axis})
 
