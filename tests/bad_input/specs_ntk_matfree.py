@@ -37,3 +37,19 @@ SPECS = [
 ]
 
 EXEMPT = {"kjax.ntk.analysis.Estimate": _STATE}
+
+
+def _stax_kernel_fn():
+    from kjax.ntk import stax
+
+    return stax.serial(stax.Dense(8), stax.Relu(), stax.Dense(1))[2]
+
+
+SPECS += [
+    Spec(name="kjax.ntk.stax.as_kernel",
+         make=lambda: {"kernel_fn": _stax_kernel_fn(), "get": "ntk", "x1": normal(4, 3, seed=1),
+                       "x2": normal(3, 3, seed=2)},
+         args={"get": choice(), "x1": Arr(("n1", "d")), "x2": Arr(("n2", "d"))},
+         call=lambda fn, v: fn(v["kernel_fn"], v["get"])(v["x1"], v["x2"]), empty=("n1", "n2"),
+         fns=("kjax.ntk.stax.Dense", "kjax.ntk.stax.serial")),
+]

@@ -9,7 +9,7 @@ import pytest
 
 from kjax._src.errors import KjaxError, KjaxTypeError
 from kjax.ntk import empirical_ntk, stax
-from kjax.ntk._kernels import as_kernel, ntk_kernel
+from kjax.ntk._kernels import ntk_kernel
 from kjax.regression import falkon_fit, falkon_predict, krr_fit, krr_predict
 
 RNG = np.random.default_rng(0)
@@ -75,19 +75,19 @@ _, _, KERNEL_FN = stax.serial(stax.Dense(32), stax.Relu(), stax.Dense(1))
 @pytest.mark.parametrize("get", ["ntk", "nngp"])
 def test_infinite_width_kernel_in_krr_equals_the_dense_solve(get):
     k = np.asarray(KERNEL_FN(X, None, get))
-    state = krr_fit(as_kernel(KERNEL_FN, get), X, Y, ridge=1e-3)
+    state = krr_fit(stax.as_kernel(KERNEL_FN, get), X, Y, ridge=1e-3)
     np.testing.assert_allclose(krr_predict(state, X[:5]), k[:5] @ np.linalg.solve(k + 1e-3 * np.eye(len(X)), Y),
                                rtol=1e-9, atol=1e-12)
 
 
 def test_as_kernel_bad_input():
     with pytest.raises(KjaxError, match="kjax.ntk.stax.as_kernel: `get` must be one of"):
-        as_kernel(KERNEL_FN, "cov1")
+        stax.as_kernel(KERNEL_FN, "cov1")
     with pytest.raises(KjaxTypeError, match="`kernel_fn` must be a stax network's kernel_fn"):
-        as_kernel(3)
+        stax.as_kernel(3)
     _, _, conv_fn = stax.serial(stax.Conv(4, (2,)), stax.Relu())  # no readout: [n1, n2, L, L] kernels
     with pytest.raises(KjaxError, match=r"`kernel_fn` must give a \[n1, n2\] ntk kernel"):
-        as_kernel(conv_fn)(np.ones((3, 5, 2)))
+        stax.as_kernel(conv_fn)(np.ones((3, 5, 2)))
 
 
 BAD = [

@@ -17,6 +17,7 @@ MaskedArray, unmask_fn, Bool, Diagonal, Padding and NT's enums), on top of ``_co
 kernel state and its operations); ``_batch`` blocks a ``kernel_fn`` over datasets.
 """
 
+from kjax.ntk.stax._as_kernel import as_kernel
 from kjax.ntk.stax._batch import batch
 from kjax.ntk.stax._combinators import (
     FanInConcat,
@@ -71,6 +72,7 @@ from kjax.ntk.stax._requirements import (
 from kjax.ntk.stax._structure import Dropout, Index, Slice
 
 __all__ = [
+    "as_kernel",
     "ABRelu", "AvgPool", "Conv", "Dense", "Erf", "FanInConcat", "FanInSum", "FanOut", "Flatten",
     "Gelu", "GlobalAvgPool", "Identity", "Kernel", "KernelFn", "LayerNorm", "LeakyRelu", "Relu",
     "batch", "parallel", "serial",
