@@ -12,6 +12,7 @@ the memory guard shared with ``stax``.
 """
 
 from kjax.ntk import analysis, predict, stax
+from kjax.ntk._batching import batch
 from kjax.ntk._dataset import empirical_ntk, projected_ntk
 from kjax.ntk._empirical import (
     choose_implementation,
@@ -20,19 +21,27 @@ from kjax.ntk._empirical import (
     empirical_ntk_fn,
 )
 from kjax.ntk._flax import from_linen, from_nnx
+from kjax.ntk._linearize import NtkImplementation, empirical_ntk_vp_fn, linearize, taylor_expand
 from kjax.ntk._monte_carlo import monte_carlo_kernel_fn
+from kjax.ntk.stax._kernel import Kernel
 
 __all__ = [
+    "Kernel",
+    "NtkImplementation",
     "analysis",
+    "batch",
     "choose_implementation",
     "empirical_kernel_fn",
     "empirical_nngp_fn",
     "empirical_ntk",
     "empirical_ntk_fn",
+    "empirical_ntk_vp_fn",
     "from_linen",
     "from_nnx",
+    "linearize",
     "monte_carlo_kernel_fn",
     "predict",
     "projected_ntk",
     "stax",
+    "taylor_expand",
 ]

@@ -16,6 +16,7 @@ memory fits, and raises before running when none fits (:mod:`kjax.ntk._memory`).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ import jax
 import numpy as np
 
 from kjax._src import dispatch
-from kjax._src.errors import KjaxError, fail
+from kjax._src.errors import fail
 from kjax.ntk import _memory
 from kjax.ntk._axes import (
     canonical_axes,
@@ -189,9 +190,40 @@ def _ntk_fn_advice(fn, f, params, kw, params_filter, x1, x2, trace, diag, out_fu
     return shape, advice
 
 
+def per_output(fn: str, f: Callable, make: Callable) -> Callable:
+    """NT's pytree outputs: when ``f`` returns a pytree of arrays, the kernel of each leaf, in the
+    output's tree structure. ``make(f_leaf)`` builds the kernel function of a single-array ``f``."""
+    single = make(f)
+
+    def kernel(x1, x2, params, **apply_kwargs):
+        kw1, _ = split_kwargs(apply_kwargs)
+        try:
+            out = jax.eval_shape(lambda p, x: f(p, x, **kw1), params, x1)
+        except Exception:  # noqa: BLE001 -- let the single-output path report the error
+            return single(x1, x2, params, **apply_kwargs)
+        leaves, treedef = jax.tree.flatten(out)
+        if len(leaves) == 1 and treedef.num_nodes == 1:
+            return single(x1, x2, params, **apply_kwargs)
+        if not leaves:
+            fail(fn, "f", "return at least one array", "an empty pytree")
+        kernels = [make(lambda p, x, i=i, **kw: jax.tree.leaves(f(p, x, **kw))[i])(x1, x2, params,
+                                                                                   **apply_kwargs)
+                   for i in range(len(leaves))]
+        return jax.tree.unflatten(treedef, kernels)
+
+    return kernel
+
+
 def make_ntk_fn(fn: str, f: Callable, trace_axes, diagonal_axes, vmap_axes, implementation, *,
                 params_filter: Callable[[str], bool] | None = None) -> Callable:
-    """:func:`empirical_ntk_fn` whose errors name ``fn`` (the public function the user called)."""
+    """:func:`empirical_ntk_fn` whose errors name ``fn`` (the public function the user called);
+    an ``f`` returning a pytree gets one kernel per output leaf, as in NT."""
+    return per_output(fn, f, lambda g: _make_ntk_fn(fn, g, trace_axes, diagonal_axes, vmap_axes,
+                                                    implementation, params_filter=params_filter))
+
+
+def _make_ntk_fn(fn: str, f: Callable, trace_axes, diagonal_axes, vmap_axes, implementation, *,
+                 params_filter: Callable[[str], bool] | None = None) -> Callable:
     implementation = canonical_implementation(fn, implementation)
 
     def ntk(x1, x2, params, **apply_kwargs):
@@ -226,7 +258,12 @@ def make_ntk_fn(fn: str, f: Callable, trace_axes, diagonal_axes, vmap_axes, impl
 
 
 def make_nngp_fn(fn: str, f: Callable, trace_axes, diagonal_axes) -> Callable:
-    """:func:`empirical_nngp_fn` whose errors name ``fn`` (the public function the user called)."""
+    """:func:`empirical_nngp_fn` whose errors name ``fn`` (the public function the user called);
+    an ``f`` returning a pytree gets one kernel per output leaf, as in NT."""
+    return per_output(fn, f, lambda g: _make_nngp_fn(fn, g, trace_axes, diagonal_axes))
+
+
+def _make_nngp_fn(fn: str, f: Callable, trace_axes, diagonal_axes) -> Callable:
 
     def nngp(x1, x2, params, **apply_kwargs):
         kw1, kw2 = split_kwargs(apply_kwargs)
@@ -398,6 +435,16 @@ def empirical_nngp_fn(
     return make_nngp_fn("kjax.ntk.empirical_nngp_fn", f, trace_axes, diagonal_axes)
 
 
+_KERNEL_TYPES: dict[tuple[str, ...], type] = {}
+
+
+def empirical_kernel_type(names: tuple[str, ...]) -> type:
+    """NT's ``EmpiricalKernel`` namedtuple with the fields ``names`` (one class per field tuple)."""
+    if names not in _KERNEL_TYPES:
+        _KERNEL_TYPES[names] = collections.namedtuple("EmpiricalKernel", names)
+    return _KERNEL_TYPES[names]
+
+
 def empirical_kernel_fn(
     f: Callable,
     trace_axes: int | Sequence[int] = (-1,),
@@ -407,8 +454,10 @@ def empirical_kernel_fn(
 ) -> Callable:
     r"""neural-tangents' ``empirical_kernel_fn``: ``kernel_fn(x1, x2, get, params, **kwargs)``.
 
-    ``get`` is ``"ntk"``, ``"nngp"`` (the inner product of the outputs of ``f``), or a tuple of them,
-    for which a dict is returned.
+    ``get`` is ``"ntk"``, ``"nngp"`` (the inner product of the outputs of ``f``), any case, or a
+    tuple of them, for which NT's ``EmpiricalKernel`` namedtuple is returned; ``get=None`` means
+    ``("nngp", "ntk")``. When ``f`` returns a pytree, each kernel is that pytree of per-output
+    kernels (a tuple ``get`` gives the pytree of namedtuples, as NT does).
 
     Args:
       f: ``f(params, x, **kwargs) -> [N, ...]``.
@@ -421,28 +470,38 @@ def empirical_kernel_fn(
       ``kernel_fn(x1, x2, get, params, **kwargs)``.
 
     Raises:
-      ValueError: an unknown ``get``, and the errors of :func:`empirical_ntk_fn`.
+      KjaxError: an unknown or repeated ``get``, and the errors of :func:`empirical_ntk_fn`.
 
     Example:
       >>> import jax.numpy as jnp
       >>> from kjax.ntk import empirical_kernel_fn
       >>> f = lambda p, x: x @ p
-      >>> out = empirical_kernel_fn(f)(jnp.eye(2), None, ("nngp", "ntk"), jnp.eye(2))
-      >>> sorted(out), out["ntk"].shape
-      (['nngp', 'ntk'], (2, 2))
+      >>> out = empirical_kernel_fn(f)(jnp.eye(2), None, None, jnp.eye(2))
+      >>> out._fields, out.ntk.shape
+      (('nngp', 'ntk'), (2, 2))
     """
     fn = "kjax.ntk.empirical_kernel_fn"
     fns = {"ntk": make_ntk_fn(fn, f, trace_axes, diagonal_axes, vmap_axes, implementation),
            "nngp": make_nngp_fn(fn, f, trace_axes, diagonal_axes)}
 
     def kernel_fn(x1, x2, get, params, **kwargs):
-        many = isinstance(get, tuple | list)
-        gets = tuple(get) if many else (get,)
+        many = not isinstance(get, str)
+        gets = ("nngp", "ntk") if get is None else (tuple(get) if many else (get,))
+        expected = "be None, 'ntk', 'nngp' (any case) or a non-empty tuple of them"
+        if not gets or not all(isinstance(g, str) for g in gets):
+            fail(fn, "get", expected, repr(get))
+        gets = tuple(g.lower() for g in gets)
         for g in gets:
             if g not in fns:
-                raise KjaxError(f"{fn}: `get` must be 'ntk', 'nngp' or a tuple of them; got {g!r}.")
+                fail(fn, "get", expected, repr(get))
+        if len(set(gets)) < len(gets):
+            fail(fn, "get", "name each kernel once", repr(get))
         check_x_pair(fn, x1, x2)
-        out = {g: fns[g](x1, x2, params, **kwargs) for g in gets}
-        return out if many else out[gets[0]]
+        out = [fns[g](x1, x2, params, **kwargs) for g in gets]
+        if not many:
+            return out[0]
+        # NT: an ``EmpiricalKernel`` namedtuple (per output leaf when ``f`` returns a pytree)
+        nt = empirical_kernel_type(gets)
+        return jax.tree.map(lambda *leaves: nt(*leaves), *out)
 
     return kernel_fn

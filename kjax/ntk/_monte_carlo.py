@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import inspect
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
@@ -9,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kjax._src.errors import check_int, fail
+from kjax._src.errors import KjaxError, KjaxTypeError, check_int, fail
+from kjax.ntk._batching import batch
 from kjax.ntk._empirical import make_nngp_fn, make_ntk_fn
 from kjax.ntk.stax import _kernel as K
 
@@ -42,12 +45,18 @@ def monte_carlo_kernel_fn(
     Args:
       init_fn: ``init_fn(key, input_shape) -> (output_shape, params)``.
       apply_fn: ``apply_fn(params, x, **kwargs) -> [n, ...]``.
-      key: PRNG key; sample ``s`` uses ``jax.random.split(key, max(n_samples))[s]``.
+      key: PRNG key. As in NT, sample ``s`` uses ``key, k = split(key)`` then ``init_key,
+        rng = split(k)``: ``init_fn(init_key, x1.shape)`` and ``apply_fn(..., rng=rng)`` when
+        ``apply_fn`` takes ``rng``; the keys are split with the pre-0.5 threefry
+        (``jax.threefry_partitionable(False)``), so the same key draws the same samples as NT
+        on jax 0.4.
       n_samples: number of initialisations, or a sequence of them (then ``kernel_fn`` returns a
-        generator of the running estimates at those counts, as NT does).
-      batch_size: accepted for NT compatibility; use :func:`kjax.ntk.stax.batch` to block.
-      device_count: accepted for NT compatibility (ignored).
-      store_on_device: accepted for NT compatibility (ignored).
+        generator of the running estimates at those counts, as NT does; the estimate at ``n``
+        equals the ``n``-sample estimate exactly: samples are summed in order, then divided).
+      batch_size: per-sample kernels are computed by :func:`kjax.ntk.batch` in blocks of this
+        many examples (0: one block).
+      device_count: devices for :func:`kjax.ntk.batch` (``-1``: all).
+      store_on_device: see :func:`kjax.ntk.batch`.
       trace_axes: output axes averaged over (as in :func:`kjax.ntk.empirical_ntk_fn`).
       diagonal_axes: output axes kept diagonal.
       vmap_axes: passed to :func:`kjax.ntk.empirical_ntk_fn`.
@@ -81,54 +90,83 @@ def monte_carlo_kernel_fn(
     if not counts or isinstance(n_samples, str):
         fail(_FN, "n_samples", "be a positive int or a non-empty sequence of them", repr(n_samples))
     counts = tuple(check_int(_FN, "n_samples", c, minimum=1) for c in counts)
+    wanted = set(counts)
+    batch_size = check_int(_FN, "batch_size", batch_size, minimum=0)
     ntk_fn = make_ntk_fn(_FN, apply_fn, trace_axes, diagonal_axes, vmap_axes, implementation)
     nngp_fn = make_nngp_fn(_FN, apply_fn, trace_axes, diagonal_axes)
-    keys = jax.random.split(key, max(counts))
+    takes_rng = _accepts_rng(apply_fn)
 
-    def one(k, x1, x2, names, kwargs):
-        _, params = init_fn(k, x1.shape)
-        vals = []
-        for n in names:
-            f = ntk_fn if n == "ntk" else nngp_fn
-            vals.append(f(x1, x2, params, **kwargs))
-        return vals
+    def sample_once(x1, x2, k, names, kwargs):
+        """One initialisation's kernels, NT's key use: ``init_key, dropout_key = split(k)``."""
+        init_key, dropout_key = jax.random.split(k, 2)
+        try:
+            _, params = init_fn(init_key, jax.tree.map(jnp.shape, x1))
+        except (KjaxError, KjaxTypeError) as e:
+            fail(_FN, "x1", "have a shape that `init_fn` accepts", str(e), cls=type(e))
+        kw = dict(kwargs, rng=dropout_key) if takes_rng and "rng" not in kwargs else kwargs
+        return [(ntk_fn if n == "ntk" else nngp_fn)(x1, x2, params, **kw) for n in names]
 
     def estimates(x1, x2, get, kwargs) -> Generator:
         single, names = K.canonical_get(_FN, get)
         names = ("nngp", "ntk") if names is None else names
         for n in names:
             if n not in ("nngp", "ntk"):
-                fail(_FN, "get", "be None, 'nngp', 'ntk' or a tuple of them", repr(get))
-        def seg_sum(ks, a, b):
-            """Sum of the per-sample kernels over the keys ``ks`` (one compiled scan)."""
-            zeros = [jnp.zeros(v.shape, v.dtype) for v in jax.eval_shape(
-                lambda: one(ks[0], a, b, names, kwargs))]
+                fail(_FN, "get", "be None, 'nngp', 'ntk' (any case) or a tuple of them", repr(get))
+        order = sorted(wanted)
 
-            def body(acc, k):
-                vals = one(k, a, b, names, kwargs)
-                return [t + v for t, v in zip(acc, vals, strict=True)], None
+        def running(a, b):
+            """The running means at each count in ``order``: one sequential scan over NT's key
+            stream (``key, k = split(key)`` per sample), summed in order, so that the estimate at
+            ``n`` is exactly the ``n``-sample estimate."""
+            _, keys = jax.lax.scan(lambda c, _: tuple(jax.random.split(c)), key, None, length=order[-1])
+            zeros = [jnp.zeros(v.shape, v.dtype)
+                     for v in jax.eval_shape(lambda k: sample_once(a, b, k, names, kwargs), keys[0])]
 
-            return jax.lax.scan(body, zeros, ks)[0]
+            def body(total, k):
+                return [t + v for t, v in zip(total, sample_once(a, b, k, names, kwargs), strict=True)], None
 
-        seg_jit = jax.jit(seg_sum)
-        total, done = None, 0
-        for c in sorted(set(counts)):
-            part = seg_jit(keys[done:c], x1, x2)
-            total = part if total is None else [t + p for t, p in zip(total, part, strict=True)]
-            done = c
-            mean = [t / c for t in total]
-            yield mean[0] if single else K.namedtuple_for(names)(*mean)
+            total, done, means = zeros, 0, []
+            for c in order:
+                total = jax.lax.scan(body, total, keys[done:c])[0]
+                done = c
+                means.append([t / c for t in total])
+            return means
+
+        batched = bool(batch_size) or device_count > 1
+        run = batch(running, batch_size, device_count, store_on_device) if batched else jax.jit(running)
+        kind = K.namedtuple_for(names) if get is None else _mc_type(names)
+        # the pre-0.5 (non-partitionable) threefry: the same key draws the same parameters as NT
+        with jax.threefry_partitionable(False):
+            means = run(x1, x2)
+        for mean in means:
+            yield mean[0] if single else kind(*mean)
 
     def kernel_fn(x1, x2=None, get=None, **apply_fn_kwargs):
-        x1 = jnp.asarray(x1)
-        x2 = None if x2 is None else jnp.asarray(x2)
         for arg, x in (("x1", x1), ("x2", x2)):
-            if x is not None and (x.ndim == 0 or x.shape[0] == 0):
-                fail(_FN, arg, "hold at least one example [n, ...] (n >= 1)", f"shape {x.shape}")
+            for leaf in jax.tree.leaves(x):
+                if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] == 0:
+                    fail(_FN, arg, "hold at least one example [n, ...] (n >= 1)", f"shape {jnp.shape(leaf)}")
         gen = estimates(x1, x2, get, apply_fn_kwargs)
         if single_count:
             return next(gen)
         return gen
 
-    _ = (batch_size, device_count, store_on_device)
     return kernel_fn
+
+
+def _accepts_rng(apply_fn: Callable) -> bool:
+    """Whether ``apply_fn`` takes an ``rng`` keyword (NT passes one to every sample, for dropout)."""
+    try:
+        params = inspect.signature(apply_fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is p.VAR_KEYWORD or p.name == "rng" for p in params)
+
+
+_MC_TYPES: dict[tuple[str, ...], type] = {}
+
+
+def _mc_type(names: tuple[str, ...]) -> type:
+    if names not in _MC_TYPES:
+        _MC_TYPES[names] = collections.namedtuple("MonteCarloKernel", names)
+    return _MC_TYPES[names]

@@ -24,8 +24,9 @@ import numpy as np
 
 from kjax._src import linalg, solvers
 from kjax._src import status as st
-from kjax._src.errors import check_in, check_int, check_positive, fail
+from kjax._src.errors import KjaxError, KjaxTypeError, check_in, check_int, check_positive, fail
 from kjax._src.status import Status
+from kjax.ntk.stax._kernel import Kernel as _StaxKernel
 
 _P = "kjax.ntk.predict"
 
@@ -48,9 +49,28 @@ def _check_finite(fn: str, arg: str, a) -> None:
              f"{int(np.sum(~np.isfinite(np.asarray(a))))} non-finite entries")
 
 
+def _real(fn: str, arg: str, a) -> jax.Array:
+    """``a`` as a real floating (or integer) array: complex raises; bfloat16 / float16 are promoted to
+    float32 (solves and eigendecompositions run in at least float32)."""
+    a = jnp.asarray(a)
+    if jnp.issubdtype(a.dtype, jnp.complexfloating):
+        fail(fn, arg, "be a real array", f"dtype {a.dtype}", cls=KjaxTypeError)
+    if jnp.issubdtype(a.dtype, jnp.floating) and jnp.finfo(a.dtype).bits < 32:
+        a = a.astype(jnp.float32)
+    return a
+
+
+def _exact(fn: str, arg: str, v, shape, dtype) -> jax.Array:
+    """``v`` a scalar (broadcast) or exactly ``shape``."""
+    v = _real(fn, arg, v)
+    if v.ndim and tuple(v.shape) != tuple(shape):
+        fail(fn, arg, f"be a scalar or have shape {tuple(shape)}", f"shape {v.shape}")
+    return jnp.broadcast_to(v.astype(dtype), shape)
+
+
 def _check_kernel(fn: str, k, y) -> tuple[jax.Array, jax.Array]:
-    k = jnp.asarray(k)
-    y = jnp.asarray(y)
+    k = _real(fn, "k_train_train", k)
+    y = _real(fn, "y_train", y)
     if k.ndim != 2 or k.shape[0] != k.shape[1]:
         fail(fn, "k_train_train", "be a square matrix [N, N]", f"shape {k.shape}")
     if k.shape[0] == 0:
@@ -62,8 +82,44 @@ def _check_kernel(fn: str, k, y) -> tuple[jax.Array, jax.Array]:
     return k, y
 
 
+def _trace_mode(fn: str, trace_axes, *, allow_none: bool = False) -> str | None:
+    """``"traced"`` for NT's default ``(-1,)`` (also ``-1``, ``(1,)``); ``None`` for ``()`` (the
+    kernel carries the output axes: ``[N, N, O, O]``); anything else raises."""
+    axes = (trace_axes,) if isinstance(trace_axes, int | np.integer) else trace_axes
+    try:
+        axes = tuple(int(a) for a in axes)
+    except TypeError:
+        axes = None
+    if axes in ((-1,), (1,)):
+        return "traced"
+    if axes == () and allow_none:
+        return None
+    fail(fn, "trace_axes", "be (-1,) (the output axis traced)" + (" or () (not traced)" if allow_none
+                                                                   else ""), repr(trace_axes))
+    return None
+
+
+def _canonical_gets(fn: str, get, allowed: tuple[str, ...], default: tuple[str, ...]):
+    """NT's ``get`` rules: None -> ``default``; a string or a non-empty tuple of unique names,
+    case-insensitive. Returns ``(single, names)``."""
+    if get is None:
+        return False, default
+    single = isinstance(get, str)
+    names = (get,) if single else get
+    expected = f"be None, one of {allowed} (any case) or a non-empty tuple of them"
+    if not isinstance(names, tuple | list) or not names or not all(isinstance(g, str) for g in names):
+        fail(fn, "get", expected, repr(get))
+    names = tuple(g.lower() for g in names)
+    for g in names:
+        if g not in allowed:
+            fail(fn, "get", expected, repr(get))
+    if len(set(names)) < len(names):
+        fail(fn, "get", "name each kernel once", repr(get))
+    return single, names
+
+
 def _check_common(fn: str, diag_reg, trace_axes, *, solver=None, cg_tol=None, cg_maxiter=None,
-                  learning_rate=None):
+                  learning_rate=None, allow_untraced: bool = False):
     if solver is not None:
         check_in(fn, "solver", solver, ("cholesky", "cg"))
     check_positive(fn, "diag_reg", diag_reg, allow_zero=True)
@@ -73,20 +129,21 @@ def _check_common(fn: str, diag_reg, trace_axes, *, solver=None, cg_tol=None, cg
         check_positive(fn, "cg_tol", cg_tol, allow_zero=True)
     if cg_maxiter is not None:
         check_int(fn, "cg_maxiter", cg_maxiter, minimum=1)
-    if tuple(trace_axes) not in ((-1,), (1,)):
-        fail(fn, "trace_axes", "be (-1,) (kjax traces the output axis only)", repr(trace_axes))
+    _trace_mode(fn, trace_axes, allow_none=allow_untraced)
 
 
 def _check_t(fn: str, t) -> None:
+    if t is not None and jnp.issubdtype(jnp.result_type(t), jnp.complexfloating):
+        fail(fn, "t", "be real", f"dtype {jnp.result_type(t)}", cls=KjaxTypeError)
     if t is not None and _is_concrete(t):
         arr = np.asarray(t)
-        if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-            fail(fn, "t", "be >= 0 and finite (training time; None for infinite time)",
+        if np.any(np.isnan(arr)) or np.any(arr < 0):
+            fail(fn, "t", "be >= 0 (training time; None or inf for infinite time)",
                  repr(arr.item()) if arr.ndim == 0 else "an array with negative or non-finite values")
 
 
 def _check_test(fn: str, kst, n: int):
-    kst = jnp.asarray(kst)
+    kst = _real(fn, "k_test_train", kst)
     if kst.ndim != 2 or kst.shape[1] != n:
         fail(fn, "k_test_train", f"have shape [M, N] with N = {n}", f"shape {kst.shape}")
     _check_finite(fn, "k_test_train", kst)
@@ -258,11 +315,14 @@ def gradient_descent_mse(
     """
     fn = f"{_P}.gradient_descent_mse"
     _check_common(fn, diag_reg, trace_axes, solver=solver, cg_tol=cg_tol, cg_maxiter=cg_maxiter,
-                  learning_rate=learning_rate)
+                  learning_rate=learning_rate, allow_untraced=True)
+    if _trace_mode(fn, trace_axes, allow_none=True) is None and jnp.ndim(y_train) > 1:
+        return _untraced_mse(fn, k_train_train, y_train, learning_rate, diag_reg, diag_reg_absolute_scale,
+                             solver=solver, cg_tol=cg_tol, cg_maxiter=cg_maxiter)
     matvec_only = callable(k_train_train) and not hasattr(k_train_train, "shape")
     if matvec_only and solver != "cg":
         fail(fn, "k_train_train", "be an [N, N] array unless solver='cg'", "a function")
-    y = jnp.asarray(y_train)
+    y = _real(fn, "y_train", y_train)
     if matvec_only:
         if y.ndim not in (1, 2) or y.shape[0] == 0:
             fail(fn, "y_train", "have shape [N] or [N, O] with N >= 1", f"shape {y.shape}")
@@ -302,9 +362,9 @@ def gradient_descent_mse(
         g0 = kst = None
         if fx_test_0 is not None:
             kst = _check_test(pfn, k_test_train, n)
-            g0 = jnp.asarray(fx_test_0)
+            g0 = _real(pfn, "fx_test_0", fx_test_0)
             g0 = g0[:, None] if vec and g0.ndim == 1 else g0
-            g0 = _broadcast(pfn, "fx_test_0", g0, (kst.shape[0], y2.shape[1]), y2.dtype)
+            g0 = _exact(pfn, "fx_test_0", g0, (kst.shape[0], y2.shape[1]), y2.dtype)
         d = -y2 if f0 is None else f0 - y2  # f_0(X) - Y
         if t is None:
             sv = solver_()
@@ -329,8 +389,55 @@ def gradient_descent_mse(
             if g0 is not None:
                 g = _gf_filter(lam, s_t[..., None])  # [*t, N]
                 out.append(shape_out(g0 - jnp.einsum("mi,ij,...j,jo->...mo", kst, evecs, g, coef)))
+        out = [a.astype(y2.dtype) for a in out]
         res = out[0] if len(out) == 1 else tuple(out)
         return (res, code) if return_status else res
+
+    return predict_fn
+
+
+def _flatten_pairs(fn: str, arg: str, k, rows: int, out_shape: tuple[int, ...]) -> jax.Array:
+    """``[A, N, r1, r1, r2, r2, ...]`` (NT's zipped pairs, ``trace_axes=()``) -> ``[A R, N R]``."""
+    k = jnp.asarray(k)
+    r = int(np.prod(out_shape))
+    expected = (rows, k.shape[1] if k.ndim > 1 else -1, *[d for d in out_shape for _ in (0, 1)])
+    if k.ndim != 2 + 2 * len(out_shape) or k.shape[0] != rows or tuple(k.shape[2:]) != expected[2:]:
+        fail(fn, arg, f"have shape [{rows}, N, *zip(out, out)] = {expected} with trace_axes=()",
+             f"shape {k.shape}")
+    even = [0] + [2 + 2 * i for i in range(len(out_shape))]
+    odd = [1] + [3 + 2 * i for i in range(len(out_shape))]
+    return jnp.transpose(k, even + odd).reshape(rows * r, k.shape[1] * r)
+
+
+def _untraced_mse(fn, k, y, learning_rate, diag_reg, absolute, **solver_kw) -> Callable:
+    """``gradient_descent_mse`` with ``trace_axes=()``: the kernel ``[N, N, O, O]`` carries the output
+    axes, so the flow runs on the flattened ``[N O, N O]`` kernel with one output."""
+    y = jnp.asarray(y)
+    n, out_shape = y.shape[0], tuple(y.shape[1:])
+    r = int(np.prod(out_shape))
+    if jnp.ndim(k) < 2 or jnp.shape(k)[1] != n:
+        fail(fn, "k_train_train", f"have shape [N, N, *zip(out, out)] with N = {n} (trace_axes=())",
+             f"shape {jnp.shape(k)}")
+    flat = gradient_descent_mse(_flatten_pairs(fn, "k_train_train", k, n, out_shape), y.reshape(n * r, 1),
+                                learning_rate, diag_reg, absolute, **solver_kw)
+
+    def predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None, *, return_status=False):
+        pfn = f"{fn} predict_fn"
+        f0 = None if fx_train_0 is None else _broadcast(pfn, "fx_train_0", fx_train_0, y.shape, y.dtype)
+        kst = g0 = None
+        if fx_test_0 is not None:
+            _check_predict_inputs(pfn, fx_train_0, fx_test_0, k_test_train)
+            m = jnp.shape(k_test_train)[0] if jnp.ndim(k_test_train) else 0
+            kst = _flatten_pairs(pfn, "k_test_train", k_test_train, m, out_shape)
+            if kst.shape[1] != n * r:
+                fail(pfn, "k_test_train", f"have N = {n} training points", f"shape {jnp.shape(k_test_train)}")
+            g0 = _broadcast(pfn, "fx_test_0", fx_test_0, (m, *out_shape), y.dtype).reshape(m * r, 1)
+        res = flat(t, None if f0 is None else f0.reshape(n * r, 1), g0, kst, return_status=True)
+        out, code = res
+        shape_t = () if t is None else jnp.shape(t)
+        unflat = lambda a: a.reshape(*shape_t, a.shape[-2] // r, *out_shape)
+        out = tuple(unflat(a) for a in out) if isinstance(out, tuple) else unflat(out)
+        return (out, code) if return_status else out
 
     return predict_fn
 
@@ -339,6 +446,10 @@ def _get_field(fn: str, k, name: str):
     if isinstance(k, tuple) and hasattr(k, "_fields"):
         if name not in k._fields or getattr(k, name) is None:
             fail(fn, "kernels", f"contain a `{name}` field", f"fields {k._fields}")
+        return jnp.asarray(getattr(k, name))
+    if isinstance(k, _StaxKernel):  # a whole kernel_fn(x1, x2) result, as NT accepts
+        if getattr(k, name) is None:
+            fail(fn, "kernels", f"contain a `{name}` field", f"a stax.Kernel with {name}=None")
         return jnp.asarray(getattr(k, name))
     return jnp.asarray(k)
 
@@ -408,10 +519,14 @@ def gp_inference(
     """
     fn = f"{_P}.gp_inference"
     _check_common(fn, diag_reg, trace_axes, solver=solver, cg_tol=cg_tol, cg_maxiter=cg_maxiter)
-    y = jnp.asarray(y_train)
+    y = _real(fn, "y_train", y_train)
     if y.ndim not in (1, 2):
         fail(fn, "y_train", "have shape [N] or [N, O]", f"shape {y.shape}")
     _check_finite(fn, "y_train", y)
+    for leaf in jax.tree.leaves(k_train_train):
+        _real(fn, "k_train_train", leaf)
+        if jnp.ndim(leaf) == 2 and jnp.shape(leaf)[0] != y.shape[0]:
+            fail(fn, "y_train", f"have N = {jnp.shape(leaf)[0]} rows, as `k_train_train`", f"shape {y.shape}")
     cache: dict[str, Any] = {}
 
     def solve(g, b, codes):
@@ -425,10 +540,15 @@ def gp_inference(
         return x
 
     def predict_fn(get=None, k_test_train=None, k_test_test=None, *, return_status=False):
-        single = isinstance(get, str)
-        gets = ("nngp", "ntk") if get is None else ((get,) if single else tuple(get))
-        for g in gets:
-            check_in(f"{fn} predict_fn", "get", g, ("nngp", "ntk", "ntkgp"))
+        pfn = f"{fn} predict_fn"
+        single, gets = _canonical_gets(pfn, get, ("nngp", "ntk", "ntkgp"), ("nngp", "ntk"))
+        if "ntk" in gets and k_test_test is not None and k_test_train is not None:
+            # NT: the NTK covariance needs the NNGP of the train and test-train pairs
+            for arg, kern in (("k_train_train", k_train_train), ("k_test_train", k_test_train)):
+                if getattr(kern, "nngp", None) is None:
+                    fail(pfn, "get", f"not contain 'ntk' when `k_test_test` is given and `{arg}` has no "
+                         "`nngp` field (the NTK covariance needs the NNGP: pass namedtuples from "
+                         "kernel_fn(..., get=('nngp', 'ntk')))", repr(get))
         codes: list = []
         out = {}
         for g in gets:
@@ -448,7 +568,11 @@ def gp_inference(
                 continue
             g_init = "ntk" if g == "ntkgp" else "nngp"
             ktd_init = _get_field(fn, k_test_train, g_init)
-            ktt = _get_field(fn, k_test_test, g_init)
+            ktt = _real(f"{fn} predict_fn", "k_test_test", _get_field(fn, k_test_test, g_init))
+            m = ktd.shape[0]
+            if ktt.shape != (m, m):
+                fail(f"{fn} predict_fn", "k_test_test", f"have shape [M, M] with M = {m}",
+                     f"shape {ktt.shape}")
             if g in ("nngp", "ntkgp"):
                 cov = ktt - ktd @ solve(kg, ktd_init.T, codes)
             else:
@@ -458,12 +582,20 @@ def gp_inference(
                 term_2 = ktd @ solve(kg, ktd_init.T, codes)
                 cov = ktt + cov - term_2 - term_2.T
             out[g] = Gaussian(mean, cov)
+        out = _as_dtype(out, y.dtype)
         res = out[gets[0]] if single else _gaussians(tuple(out))(*out.values())
         if return_status:
             return res, st.combine(Status.OK, *codes)
         return res
 
     return predict_fn
+
+
+def _as_dtype(out: dict, dtype) -> dict:
+    """Outputs in the targets' (floating) dtype, whatever the kernels' dtype (NT's behaviour at
+    ``t=None``, kept at every ``t``)."""
+    dt = jnp.result_type(dtype, float)
+    return {k: jax.tree.map(lambda a: a.astype(dt), v) for k, v in out.items()}
 
 
 _GAUSSIANS: dict[tuple[str, ...], type] = {}
@@ -483,6 +615,7 @@ def gradient_descent_mse_ensemble(
     diag_reg: float = 0.0,
     diag_reg_absolute_scale: bool = False,
     trace_axes: tuple[int, ...] = (-1,),
+    **kernel_fn_train_train_kwargs: Any,
 ) -> Callable:
     r"""Mean (and covariance) of an infinite ensemble of infinite-width networks trained on MSE.
 
@@ -531,14 +664,40 @@ def gradient_descent_mse_ensemble(
     """
     fn = f"{_P}.gradient_descent_mse_ensemble"
     _check_common(fn, diag_reg, trace_axes, learning_rate=learning_rate)
-    y = jnp.asarray(y_train)
+    y = _real(fn, "y_train", y_train)
     if y.ndim != 2 or y.shape[0] == 0:
         fail(fn, "y_train", "have shape [N, O] with N >= 1", f"shape {y.shape}")
     _check_finite(fn, "y_train", y)
+    x_train = jax.tree.map(lambda a: _real(fn, "x_train", a), x_train)
+    n_x = {jnp.shape(a)[0] if jnp.ndim(a) else 0 for a in jax.tree.leaves(x_train)}
+    if n_x and n_x != {y.shape[0]}:
+        fail(fn, "y_train", f"have as many rows as `x_train` ({sorted(n_x)})", f"shape {y.shape}")
     cache: dict[str, Any] = {}
 
+    def call(arg, *args, **kw):
+        """``kernel_fn(*args)``; its input errors are re-raised naming this function and ``arg``."""
+        try:
+            return kernel_fn(*args, **kw)
+        except (KjaxError, KjaxTypeError) as e:
+            fail(fn, arg, "be an input that `kernel_fn` accepts", str(e), cls=type(e))
+
+    kw_dd = dict(kernel_fn_train_train_kwargs)
+
     def k_dd():
-        return _cached(cache, "kdd", lambda: kernel_fn(x_train, None, ("nngp", "ntk")))
+        return _cached(cache, "kdd", lambda: call("x_train", x_train, None, ("nngp", "ntk"), **kw_dd))
+
+    def test_kwargs(pfn, kw_tt):
+        """NT's rule: a test-time keyword overrides the train-time one only for arrays (e.g. masks);
+        other values must agree."""
+        kw = dict(kw_dd)
+        for name, v in kw_tt.items():
+            v_dd = kw_dd.get(name, v)
+            arrays = all(hasattr(a, "shape") for a in jax.tree.leaves((v, v_dd)))
+            if not arrays and v_dd is not v and v_dd != v:
+                fail(pfn, name, f"equal its train-time value {v_dd!r} (kernel_fn keywords are shared)",
+                     repr(v))
+            kw[name] = v
+        return kw
 
     def eig(g):
         return _cached(cache, f"eig_{g}", lambda: linalg.psd_eigh(
@@ -548,18 +707,19 @@ def gradient_descent_mse_ensemble(
         return _cached(cache, "gp", lambda: gp_inference(k_dd(), y, diag_reg, diag_reg_absolute_scale),
                        *jax.tree.leaves(k_dd()), y, diag_reg)
 
-    def predict_fn(t=None, x_test=None, get=None, compute_cov=False, *, return_status=False):
+    def predict_fn(t=None, x_test=None, get=None, compute_cov=False, *, return_status=False,
+                   **kernel_fn_test_test_kwargs):
         pfn = f"{fn} predict_fn"
-        single = isinstance(get, str)
-        gets = ("nngp", "ntk") if get is None else ((get,) if single else tuple(get))
-        for g in gets:
-            check_in(pfn, "get", g, ("nngp", "ntk"))
+        single, gets = _canonical_gets(pfn, get, ("nngp", "ntk"), ("nngp", "ntk"))
         _check_t(pfn, t)
         kdd = k_dd()
-        k_td = None if x_test is None else kernel_fn(x_test, x_train, ("nngp", "ntk"))
+        kw = test_kwargs(pfn, kernel_fn_test_test_kwargs)
+        if x_test is not None:
+            x_test = jax.tree.map(lambda a: _real(pfn, "x_test", a), x_test)
+        k_td = None if x_test is None else call("x_test", x_test, x_train, ("nngp", "ntk"), **kw)
         nngp_tt = None
         if compute_cov:
-            nngp_tt = kdd.nngp if x_test is None else kernel_fn(x_test, None, "nngp")
+            nngp_tt = kdd.nngp if x_test is None else call("x_test", x_test, None, "nngp", **kw)
         if t is None:
             res, code = gp()(gets, k_td, nngp_tt, return_status=True)
             res = getattr(res, gets[0]) if single else res
@@ -600,10 +760,214 @@ def gradient_descent_mse_ensemble(
                     term_2 = term_2 + jnp.swapaxes(term_2, -1, -2)
                     cov = jnp.einsum("...ji,jk,...kl->...il", term_1, nngp_dd, term_1) - term_2 + nngp_ss
             out[g] = Gaussian(mean, cov)
+        out = _as_dtype(out, y.dtype)
         res = out[gets[0]] if single else _gaussians(tuple(out))(*out.values())
         return (res, st.combine(Status.OK, *codes)) if return_status else res
 
     return predict_fn
 
 
-__all__ = ["Gaussian", "gp_inference", "gradient_descent_mse", "gradient_descent_mse_ensemble"]
+class ODEState(NamedTuple):
+    """State of :func:`gradient_descent`'s ODE (NT's ``predict.ODEState``): outputs on the training
+    and test sets, and the auxiliary (momentum) variables. Build one with
+    ``ODEState(fx_train_0, fx_test_0)``; unset fields are None."""
+
+    fx_train: jax.Array | None = None
+    fx_test: jax.Array | None = None
+    qx_train: jax.Array | None = None
+    qx_test: jax.Array | None = None
+
+
+def gradient_descent(
+    loss: Callable[[jax.Array, jax.Array], jax.Array],
+    k_train_train: jax.Array,
+    y_train: jax.Array,
+    learning_rate: float = 1.0,
+    momentum: float | None = None,
+    trace_axes: tuple[int, ...] = (-1,),
+) -> Callable:
+    r"""Function-space gradient descent (with momentum) on any loss, by an ODE solver (NT's API).
+
+    In the linearised regime the outputs follow :math:`\dot f_t(X) = -\eta\,\Theta\,\nabla_f
+    \mathcal L(f_t(X), Y)` and :math:`\dot f_t(x) = -\eta\,\Theta_{xX}\nabla_f\mathcal L`; with
+    ``momentum`` :math:`\mu` the continuous-time heavy ball :math:`\dot f = q,\ \dot q =
+    -\Theta\nabla\mathcal L + \frac{\mu - 1}{\sqrt\eta} q` in units of :math:`\sqrt\eta`. Solved
+    by ``jax.experimental.ode.odeint`` (Dormand-Prince); ``t=None`` integrates to ``inf``, which
+    need not converge. For MSE use :func:`gradient_descent_mse` (closed form).
+
+    Args:
+      loss: ``loss(fx_train, y_train) -> scalar``, treating batch and output axes symmetrically.
+      k_train_train: ``[N, N]`` NTK (``trace_axes=(-1,)``) or ``[N, N, O, O]`` (``trace_axes=()``).
+      y_train: ``[N, O]`` targets.
+      learning_rate: :math:`\eta > 0`.
+      momentum: None (plain gradient flow) or :math:`\mu`.
+      trace_axes: ``(-1,)`` or ``()``.
+
+    Returns:
+      ``predict_fn(t=None, fx_train_or_state_0=0., fx_test_0=None, k_test_train=None)``: as
+      :func:`gradient_descent_mse`'s (times ``t`` increasing, leading axes ``t.shape``), or an
+      :class:`ODEState` at ``t`` when given one.
+
+    Raises:
+      KjaxError: ``learning_rate <= 0``, a bad ``trace_axes``, a kernel or targets of the wrong
+        shape, momentum variables without ``momentum``, or test outputs without ``k_test_train``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax.ntk import predict
+      >>> k, y = jnp.array([[2.0, 1.0], [1.0, 2.0]]), jnp.array([[1.0], [-1.0]])
+      >>> mse = lambda fx, y: 0.5 * jnp.mean((fx - y) ** 2)
+      >>> ode = predict.gradient_descent(mse, k, y)(1.0, 0.0)
+      >>> closed = predict.gradient_descent_mse(k, y)(1.0, 0.0)
+      >>> bool(jnp.allclose(ode, closed, atol=1e-5))
+      True
+
+    References:
+      Lee et al. Wide Neural Networks of Any Depth Evolve as Linear Models Under Gradient
+      Descent. NeurIPS 2019.
+    """
+    from jax.experimental import ode as _ode
+
+    fn = f"{_P}.gradient_descent"
+    check_positive(fn, "learning_rate", learning_rate)
+    if not callable(loss):
+        fail(fn, "loss", "be a function loss(fx, y) -> scalar", type(loss).__name__)
+    traced = _trace_mode(fn, trace_axes, allow_none=True) is not None
+    y = jnp.asarray(y_train)
+    k = jnp.asarray(k_train_train)
+    if y.ndim < 1 or y.shape[0] == 0:
+        fail(fn, "y_train", "have shape [N, ...] with N >= 1", f"shape {y.shape}")
+    out_shape = tuple(y.shape[1:])
+    n = y.shape[0]
+    if traced and y.ndim != 2:
+        fail(fn, "y_train", "have shape [N, O] (trace_axes=(-1,))", f"shape {y.shape}")
+    if k.ndim >= 2 and k.shape[0] == k.shape[1] and k.shape[0] != n:
+        fail(fn, "y_train", f"have N = {k.shape[0]} rows, as `k_train_train`", f"shape {y.shape}")
+    if traced:
+        kk = k
+        if k.ndim != 2 or k.shape != (n, n):
+            fail(fn, "k_train_train", f"have shape [N, N] with N = {n}", f"shape {k.shape}")
+    else:
+        kk = _flatten_pairs(fn, "k_train_train", k, n, out_shape)
+    r = 1 if traced else int(np.prod(out_shape))
+    dtype = jnp.result_type(k.dtype, y.dtype, float)
+    grad_loss = jax.grad(lambda fx: loss(fx, y))
+    lr = learning_rate if momentum is None else learning_rate ** 0.5
+    mom = None if momentum is None else (momentum - 1.0) / lr
+
+    def apply(kmat, g):
+        """``Theta (x) I`` (traced) or the full kernel applied to ``g: [N, *out]``."""
+        if traced:
+            return jnp.tensordot(kmat, g, axes=1)
+        return (kmat @ g.reshape(n * r)).reshape(kmat.shape[0] // r, *out_shape)
+
+    def predict_fn(t=None, fx_train_or_state_0=0.0, fx_test_0=None, k_test_train=None):
+        pfn = f"{fn} predict_fn"
+        is_state = isinstance(fx_train_or_state_0, ODEState)
+        if is_state:
+            st0 = fx_train_or_state_0
+            f0, fx_test_0, q0, qt0 = st0.fx_train, st0.fx_test, st0.qx_train, st0.qx_test
+        else:
+            f0, q0, qt0 = fx_train_or_state_0, None, None
+        _check_predict_inputs(pfn, f0 if not is_state else 0.0, fx_test_0, k_test_train)
+        kst = None
+        if k_test_train is not None:
+            kst = jnp.asarray(k_test_train)
+            m = kst.shape[0] if kst.ndim else 0
+            kst = (_check_test(pfn, kst, n) if traced
+                   else _flatten_pairs(pfn, "k_test_train", kst, m, out_shape))
+        test_shape = None if kst is None else (kst.shape[0] // r, *out_shape)
+        f0 = jnp.zeros(y.shape, dtype) if f0 is None else _broadcast(pfn, "fx_train_0", f0, y.shape, dtype)
+        g0 = None if fx_test_0 is None else _broadcast(pfn, "fx_test_0", fx_test_0, test_shape, dtype)
+        if mom is None:
+            if q0 is not None or qt0 is not None:
+                fail(pfn, "fx_train_or_state_0", "carry no momentum variables (momentum is None)",
+                     "an ODEState with qx_train / qx_test")
+        else:
+            q0 = jnp.zeros(y.shape, dtype) if q0 is None else _broadcast(pfn, "qx_train", q0, y.shape, dtype)
+            qt0 = None if g0 is None else (jnp.zeros(test_shape, dtype) if qt0 is None
+                                           else _broadcast(pfn, "qx_test", qt0, test_shape, dtype))
+
+        def rhs(state, _):
+            fx, gx, qx, qt = state
+            d = grad_loss(fx)
+            dfx = -apply(kk, d)
+            dgx = None if gx is None else -apply(kst, d)
+            if mom is None:
+                return ODEState(dfx, dgx, None, None)
+            dfx = dfx + mom * qx
+            dgx = None if gx is None else dgx + mom * qt
+            return ODEState(qx, qt, dfx, dgx)
+
+        ts = jnp.asarray(jnp.inf if t is None else t, dtype) * lr
+        t_shape = ts.shape
+        ts = ts.reshape(-1)
+        # odeint needs the initial time first and strictly increasing times
+        t0 = jnp.where(ts[0] == 0, jnp.full((1,), -1e-24, dtype), jnp.zeros((1,), dtype))
+        sol = _ode.odeint(rhs, ODEState(f0, g0, q0, qt0), jnp.concatenate([t0, ts]))
+        sol = jax.tree.map(lambda a: a[1:].reshape(t_shape + a.shape[1:]), sol)
+        if is_state:
+            return sol
+        if fx_train_or_state_0 is not None and fx_test_0 is None:
+            return sol.fx_train
+        if fx_train_or_state_0 is None:
+            return sol.fx_test
+        return sol.fx_train, sol.fx_test
+
+    return predict_fn
+
+
+def max_learning_rate(
+    ntk_train_train: jax.Array,
+    y_train_size: int | None = None,
+    momentum: float = 0.0,
+    eps: float = 1e-12,
+) -> float:
+    r"""The largest stable learning rate of (momentum) gradient descent on NT's MSE (NT's API).
+
+    With the loss :math:`\frac{1}{2 N O}\lVert f - y\rVert^2`, gradient descent in the NTK regime
+    contracts iff :math:`\eta < 2 (1 + \mu) N O / \lambda_{max}(\Theta)` (for momentum :math:`\mu`,
+    Goh, *Why Momentum Really Works*).
+
+    Args:
+      ntk_train_train: ``[N, N]`` NTK, or ``[N, N, O, O, ...]`` zipped pairs (flattened to
+        ``[N O, N O]``).
+      y_train_size: ``N O`` (default: the flattened kernel's side, i.e. ``trace_axes=()``).
+      momentum: :math:`\mu \ge 0`.
+      eps: added to :math:`\lambda_{max}` to avoid dividing by zero.
+
+    Returns:
+      The learning rate, a Python float for a concrete kernel (a scalar array under ``jit``).
+
+    Raises:
+      KjaxError: a kernel that is not square in its zipped pairs, or a negative ``momentum``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax.ntk import predict
+      >>> round(predict.max_learning_rate(jnp.array([[2.0, 0.0], [0.0, 1.0]])), 6)
+      2.0
+
+    References:
+      Lee et al. Wide Neural Networks of Any Depth Evolve as Linear Models Under Gradient
+      Descent. NeurIPS 2019. Goh. Why Momentum Really Works. Distill 2017.
+    """
+    fn = f"{_P}.max_learning_rate"
+    check_positive(fn, "momentum", momentum, allow_zero=True)
+    k = jnp.asarray(ntk_train_train)
+    if k.ndim < 2 or k.ndim % 2 or k.shape[0::2] != k.shape[1::2]:
+        fail(fn, "ntk_train_train", "be a square kernel [N, N] or zipped pairs [N, N, O, O, ...]",
+             f"shape {k.shape}")
+    side = int(np.prod(k.shape[0::2]))
+    k2 = jnp.transpose(k, list(range(0, k.ndim, 2)) + list(range(1, k.ndim, 2))).reshape(side, side)
+    factor = side if y_train_size is None else check_int(fn, "y_train_size", y_train_size, minimum=1)
+    if _is_concrete(k2):
+        import scipy.linalg
+
+        top = float(scipy.linalg.eigvalsh(np.asarray(k2), subset_by_index=(side - 1, side - 1))[-1])
+        return 2 * (1 + momentum) * factor / (top + eps)
+    return 2 * (1 + momentum) * factor / (jnp.linalg.eigvalsh(k2)[-1] + eps)
+
+
+__all__ = ["Gaussian", "ODEState", "gp_inference", "gradient_descent", "gradient_descent_mse",
+           "gradient_descent_mse_ensemble", "max_learning_rate"]

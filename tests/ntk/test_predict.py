@@ -113,7 +113,7 @@ def test_predict_errors(problem):
     pf = predict.gradient_descent_mse(k, y)
     with pytest.raises(KjaxError, match=r"`k_test_train` must be given"):
         pf(1.0, 0.0, problem["fx_test_0"])
-    with pytest.raises(KjaxError, match=r"gp_inference predict_fn: `get` must be one of"):
+    with pytest.raises(KjaxError, match=r"gp_inference predict_fn: `get` must be None, one of"):
         predict.gp_inference(k, y)("ntks", k)
     with pytest.raises(KjaxError, match=r"`solver` must be one of \('cholesky', 'cg'\)"):
         predict.gradient_descent_mse(k, y, solver="lu")
@@ -229,7 +229,7 @@ def test_predict_out_of_domain_values_and_shapes(problem):
     with pytest.raises(KjaxError, match=r"gradient_descent_mse: `cg_maxiter` must be >= 1"):
         predict.gradient_descent_mse(k, y, solver="cg", cg_maxiter=0)
     pf = predict.gradient_descent_mse(k, y)
-    with pytest.raises(KjaxError, match=r"predict_fn: `t` must be >= 0 and finite"):
+    with pytest.raises(KjaxError, match=r"predict_fn: `t` must be >= 0 \(training time"):
         pf(-1.0)
     with pytest.raises(KjaxError, match=r"predict_fn: `k_test_train` must have shape \[M, N\] with N = 8"):
         pf(1.0, 0.0, problem["fx_test_0"], np.ones((4, 3)))
@@ -239,3 +239,17 @@ def test_predict_out_of_domain_values_and_shapes(problem):
     kn[0, 0] = np.nan
     with pytest.raises(KjaxError, match=r"gp_inference: `k_train_train` must contain only finite values"):
         predict.gp_inference(kn, y)("nngp", problem["kst"].nngp)
+
+
+def test_gp_inference_takes_whole_stax_kernels():
+    """NT's README feeds kernel_fn(x1, x2) results (Kernel objects) straight to gp_inference."""
+    from kjax.ntk import predict, stax
+
+    _, _, kf = stax.serial(stax.Dense(8), stax.Relu(), stax.Dense(1))
+    rng = np.random.default_rng(0)
+    x, y, xt = rng.normal(size=(6, 3)), rng.normal(size=(6, 1)), rng.normal(size=(2, 3))
+    whole = predict.gp_inference(kf(x, None), y, diag_reg=1e-3)("ntk", kf(xt, x), kf(xt, None))
+    parts = predict.gp_inference(kf(x, None, ("nngp", "ntk")), y, diag_reg=1e-3)(
+        "ntk", kf(xt, x, ("nngp", "ntk")), kf(xt, None, ("nngp", "ntk")))
+    np.testing.assert_allclose(whole.mean, parts.mean, rtol=1e-12)
+    np.testing.assert_allclose(whole.covariance, parts.covariance, rtol=1e-12, atol=1e-15)

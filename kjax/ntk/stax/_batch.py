@@ -21,7 +21,11 @@ _FN = "kjax.ntk.stax.batch"
 
 def batch(kernel_fn: Callable, batch_size: int = 1024, *, mesh: Mesh | None = None,
           mesh_axis: str | None = None, progress: bool = False) -> Callable:
-    r"""``kernel_fn`` over large inputs, block by block (NT's ``nt.batch``).
+    r"""``kernel_fn`` over large inputs, block by block, with a memory guard and host streaming.
+
+    kjax's own blockwise stax kernel (``mesh=``, ``out=``, ``progress=``; default ``get="nngp"``).
+    neural-tangents' ``nt.batch`` (its signature and defaults, for stax and empirical kernel
+    functions) is :func:`kjax.ntk.batch`.
 
     ``kernel_fn(x1[a], x2[b])`` is evaluated on blocks of ``batch_size`` rows by
     :func:`kjax._src.blockwise.blockwise_gram`: with ``x2=None`` only blocks ``a <= b`` are computed
