@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from kjax._src import dispatch
@@ -42,6 +44,7 @@ from kjax.ntk._implementations import (
     jacobian_features,
     structured_plan,
 )
+from kjax.ntk._independence import rows_independent
 from kjax.ntk._model import (
     Model,
     check_x_pair,
@@ -214,6 +217,65 @@ def per_output(fn: str, f: Callable, make: Callable) -> Callable:
     return kernel
 
 
+#: the default ``vmap_axes``: decided per call from the jaxpr of ``f`` (see resolve_vmap_axes)
+AUTO = "auto"
+_log = logging.getLogger("kjax.ntk")
+
+
+def _signature(tree) -> tuple:
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((np.shape(a), str(jnp.result_type(a))) for a in leaves)
+
+
+def _independent(fn: str, f: Callable, params, x) -> tuple[bool, str]:
+    def one(p, xx):
+        return single_output(fn, f(p, xx))
+
+    one.__qualname__ = getattr(f, "__qualname__", "f")
+    spec = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), t)
+    try:
+        hash(f)
+    except TypeError:
+        return rows_independent(one, spec(params), spec(x))
+    key = (f, _signature(params), _signature(x))
+    return _independent_by_key(key, one, spec(params), spec(x))
+
+
+_DECISIONS: dict = {}
+
+
+def _independent_by_key(key, one, params_spec, x_spec):
+    if key not in _DECISIONS:
+        if len(_DECISIONS) > 512:
+            _DECISIONS.clear()
+        _DECISIONS[key] = rows_independent(one, params_spec, x_spec)
+    return _DECISIONS[key]
+
+
+def resolve_vmap_axes(fn: str, f: Callable, vmap_axes, params, x1, x2, apply_kwargs: dict):
+    """``vmap_axes`` itself, or for ``"auto"``: 0 when the jaxpr of ``f`` shows that every output
+    row depends only on its own input row (:func:`kjax.ntk._independence.rows_independent`),
+    else None (the whole-batch path, exact for any model). Keyword arguments, which may carry
+    per-example data, keep the whole-batch path. The decision is logged on ``kjax.ntk`` (INFO)."""
+    if not (isinstance(vmap_axes, str)):
+        return vmap_axes
+    if vmap_axes != AUTO:
+        fail(fn, "vmap_axes", "be 'auto' (the default), None, an int or an (in, out, kwargs) triple",
+             repr(vmap_axes))
+    try:
+        if apply_kwargs:
+            ok, why = False, "keyword arguments for f may carry per-example data"
+        else:
+            ok, why = _independent(fn, f, params, x1)
+            if ok and x2 is not None:
+                ok, why = _independent(fn, f, params, x2)
+    except Exception as e:  # noqa: BLE001 -- f fails on these inputs: the general path reports it
+        ok, why = False, f"f could not be traced ({type(e).__name__})"
+    _log.info("%s: vmap_axes=%s (%s)", fn, 0 if ok else None,
+              "examples are independent in f's jaxpr" if ok else why)
+    return 0 if ok else None
+
+
 def make_ntk_fn(fn: str, f: Callable, trace_axes, diagonal_axes, vmap_axes, implementation, *,
                 params_filter: Callable[[str], bool] | None = None) -> Callable:
     """:func:`empirical_ntk_fn` whose errors name ``fn`` (the public function the user called);
@@ -231,7 +293,8 @@ def _make_ntk_fn(fn: str, f: Callable, trace_axes, diagonal_axes, vmap_axes, imp
         if kw1 != kw2 and x2 is None:
             x2 = x1
         n1, n2 = check_x_pair(fn, x1, x2)
-        model1 = make_model(fn, f, params, kw1, vmap_axes, params_filter)
+        axes = resolve_vmap_axes(fn, f, vmap_axes, params, x1, x2, apply_kwargs)
+        model1 = make_model(fn, f, params, kw1, axes, params_filter)
         out_full = out_shape_full(model1, x1)
         trace, diag = canonical_axes(fn, trace_axes, diagonal_axes, len(out_full))
         check_batch_pairing(fn, trace, diag, n1, n2)
@@ -246,7 +309,7 @@ def _make_ntk_fn(fn: str, f: Callable, trace_axes, diagonal_axes, vmap_axes, imp
         if same_kwargs:
             return ntk_of(model1, x1, x2, trace=trace, diag=diag, out_full=out_full, choice=choice)
         # different kwargs for x1 and x2: contract Jacobians of two models
-        model2 = make_model(fn, f, params, kw2, vmap_axes, params_filter)
+        model2 = make_model(fn, f, params, kw2, axes, params_filter)
         j1 = jacobian_features(model1, x1)
         j2 = jacobian_features(model2, x2)
         total = int(np.prod([out_full[i] for i in trace])) if trace else 1
@@ -328,7 +391,7 @@ def empirical_ntk_fn(
     f: Callable,
     trace_axes: int | Sequence[int] = (-1,),
     diagonal_axes: int | Sequence[int] = (),
-    vmap_axes: Any = None,
+    vmap_axes: Any = AUTO,
     implementation: None | str | int | Sequence[str] = None,
     *,
     params_filter: Callable[[str], bool] | None = None,
@@ -358,10 +421,16 @@ def empirical_ntk_fn(
         leaves of ``params`` are held fixed (not differentiated).
       trace_axes: output axes to average the kernel over.
       diagonal_axes: output axes on which only the diagonal is kept.
-      vmap_axes: ``None`` (``f`` is differentiated on the whole batch, exact for models that mix
-        examples, such as BatchNorm in training mode), an int (the batch axis of ``x`` and of the
-        output: ``f`` is evaluated per example on ``x[i:i+1]``, which is faster), or a triple
-        ``(in_axes, out_axes, kwargs_axes)`` as in neural-tangents (``out_axes`` must be 0).
+      vmap_axes: ``"auto"`` (the default, a kjax extension): kjax reads the jaxpr of ``f`` and
+        takes the per-example path (``0``) when every output row provably depends only on its
+        own input row, else the whole-batch path (``None``); the choice is logged on the
+        ``kjax.ntk`` logger at INFO level (``logging.getLogger("kjax.ntk").setLevel("INFO")``
+        shows it, with the reason). ``None`` keeps neural-tangents' meaning: ``f`` is
+        differentiated on the whole batch, exact for models that mix examples, such as BatchNorm
+        in training mode. An int is the batch axis of ``x`` and of the output (``f`` evaluated
+        per example on ``x[i:i+1]``, much faster); or a triple ``(in_axes, out_axes,
+        kwargs_axes)`` as in neural-tangents (``out_axes`` must be 0). ``f`` with keyword
+        arguments keeps the whole-batch path under ``"auto"``.
       implementation: ``None`` (automatic: the cheapest by the cost model of
         :func:`choose_implementation`), ``"jacobian_contraction"``, ``"ntk_vector_products"``,
         ``"structured"`` (structured derivatives: dense and convolutional layers are contracted
@@ -449,7 +518,7 @@ def empirical_kernel_fn(
     f: Callable,
     trace_axes: int | Sequence[int] = (-1,),
     diagonal_axes: int | Sequence[int] = (),
-    vmap_axes: Any = None,
+    vmap_axes: Any = AUTO,
     implementation: None | str | int | Sequence[str] = None,
 ) -> Callable:
     r"""neural-tangents' ``empirical_kernel_fn``: ``kernel_fn(x1, x2, get, params, **kwargs)``.
