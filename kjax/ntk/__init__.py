@@ -21,12 +21,14 @@ from kjax.ntk._empirical import (
     empirical_ntk_fn,
 )
 from kjax.ntk._flax import from_linen, from_nnx
+from kjax.ntk._kernels import NTKKernel, ntk_kernel
 from kjax.ntk._linearize import NtkImplementation, empirical_ntk_vp_fn, linearize, taylor_expand
 from kjax.ntk._monte_carlo import monte_carlo_kernel_fn
 from kjax.ntk.stax._kernel import Kernel
 
 __all__ = [
     "Kernel",
+    "NTKKernel",
     "NtkImplementation",
     "analysis",
     "batch",
@@ -44,4 +46,5 @@ __all__ = [
     "projected_ntk",
     "stax",
     "taylor_expand",
+    "ntk_kernel",
 ]

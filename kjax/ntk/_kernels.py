@@ -18,6 +18,7 @@ import numpy as np
 from kjax._src.errors import KjaxError, KjaxTypeError, check_in, check_int, fail
 from kjax.kernels import Kernel
 from kjax.ntk._dataset import empirical_ntk
+from kjax.ntk._model import check_x_pair
 
 PyTree = Any
 KERNEL_MODES = ("trace", "pntk")
@@ -40,6 +41,7 @@ class NTKKernel(Kernel):
 
     def __call__(self, x1, x2=None):
         fn = "kjax.ntk.ntk_kernel"
+        check_x_pair(fn, x1, x2)
         for name, x in (("x1", x1), ("x2", x2)):
             if x is None:
                 continue

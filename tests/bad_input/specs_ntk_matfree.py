@@ -53,3 +53,19 @@ SPECS += [
          call=lambda fn, v: fn(v["kernel_fn"], v["get"])(v["x1"], v["x2"]), empty=("n1", "n2"),
          fns=("kjax.ntk.stax.Dense", "kjax.ntk.stax.serial")),
 ]
+
+
+def _mlp_params():
+    return {"w1": normal(3, 4, seed=5) / 2, "w2": normal(4, 2, seed=6) / 2}
+
+
+SPECS += [
+    Spec(name="kjax.ntk.ntk_kernel", slow=True,
+         make=lambda: {"f": _mlp, "params": _mlp_params(), "mode": "trace", "block_size": 2,
+                       "x1": normal(4, 3, seed=1), "x2": normal(3, 3, seed=2)},
+         args={"mode": choice(), "block_size": count(), "x1": Arr(("n1", "d")), "x2": Arr(("n2", "d")),
+               "params.w1": Arr(("d", "h"), ints="skip", only=frozenset({"nan"}))},
+         call=lambda fn, v: fn(v["f"], v["params"], mode=v["mode"], block_size=v["block_size"])(v["x1"], v["x2"]),
+         empty=("n1", "n2")),
+]
+EXEMPT["kjax.ntk.NTKKernel"] = "a Kernel pytree made by kjax.ntk.ntk_kernel (whose spec exercises it)"

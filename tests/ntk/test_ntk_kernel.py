@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from kjax._src.errors import KjaxError, KjaxTypeError
-from kjax.ntk import empirical_ntk, stax
-from kjax.ntk._kernels import ntk_kernel
+from kjax.ntk import empirical_ntk, ntk_kernel, stax
 from kjax.regression import falkon_fit, falkon_predict, krr_fit, krr_predict
 
 RNG = np.random.default_rng(0)
