@@ -95,7 +95,7 @@ BAD = [
     (lambda: ntk_kernel(f, P, block_size=0), KjaxError, "`block_size`"),
     (lambda: ntk_kernel(f, {"i": np.arange(3)}), KjaxTypeError, "`params` must have"),
     (lambda: ntk_kernel(f, P)(np.ones((4, 5))), KjaxError, "`x1` must be inputs the model takes"),
-    (lambda: ntk_kernel(f, P)(X, np.ones((4, 5))), KjaxError, "`x2` must be inputs the model takes"),
+    (lambda: ntk_kernel(f, P)(X, np.ones((4, 5))), KjaxError, "`x2` must have the per-example shape of `x1`"),
 ]
 
 
