@@ -43,6 +43,14 @@ def main() -> None:
                              mesh=mesh, block_size=(16, 32))
     pcg_coef = np.asarray(multihost_utils.process_allgather(pcg.coef, tiled=True))
     t_pcg = time.perf_counter() - t0
+    # the eNTK of a dataset: each process writes the blocks its devices computed (issue 17 item 5)
+    from kjax.ntk import empirical_ntk
+    from tests.regression._mp_data import entk_problem
+
+    f, p, xe = entk_problem()
+    rows = np.full((xe.shape[0], xe.shape[0]), np.nan)
+    empirical_ntk(f, p, xe, block_size=4, mesh=mesh, out=rows)
+    np.save(os.path.join(out, f"entk{pid}.npy"), rows)
     if pid == 0:
         np.savez(os.path.join(out, "result.npz"), matvec=mv, alpha=alpha, pred=pred,
                  ndev=len(jax.devices()), status=int(st.status), pcg_coef=pcg_coef,

@@ -70,3 +70,13 @@ def test_two_processes_match_one(tmp_path):
     assert int(res["pcg_status"]) == 0 and float(res["pcg_residual"]) <= 1e-12
     chol = regression.krr_fit(kern, x, y, ridge=1e-2, solver="cholesky")
     assert_close(res["pcg_coef"], chol.coef, 1e-8, "2-process pcg krr_fit coefficients")
+
+    # the dataset eNTK: each process filled the blocks of its devices; together they are the kernel
+    from kjax.ntk import empirical_ntk
+    from tests.regression._mp_data import entk_problem
+
+    f, p, xe = entk_problem()
+    parts = [np.load(tmp_path / f"entk{i}.npy") for i in range(2)]
+    assert all(0 < np.isnan(q).mean() < 1 for q in parts), "each process writes only its own blocks"
+    union = np.where(np.isnan(parts[0]), parts[1], parts[0])
+    assert_close(union, np.asarray(empirical_ntk(f, p, xe)), 1e-12, "2-process eNTK vs one process")
