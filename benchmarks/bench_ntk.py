@@ -1,4 +1,4 @@
-"""Empirical NTK: kjax's automatic choice vs neural-tangents 0.6.5 (implementations 1, 2, 3).
+"""Empirical NTK: kjax's default call and automatic choice vs neural-tangents 0.6.5 (implementations 1, 2, 3).
 
     python benchmarks/bench_ntk.py              # creates the NT peer env if missing
     python benchmarks/bench_ntk.py --no-large   # skip the 10k-point trace eNTK
@@ -7,7 +7,8 @@ Same parameters and inputs for both (drawn with NumPy, float32). NT runs in its 
 (jax 0.4.23, benchmarks/peers/setup_nt.sh) through benchmarks/peers/nt_bench_worker.py; its outputs
 come back and kjax's values are checked against them (relative Frobenius error < 1e-5) before kjax
 is timed. Times are medians of compiled calls after warm-up. Both use vmap_axes=0 (per-example
-evaluation) unless the row says NT's default vmap_axes=None.
+evaluation) unless the row says NT's default vmap_axes=None; "kjax default" is
+`empirical_ntk_fn(f, trace_axes=...)` with no other argument (vmap_axes="auto").
 """
 
 from __future__ import annotations
@@ -92,10 +93,16 @@ def main() -> None:
             err = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
             assert err < 1e-5, f"{name}/{mode}: kjax differs from NT, relative error {err:.2e}"
             t = _common.time_median(fn, x, None, p, repeats=7)
+            # the default call (vmap_axes="auto": kjax reads the jaxpr and picks the path)
+            fn_def = jax.jit(empirical_ntk_fn(f, trace_axes=ta))
+            err_def = float(np.linalg.norm(np.asarray(fn_def(x, None, p)) - ref) / np.linalg.norm(ref))
+            assert err_def < 1e-5, f"{name}/{mode}: kjax default differs from NT ({err_def:.2e})"
+            t_def = _common.time_median(fn_def, x, None, p, repeats=7)
             choice = choose_implementation(f, p, x, trace_axes=ta)[0]
             row = {"model": f"({'a' if name == 'mlp' else 'b'}) {name.upper()}, N={n}",
                    "mode": mode, "kjax auto (s)": f"{t:.4f}", "kjax picks": choice,
-                   "rel. err vs NT": f"{err:.1e}"}
+                   "rel. err vs NT": f"{err:.1e}", "kjax default (s)": f"{t_def:.4f}",
+                   "NT 3 / kjax default": f"{nt_times[f'{name}/{mode}/impl3/vmap0'] / t_def:.2f}"}
             for impl in (1, 2, 3):
                 nt_t = nt_times[f"{name}/{mode}/impl{impl}/vmap0"]
                 row[f"NT {impl} (s)"] = f"{nt_t:.4f}"
@@ -105,7 +112,8 @@ def main() -> None:
             row["NT default / kjax"] = f"{nt_def / t:.0f}"
             rows.append(row)
             print(json.dumps(row), flush=True)
-    cols = ["model", "mode", "kjax auto (s)", "kjax picks", "NT 1 (s)", "NT 2 (s)", "NT 3 (s)",
+    cols = ["model", "mode", "kjax default (s)", "NT 3 / kjax default", "kjax auto (s)", "kjax picks",
+            "NT 1 (s)", "NT 2 (s)", "NT 3 (s)",
             "NT 3 / kjax", "NT 1 / kjax", "NT default (impl 1, vmap None) (s)", "NT default / kjax",
             "rel. err vs NT"]
     print()
