@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,24 +15,13 @@ from kjax._src import dtypes
 from kjax._src.errors import KjaxTypeError, check_in, check_int, check_positive, check_rank, fail, shape_of
 from kjax._src.random_features import KINDS, check_key, float_dtype
 from kjax.attention._attention import IMPLEMENTATIONS
+from kjax.nn._common import InitSignature, check_batch_size, check_state, check_token
 
 _FN = "kjax.nn.KernelAttention"
 _MAPS = ("favor_positive", "favor_trig", "elu_plus_one", "relu", "dpfp", "taylor2", "hedgehog",
          "learned_spectral")
 #: maps approximating the softmax kernel: queries and keys are scaled by head_dim**-0.25 first
 _SOFTMAX_LIKE = ("favor_positive", "favor_trig", "taylor2")
-
-
-class InitSignature:
-    """Class attribute ``__signature__ = InitSignature()``: ``inspect.signature(Layer)`` and
-    ``help(Layer)`` show ``__init__``'s parameters instead of the ``(*args, **kwargs)`` of nnx's
-    metaclass; instances keep the signature of ``__call__``."""
-
-    def __get__(self, obj, cls):
-        if obj is not None:
-            return None  # inspect falls back to __call__
-        sig = inspect.signature(cls.__init__)
-        return sig.replace(parameters=list(sig.parameters.values())[1:])
 
 
 class RandomFeatures(nnx.Variable):
@@ -73,6 +61,13 @@ class KernelAttention(nnx.Module):
     their parameters as ``nnx.Param`` and pass them to the map as
     :class:`kjax.attention.HedgehogParams` / :class:`kjax.attention.LearnedSpectralParams`.
 
+    Decoding (causal layers): the state is a :class:`kjax.attention.LinearAttentionState`
+    (``kv: [B, H, M, head_dim]``, ``k_sum: [B, H, M]``, in feature space) and nothing else.
+    :meth:`init_state` gives zeros, ``self(x, return_state=True)`` is the prefill (it also accepts
+    ``initial_state``), and :meth:`step` takes one token ``x_t: [B, in_features]`` with
+    :func:`kjax.attention.linear_attention_step`; prefill then steps equal ``self`` on the whole
+    sequence.
+
     Args:
       in_features: input feature size (>= 1), the last axis of ``x``.
       num_heads: number of heads ``H`` (>= 1); must divide ``in_features`` unless ``head_dim``
@@ -106,6 +101,10 @@ class KernelAttention(nnx.Module):
       >>> print(y.shape)
       (1, 10, 16)
       >>> layer.redraw(jax.random.key(1))  # new random features, only when asked
+      >>> y, state = layer(jnp.ones((1, 10, 16)), return_state=True)  # prefill
+      >>> y_t, state = layer.step(jnp.ones((1, 16)), state)  # decode one token
+      >>> print(y_t.shape, state.kv.shape)
+      (1, 16) (1, 2, 8, 8)
 
     References:
       Katharopoulos et al., *Transformers are RNNs*, ICML 2020; Choromanski et al., *Rethinking
@@ -204,31 +203,118 @@ class KernelAttention(nnx.Module):
                      cls=KjaxTypeError)
         return x
 
+    @property
+    def state_features(self) -> int:
+        """``M``, the feature size of the decoding state (that of the feature map's output)."""
+        x = jax.ShapeDtypeStruct((1, self.head_dim), self.param_dtype)
+        return jax.eval_shape(lambda x: self._phi(x, is_query=False), x).shape[-1]
+
+    def _state_shapes(self, b: int) -> dict[str, tuple[int, ...]]:
+        m = self.state_features
+        return {"kv": (b, self.num_heads, m, self.head_dim), "k_sum": (b, self.num_heads, m)}
+
+    def _check_causal(self, fn: str, what: str) -> None:
+        if not self.causal:
+            fail(fn, "causal", f"be True for {what} (the layer was built with causal=False: a full "
+                 "attention has no recurrent state)", "False")
+
+    def init_state(self, batch_size: int, dtype: Any = None) -> attention.LinearAttentionState:
+        """The zero decoding state for ``batch_size`` sequences, in ``dtype`` (default
+        ``param_dtype``): ``kv: [B, H, M, head_dim]``, ``k_sum: [B, H, M]``.
+
+        Raises:
+          ValueError: ``batch_size < 1``; a non-causal layer (it cannot decode).
+          TypeError: ``batch_size`` not an int; ``dtype`` not a real floating dtype.
+        """
+        fn = f"{_FN}.init_state"
+        batch_size = check_batch_size(fn, batch_size)
+        dtype = float_dtype(fn, "dtype", self.param_dtype if dtype is None else dtype)
+        self._check_causal(fn, "decoding")
+        return attention.LinearAttentionState(*(jnp.zeros(s, dtype) for s in
+                                                self._state_shapes(batch_size).values()))
+
+    def _qkv(self, x):
+        """Projections of ``x: [..., in_features]`` split into heads, feature-mapped ``q, k``."""
+        split = lambda y: y.reshape(*x.shape[:-1], self.num_heads, self.head_dim)
+        q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
+        if self.feature_map in _SOFTMAX_LIKE:
+            q, k = q * self.head_dim ** -0.25, k * self.head_dim ** -0.25
+        return q, k, v
+
+    def _phi(self, x, *, is_query: bool):
+        """The layer's feature map on ``x: [..., head_dim]`` (what kernel_attention applies)."""
+        p, name = self._params(), self.feature_map
+        if name == "favor_positive":
+            return attention.favor_positive(x, p, stabilize="row" if is_query else "weights")
+        if name == "favor_trig":
+            return attention.favor_trig(x, p)
+        if name in ("hedgehog", "learned_spectral"):
+            return getattr(attention, name)(p, x)
+        return {"elu_plus_one": attention.elu_plus_one, "relu": attention.relu_features,
+                "dpfp": attention.dpfp, "taylor2": attention.taylor2}[name](x)
+
     def __call__(self, x: Float[ArrayLike, "B T in_features"], *,
-                 segment_ids: Int[ArrayLike, "B T"] | None = None) -> Float[Array, "B T out_features"]:
-        """Attend over the sequence ``x``.
+                 segment_ids: Int[ArrayLike, "B T"] | None = None,
+                 initial_state: attention.LinearAttentionState | None = None,
+                 return_state: bool = False
+                 ) -> Float[Array, "B T out_features"] | tuple[Float[Array, "B T out_features"],
+                                                               attention.LinearAttentionState]:
+        """Attend over the sequence ``x`` (the prefill, when it returns its state).
 
         Args:
           x: ``[B, T, in_features]`` inputs (integers are promoted to the default float).
           segment_ids: ``[B, T]`` integer ids of packed sequences (attention stays inside each
             run of equal ids), or None.
+          initial_state: a :class:`kjax.attention.LinearAttentionState` to continue from (from
+            :meth:`init_state`, a previous prefill or :meth:`step`), or None for zeros; causal
+            layers only.
+          return_state: also return the final state (causal layers only), for :meth:`step`.
 
         Returns:
-          ``[B, T, out_features]`` outputs.
+          ``[B, T, out_features]`` outputs, and the state if ``return_state``.
 
         Raises:
           ValueError: ``x`` not of rank 3, another last axis than ``in_features``, ``B`` or ``T``
-            zero; ``segment_ids`` not of shape ``[B, T]``.
-          TypeError: complex ``x``; non-integer ``segment_ids``.
+            zero; ``segment_ids`` not of shape ``[B, T]``; ``initial_state`` of the wrong shapes;
+            ``initial_state`` or ``return_state`` on a non-causal layer.
+          TypeError: complex ``x``; non-integer ``segment_ids``; ``return_state`` not a bool;
+            ``initial_state`` not a :class:`kjax.attention.LinearAttentionState`.
         """
         x = self._check_input(x, segment_ids)
+        return_state = _check_bool("return_state", return_state)
         b, t, _ = x.shape
-        split = lambda y: y.reshape(b, t, self.num_heads, self.head_dim)
-        q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
-        if self.feature_map in _SOFTMAX_LIKE:
-            q, k = q * self.head_dim ** -0.25, k * self.head_dim ** -0.25
+        if initial_state is not None or return_state:
+            self._check_causal(_FN, "initial_state / return_state")
+        if initial_state is not None:
+            initial_state = check_state(_FN, "initial_state", initial_state, attention.LinearAttentionState,
+                                        self._state_shapes(b))
+        q, k, v = self._qkv(x)
         out = attention.kernel_attention(
             q, k, v, feature_map=self.feature_map, feature_params=self._params(), causal=self.causal,
             chunk_size=self.chunk_size, eps=self.eps, segment_ids=segment_ids,
-            implementation=self.implementation)
-        return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))
+            implementation=self.implementation, initial_state=initial_state, return_state=return_state)
+        out, state = out if return_state else (out, None)
+        y = self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))
+        return (y, state) if return_state else y
+
+    def step(self, x_t: Float[ArrayLike, "B in_features"], state: attention.LinearAttentionState
+             ) -> tuple[Float[Array, "B out_features"], attention.LinearAttentionState]:
+        """Decode one token: ``x_t: [B, in_features] -> (y_t [B, out_features], new_state)``.
+
+        Stepping through ``x[:, t]`` from :meth:`init_state` (or from the state of a prefill of
+        ``x[:, :t0]``) gives ``self(x)[:, t]``.
+
+        Raises:
+          ValueError: a non-causal layer; ``x_t`` not ``[B, in_features]``; a state whose shapes
+            do not match ``B`` and the layer.
+          TypeError: complex ``x_t``; ``state`` not a :class:`kjax.attention.LinearAttentionState`.
+        """
+        fn = f"{_FN}.step"
+        self._check_causal(fn, "decoding")
+        x_t = check_token(fn, x_t, self.in_features)
+        b = x_t.shape[0]
+        state = check_state(fn, "state", state, attention.LinearAttentionState, self._state_shapes(b))
+        q, k, v = self._qkv(x_t)
+        o, state = attention.linear_attention_step(state, self._phi(q, is_query=True),
+                                                   self._phi(k, is_query=False), v, eps=self.eps)
+        return self.o_proj(o.reshape(b, self.num_heads * self.head_dim)), state

@@ -78,7 +78,7 @@ def test_signatures_and_docs():
     assert list(sig.parameters)[:3] == ["in_features", "num_heads", "head_dim"] and "rngs" in sig.parameters
     assert "KernelAttention(in_features" in pydoc.render_doc(KernelAttention, renderer=pydoc.plaintext)
     layer = KernelAttention(8, 2, feature_map="relu", rngs=nnx.Rngs(0))
-    assert list(inspect.signature(layer).parameters) == ["x", "segment_ids"]
+    assert list(inspect.signature(layer).parameters) == ["x", "segment_ids", "initial_state", "return_state"]
     for text in (KernelAttention.__doc__, KernelAttention.__call__.__doc__):
         assert "[B, T, in_features]" in text and "Raises:" in text
 
