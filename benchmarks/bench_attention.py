@@ -2,10 +2,20 @@
 softmax attention (``jax.nn.dot_product_attention``).
 
     .venv/bin/python benchmarks/bench_attention.py [--lengths 1024 4096 16384 65536] [--chunks 32 64 128 256]
+    .venv/bin/python benchmarks/bench_attention.py --only-gated --gated-lengths 256 1024 4096
 
 Also times forward + backward (the gradient of a scalar loss) for the chunked form and the token
 scan up to ``--grad-max-t``: the cost of a training step, where the token scan's saved per-token
 states make it slow and memory-hungry.
+
+Gated forms (``--gated-lengths``; ``--only-gated`` skips the tables above): the decayed recurrences
+of :func:`kjax.attention.linear_attention` with a scalar log-decay per step and head (Mamba-2 SSD /
+simple GLA, ``decay [B, T, H]``) and a log-decay per key feature (GLA, ``decay [B, T, H, M]``), and
+the gated delta rule (:func:`kjax.attention.delta_rule_attention` with ``decay [B, T, H]``), each
+chunked vs a ``jax.lax.scan`` over its ``*_step`` (the token recurrence), forward and forward +
+backward, values and gradients checked against each other before timing. Inputs as
+flash-linear-attention's benchmarks: L2-normalised ``q, k``, ``log a = logsigmoid(x)`` (``/16`` per
+feature, GLA's normaliser), ``beta = sigmoid(x)``, no normaliser.
 
 Shapes: causal, B=1, H=8, D=Dv=64, M=64 features (elu+1 of Gaussian inputs), float32. Values are
 checked against each other (and against the quadratic form at T <= 4096) before anything is timed;
@@ -66,6 +76,87 @@ def quadratic(pq, pk, v):
     return jnp.einsum("bhts,bshv->bthv", a, v) / (a.sum(-1).transpose(0, 2, 1)[..., None] + 1e-6)
 
 
+def step_scan(step, state, *xs, **kw):
+    """The token recurrence: ``jax.lax.scan`` of ``step(state, *x_t, **kw) -> (o_t, state)`` over T."""
+
+    def body(s, x):
+        o, new = step(s, *x, **kw)
+        return jax.tree.map(lambda a, b: a.astype(b.dtype), new, s), o  # the carry keeps its dtype
+
+    _, out = jax.lax.scan(body, state, tuple(jnp.moveaxis(x, 1, 0) for x in xs))
+    return jnp.moveaxis(out, 0, 1)
+
+
+def gated_inputs(t, seed=0):
+    """L2-normalised q, k, values, a scalar and a per-feature log-decay, and beta (float32)."""
+    ks = jax.random.split(jax.random.key(seed), 6)
+    unit = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+    q = unit(jax.random.normal(ks[0], (B, t, H, M), jnp.float32))
+    k = unit(jax.random.normal(ks[1], (B, t, H, M), jnp.float32))
+    v = jax.random.normal(ks[2], (B, t, H, D), jnp.float32)
+    g_scalar = jax.nn.log_sigmoid(jax.random.normal(ks[3], (B, t, H), jnp.float32) + 3.0)
+    g_feature = jax.nn.log_sigmoid(jax.random.normal(ks[4], (B, t, H, M), jnp.float32)) / 16
+    beta = jax.nn.sigmoid(jax.random.normal(ks[5], (B, t, H), jnp.float32))
+    return q, k, v, g_scalar, g_feature, beta
+
+
+def gated_forms(chunk):
+    """name -> (chunked fn, token-scan fn), both ``(q, k, v, g_scalar, g_feature, beta) -> out``."""
+    zeros_la = lambda q, v: A.LinearAttentionState(jnp.zeros((B, H, M, D), q.dtype),
+                                                   jnp.zeros((B, H, M), q.dtype))
+    zeros_dr = lambda q, v: A.DeltaRuleState(jnp.zeros((B, H, M, D), q.dtype))
+    return {
+        "scalar decay (SSD) [B,T,H]": (
+            lambda q, k, v, gs, gf, b: A.linear_attention(q, k, v, decay=gs, normalize=False,
+                                                          chunk_size=chunk),
+            lambda q, k, v, gs, gf, b: step_scan(lambda s, *x: A.linear_attention_step(
+                s, *x[:3], decay_t=x[3], normalize=False), zeros_la(q, v), q, k, v, gs)),
+        "per-feature decay (GLA) [B,T,H,M]": (
+            lambda q, k, v, gs, gf, b: A.linear_attention(q, k, v, decay=gf, normalize=False,
+                                                          chunk_size=chunk),
+            lambda q, k, v, gs, gf, b: step_scan(lambda s, *x: A.linear_attention_step(
+                s, *x[:3], decay_t=x[3], normalize=False), zeros_la(q, v), q, k, v, gf)),
+        "gated delta rule [B,T,H]": (
+            lambda q, k, v, gs, gf, b: A.delta_rule_attention(q, k, v, b, decay=gs, chunk_size=chunk),
+            lambda q, k, v, gs, gf, b: step_scan(lambda s, *x: A.delta_rule_step(
+                s, *x[:4], decay_t=x[4]), zeros_dr(q, v), q, k, v, b, gs)),
+    }
+
+
+def bench_gated(lengths, chunk, reps, grad_max_t):
+    """Rows of the gated forms: chunked vs token scan, forward and forward + backward."""
+    print(f"\ngated forms: causal, B={B}, H={H}, M=Dv={M}, float32, chunk_size={chunk}, no normaliser")
+    rows = []
+    for t in lengths:
+        xs = gated_inputs(t)
+        for name, (chunked, scan) in gated_forms(chunk).items():
+            err = rel(jax.jit(chunked)(*xs), jax.jit(scan)(*xs))
+            assert err < 1e-4, (name, t, err)
+            row = {"form": name, "T": t, "err": err}
+            row["chunked"], _, _ = timed(chunked, xs, reps)
+            row["scan"], _, _ = timed(scan, xs, reps)
+            if t <= grad_max_t:
+                loss = lambda f: (lambda *a: jnp.sum(f(*a) * a[2]))
+                g = [jax.jit(jax.grad(loss(f), argnums=(0, 1, 2)))(*xs) for f in (chunked, scan)]
+                row["grad_err"] = max(rel(a, b) for a, b in zip(*g, strict=True))
+                assert row["grad_err"] < 1e-3, (name, t, row["grad_err"])
+                for key, f in (("chunked_grad", chunked), ("scan_grad", scan)):
+                    row[key], _, _ = timed(jax.grad(loss(f), argnums=(0, 1, 2)), xs, max(1, reps // 2))
+            rows.append(row)
+            print(f"T={t} {name}: checked chunked vs scan {err:.1e}"
+                  + (f", grads {row['grad_err']:.1e}" if "grad_err" in row else ""), flush=True)
+    ms = lambda s: f"{1e3 * s:.1f} ms"
+    print("\n| form | T | chunked | token scan | scan / chunked | fwd+bwd chunked | fwd+bwd scan "
+          "| scan / chunked |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        grad = (f"{ms(r['chunked_grad'])} | {ms(r['scan_grad'])} | {r['scan_grad'] / r['chunked_grad']:.1f}x"
+                if "chunked_grad" in r else "- | - | -")
+        print(f"| {r['form']} | {r['T']} | {ms(r['chunked'])} | {ms(r['scan'])} | "
+              f"{r['scan'] / r['chunked']:.1f}x | {grad} |")
+    return rows
+
+
 def softmax(q, k, v):
     return jax.nn.dot_product_attention(q, k, v, is_causal=True)
 
@@ -113,6 +204,9 @@ def main():
     ap.add_argument("--softmax-max-t", type=int, default=16384)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--grad-max-t", type=int, default=16384, help="largest T for the fwd+bwd columns")
+    ap.add_argument("--gated-lengths", type=int, nargs="+", default=[1024, 4096, 16384])
+    ap.add_argument("--gated-chunk", type=int, default=64)
+    ap.add_argument("--only-gated", action="store_true", help="only the rows of the gated forms")
     args = ap.parse_args()
     try:
         commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
@@ -122,6 +216,10 @@ def main():
           f"nproc {os.cpu_count()}, "
           f"jax {jax.__version__}, backend {jax.default_backend()}, commit {commit}, "
           f"load average {os.getloadavg()[0]:.2f}")
+    if args.only_gated:
+        bench_gated(args.gated_lengths, args.gated_chunk, args.reps, args.grad_max_t)
+        print(f"\nload average after: {os.getloadavg()}")
+        return
     print(f"causal, B={B}, H={H}, D=Dv={D}, M={M}, float32")
 
     def inputs(t, seed=0):
@@ -204,6 +302,7 @@ def main():
             print(f"| {r['T']} | {fmt_t(r['chunked_grad'])}, {fmt_m(r['chunked_grad_mem'])} | "
                   f"{fmt_t(r['scan_grad'])}, {fmt_m(r['scan_grad_mem'])} | "
                   f"{r['scan_grad'] / r['chunked_grad']:.1f}x |")
+    bench_gated(args.gated_lengths, args.gated_chunk, args.reps, args.grad_max_t)
     print(f"\nload average after: {os.getloadavg()}")
 
 

@@ -13,7 +13,12 @@ Measured (causal everywhere, forward and forward+backward, the latter the ``jax.
   ``kjax.attention.kernel_attention(feature_map="elu_plus_one")`` (map fused into the Pallas kernel),
   each with ``implementation="pallas"`` and ``"xla"``, chunk C=64; softmax attention
   ``jax.nn.dot_product_attention(is_causal=True, implementation="cudnn")`` in bfloat16 (XLA when
-  cuDNN refuses, said in the row; skipped when its memory estimate exceeds 40 GB).
+  cuDNN refuses, said in the row; skipped when its memory estimate exceeds 40 GB). The gated forms
+  on L2-normalised ``q, k``: ``linear_attention(decay=...)`` with a scalar log-decay ``[B, T, H]``
+  (Mamba-2 SSD) and a per-feature one ``[B, T, H, D]`` (GLA), and the gated delta rule
+  ``delta_rule_attention(decay=...)``, each chunked (``implementation=None``: Pallas where a kernel
+  declares support, XLA otherwise) against a ``jax.lax.scan`` over its ``*_step`` (the token
+  recurrence); both checked against the chunked XLA form.
 * fftconv, ``kjax.ssm.fftconv(u, k, gate=g, skip=s)``, ``u, g: [B, L, D]``, ``k: [L, D]``, ``s: [D]``
   with B=4, D=256, L in {1k, 4k, 16k, 64k}, float32 and bfloat16, ``implementation="pallas"`` vs
   ``"xla"``.
@@ -284,8 +289,72 @@ def attention_group(ctx: Ctx, b: int, h: int, t: int, d: int, dtype: str) -> Non
                 run_row(ctx, row, wrap(make(impl)), args, ref, tol, flops=flops, nbytes=nbytes, peak=peak,
                         kjax_pallas=impl == ctx.pallas)
             del ref
+        gated_rows(ctx, base, q, k, v, pas, mult, tol, peak)
         if dtype == "bfloat16":
             softmax_rows(ctx, base, q, k, v, pas, mult)
+
+
+def gated_rows(ctx: Ctx, base: dict, q, k, v, pas: str, mult: int, tol: float, peak: str) -> None:
+    """The gated forms (scalar decay [B,T,H], per-feature decay [B,T,H,D], gated delta rule), chunked
+    (``implementation=None``: the dispatcher's choice) vs a ``lax.scan`` over their ``*_step``; both
+    checked against the chunked XLA form in float32 at highest precision. L2-normalised q, k,
+    ``log a = logsigmoid``, ``beta = sigmoid``, no normaliser."""
+    import kjax.attention as A
+
+    jax, jnp = ctx.jax, ctx.jnp
+    b, t, h, d = q.shape
+    dt, f32 = q.dtype, jnp.float32
+    unit = lambda x: (x.astype(f32) / jnp.linalg.norm(x.astype(f32), axis=-1, keepdims=True)).astype(dt)
+    qn, kn = unit(q), unit(k)
+    kg = jax.random.split(jax.random.key(7 * t + d), 3)
+    g_scalar = jax.nn.log_sigmoid(jax.random.normal(kg[0], (b, t, h), f32) + 3.0)
+    g_feature = jax.nn.log_sigmoid(jax.random.normal(kg[1], (b, t, h, d), f32)) / 16
+    beta = jax.nn.sigmoid(jax.random.normal(kg[2], (b, t, h), f32))
+    c = ctx.chunk
+
+    def scan(step, state, *xs):
+        def body(s, x):
+            o, new = step(s, *x)
+            return jax.tree.map(lambda a, b: a.astype(b.dtype), new, s), o  # the carry keeps its dtype
+        _, out = jax.lax.scan(body, state, tuple(jnp.moveaxis(x, 1, 0) for x in xs))
+        return jnp.moveaxis(out, 0, 1)
+
+    def zeros_la(a, v_):
+        acc = jnp.promote_types(a.dtype, f32)
+        return A.LinearAttentionState(jnp.zeros((b, h, d, v_.shape[-1]), acc), jnp.zeros((b, h, d), acc))
+
+    def la(g):
+        def make(impl):
+            if impl == "scan":
+                return lambda a, b_, v_: scan(lambda s, *x: A.linear_attention_step(
+                    s, *x[:3], decay_t=x[3], normalize=False), zeros_la(a, v_), a, b_, v_, g).astype(v_.dtype)
+            return lambda a, b_, v_: A.linear_attention(a, b_, v_, decay=g, normalize=False, chunk_size=c,
+                                                        implementation=impl)
+        return make
+
+    def gdr(impl):
+        if impl == "scan":
+            return lambda a, b_, v_: scan(lambda s, *x: A.delta_rule_step(s, *x[:4], decay_t=x[4]),
+                                          A.DeltaRuleState(jnp.zeros((b, h, d, v_.shape[-1]), f32)),
+                                          a, b_, v_, beta, g_scalar).astype(v_.dtype)
+        return lambda a, b_, v_: A.delta_rule_attention(a, b_, v_, beta, decay=g_scalar, chunk_size=c,
+                                                        implementation=impl)
+
+    wrap = (lambda f: f) if pas == "fwd" else (lambda f: fwd_bwd(ctx, f, 3))
+    n_in, n_out = b * t * h * 3 * d, b * t * h * d
+    nbytes = dt.itemsize * (n_in + (n_out if pas == "fwd" else n_in))
+    flops = mult * linear_attention_flops(b, h, t, d, d, c)  # the chunked model; the delta rule does more
+    for fam, make in (("gated scalar decay [B,T,H]", la(g_scalar)), ("gated per-feature decay [B,T,H,D]",
+                                                                     la(g_feature)),
+                      ("gated delta rule [B,T,H]", gdr)):
+        args32 = tuple(x.astype(f32) for x in (qn, kn, v))
+        ref = reference(ctx, ("gated", fam, pas, args32[0].shape), wrap(make("xla")), args32)
+        for impl in (None, "scan"):
+            name = "chunked (dispatch)" if impl is None else "token scan of *_step"
+            row = dict(base, **{"pass": pas, "method": f"{fam} {name}", "family": fam,
+                                "impl": impl or "auto"})
+            run_row(ctx, row, wrap(make(impl)), (qn, kn, v), ref, tol, flops=flops, nbytes=nbytes, peak=peak)
+        del ref
 
 
 def softmax_rows(ctx: Ctx, base: dict, q, k, v, pas: str, mult: int) -> None:
