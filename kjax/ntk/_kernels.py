@@ -121,7 +121,8 @@ def ntk_kernel(f: Callable, params: PyTree, *, mode: str = "trace", implementati
     if block_size is not None:
         check_int(fn, "block_size", block_size, minimum=1)
     leaves = jax.tree.leaves(params)
-    if not any(np.issubdtype(np.result_type(leaf), np.inexact) for leaf in leaves):
+    if not any(np.issubdtype(leaf.dtype if hasattr(leaf, "dtype") else np.result_type(leaf), np.inexact)
+               for leaf in leaves):
         fail(fn, "params", "have at least one floating-point leaf", "none", cls=KjaxTypeError)
     return NTKKernel(f, params, mode=mode, implementation=implementation, block_size=block_size)
 

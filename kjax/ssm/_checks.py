@@ -82,7 +82,7 @@ def state(fn: str, s: Any, cls: type, shapes: Mapping[str, tuple[int, ...]], mad
         got = tuple(np.shape(value))
         if got != tuple(want):
             fail(fn, "state", f"have `{field}` of shape {tuple(want)} ({why})", f"`{field}` of shape {got}")
-        dt = np.result_type(value)
+        dt = value.dtype if hasattr(value, "dtype") else np.result_type(value)
         if not complex_ok and np.issubdtype(dt, np.complexfloating):
             fail(fn, "state", f"have a real `{field}` (from kjax.ssm.{made_by})", f"dtype {dt}",
                  cls=KjaxTypeError)
