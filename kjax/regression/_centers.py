@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import ArrayLike, Float, Int
 
 from kjax._src import dtypes
-from kjax._src.errors import check_in, check_int, fail
+from kjax._src.errors import check_in, check_int, check_same_dim, fail
 from kjax.regression import _common as c
 from kjax.regression._leverage import dictionary, exact_scores, raise_if_failed
 from kjax.regression._rpcholesky import rpcholesky
@@ -96,3 +96,18 @@ def select_centers(fn, key, kernel, x, m, *, method, ridge, ridge_scaling, m_arg
         sc = dictionary(fn, k1, kern, x, ridge=ridge, ridge_scaling=ridge_scaling, method=method).scores
     p = jnp.maximum(sc, 1e-12 * jnp.max(sc) + jnp.finfo(sc.dtype).tiny)
     return jax.random.choice(k2, n, (m,), replace=False, p=p / jnp.sum(p))
+
+
+def solver_centers(fn, key, kernel, x, num_centers, centers, *, center_method, ridge, ridge_scaling):
+    """The centres of a Nystrom solver (Falkon, logistic Falkon): exactly one of ``num_centers``
+    (then drawn by :func:`select_centers`) and ``centers`` (then checked against ``x``)."""
+    if (num_centers is None) == (centers is None):
+        fail(fn, "num_centers", "be given, or `centers` be given (exactly one of the two)",
+             f"num_centers={num_centers!r}, centers={'None' if centers is None else 'an array'}")
+    if centers is None:
+        idx = select_centers(fn, key, kernel, x, num_centers, method=center_method, ridge=ridge,
+                             ridge_scaling=ridge_scaling, m_arg="num_centers")
+        return x[idx]
+    z = c.check_x(fn, "centers", centers)
+    check_same_dim(fn, "x", x, "centers", z, -1, what="the feature dimension d")
+    return z

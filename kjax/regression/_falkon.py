@@ -17,7 +17,7 @@ from kjax._src import status as st
 from kjax._src.errors import KjaxError, check_int, check_positive, check_same_dim, fail
 from kjax._src.status import Status
 from kjax.regression import _common as c
-from kjax.regression._centers import select_centers
+from kjax.regression._centers import solver_centers
 
 
 class FalkonState(NamedTuple):
@@ -258,16 +258,8 @@ def falkon_fit(
     jitter = c.check_jitter(fn, jitter)
     block_size = c.check_block_size(fn, block_size)
     mesh_axis = c.check_mesh(fn, mesh, mesh_axis)
-    if (num_centers is None) == (centers is None):
-        fail(fn, "num_centers", "be given, or `centers` be given (exactly one of the two)",
-             f"num_centers={num_centers!r}, centers={'None' if centers is None else 'an array'}")
-    if centers is None:
-        idx = select_centers(fn, key, kern, x, num_centers, method=center_method, ridge=ridge,
-                             ridge_scaling=ridge_scaling, m_arg="num_centers")
-        z = x[idx]
-    else:
-        z = c.check_x(fn, "centers", centers)
-        check_same_dim(fn, "x", x, "centers", z, -1, what="the feature dimension d")
+    z = solver_centers(fn, key, kern, x, num_centers, centers, center_method=center_method, ridge=ridge,
+                       ridge_scaling=ridge_scaling)
     xv = yv = None
     if (x_val is None) != (y_val is None):
         fail(fn, "y_val", "be given together with `x_val`", "only one of them")
