@@ -147,6 +147,15 @@ class _Recurrent(nnx.Module):
         return self._step(x_t, state)
 
     # helpers for subclasses
+    def _gated_heads_out(self, x, o, norm, gated: bool):
+        """``o_proj`` of the normalised heads ``o: [..., H, Dv]``, times ``silu(g_proj(x))`` when
+        ``gated`` (the output stage GLA and Gated DeltaNet share)."""
+        o = norm(o)
+        if gated:
+            g = self.g_proj(x)
+            o = o * jax.nn.silu(g.reshape(*g.shape[:-1], self.num_heads, self.head_v_dim))
+        return self.o_proj(o.reshape(*o.shape[:-2], self.num_heads * self.head_v_dim)).astype(x.dtype)
+
     def _conv_full(self, z, state, return_state):
         if self.conv is None:
             return z, None
@@ -305,11 +314,7 @@ class GatedLinearAttention(_Recurrent):
         return jnp.concatenate([self.q_proj(x), self.k_proj(x), self.v_proj(x)], axis=-1)
 
     def _output(self, x, o):
-        o = self.g_norm(o)
-        if self.use_output_gate:
-            g = self.g_proj(x)
-            o = o * jax.nn.silu(g.reshape(*g.shape[:-1], self.num_heads, self.head_v_dim))
-        return self.o_proj(o.reshape(*o.shape[:-2], self.num_heads * self.head_v_dim)).astype(x.dtype)
+        return self._gated_heads_out(x, o, self.g_norm, self.use_output_gate)
 
     def _forward(self, x, state, return_state):
         z, conv_state = self._conv_full(self._qkv(x), state, return_state)
@@ -454,11 +459,7 @@ class GatedDeltaNet(_Recurrent):
         return q, k, v, beta.astype(v.dtype), decay
 
     def _output(self, x, o):
-        o = self.o_norm(o)
-        if self.use_gate:
-            g = self.g_proj(x)
-            o = o * jax.nn.silu(g.reshape(*g.shape[:-1], self.num_heads, self.head_v_dim))
-        return self.o_proj(o.reshape(*o.shape[:-2], self.num_heads * self.head_v_dim)).astype(x.dtype)
+        return self._gated_heads_out(x, o, self.o_norm, self.use_gate)
 
     def _forward(self, x, state, return_state):
         z, conv_state = self._conv_full(self._qkv(x), state, return_state)
