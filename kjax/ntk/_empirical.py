@@ -227,28 +227,25 @@ def _signature(tree) -> tuple:
     return treedef, tuple((np.shape(a), str(jnp.result_type(a))) for a in leaves)
 
 
-def _independent(fn: str, f: Callable, params, x) -> tuple[bool, str]:
-    def one(p, xx):
-        return single_output(fn, f(p, xx))
-
-    one.__qualname__ = getattr(f, "__qualname__", "f")
-    spec = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), t)
-    try:
-        hash(f)
-    except TypeError:
-        return rows_independent(one, spec(params), spec(x))
-    key = (f, _signature(params), _signature(x))
-    return _independent_by_key(key, one, spec(params), spec(x))
-
-
 _DECISIONS: dict = {}
 
 
-def _independent_by_key(key, one, params_spec, x_spec):
+def _independent(fn: str, f: Callable, params, x) -> tuple[bool, str]:
+    """:func:`rows_independent` of ``f`` on abstract ``params`` and ``x``, cached per ``(f,
+    shapes)`` when ``f`` is hashable (the analysis traces ``f`` once per signature)."""
+    def run():
+        spec = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), t)
+        return rows_independent(lambda p, xx: single_output(fn, f(p, xx)), spec(params), spec(x))
+
+    try:
+        key = (f, _signature(params), _signature(x))
+        hash(key)
+    except TypeError:
+        return run()
     if key not in _DECISIONS:
         if len(_DECISIONS) > 512:
             _DECISIONS.clear()
-        _DECISIONS[key] = rows_independent(one, params_spec, x_spec)
+        _DECISIONS[key] = run()
     return _DECISIONS[key]
 
 
