@@ -16,9 +16,11 @@ Measured (causal everywhere, forward and forward+backward, the latter the ``jax.
   cuDNN refuses, said in the row; skipped when its memory estimate exceeds 40 GB). The gated forms
   on L2-normalised ``q, k``: ``linear_attention(decay=...)`` with a scalar log-decay ``[B, T, H]``
   (Mamba-2 SSD) and a per-feature one ``[B, T, H, D]`` (GLA), and the gated delta rule
-  ``delta_rule_attention(decay=...)``, each chunked (``implementation=None``: Pallas where a kernel
-  declares support, XLA otherwise) against a ``jax.lax.scan`` over its ``*_step`` (the token
-  recurrence); both checked against the chunked XLA form.
+  ``delta_rule_attention(decay=...)`` (and the delta rule without decay), chunked with the Pallas
+  kernels (scalar decay, delta rule: ``implementation="pallas"``, the delta rule's backward being
+  the VJP of the XLA path) and with ``"xla"`` (per-feature decay: ``implementation=None``, XLA)
+  against a ``jax.lax.scan`` over its ``*_step`` (the token recurrence); all checked against the
+  chunked XLA form.
 * fftconv, ``kjax.ssm.fftconv(u, k, gate=g, skip=s)``, ``u, g: [B, L, D]``, ``k: [L, D]``, ``s: [D]``
   with B=4, D=256, L in {1k, 4k, 16k, 64k}, float32 and bfloat16, ``implementation="pallas"`` vs
   ``"xla"``.
@@ -332,28 +334,35 @@ def gated_rows(ctx: Ctx, base: dict, q, k, v, pas: str, mult: int, tol: float, p
                                                         implementation=impl)
         return make
 
-    def gdr(impl):
-        if impl == "scan":
-            return lambda a, b_, v_: scan(lambda s, *x: A.delta_rule_step(s, *x[:4], decay_t=x[4]),
-                                          A.DeltaRuleState(jnp.zeros((b, h, d, v_.shape[-1]), f32)),
-                                          a, b_, v_, beta, g_scalar).astype(v_.dtype)
-        return lambda a, b_, v_: A.delta_rule_attention(a, b_, v_, beta, decay=g_scalar, chunk_size=c,
-                                                        implementation=impl)
+    def delta(g):
+        def make(impl):
+            if impl == "scan":
+                return lambda a, b_, v_: scan(lambda s, *x: A.delta_rule_step(s, *x[:4], decay_t=x[4]),
+                                              A.DeltaRuleState(jnp.zeros((b, h, d, v_.shape[-1]), f32)),
+                                              a, b_, v_, beta, g).astype(v_.dtype)
+            return lambda a, b_, v_: A.delta_rule_attention(a, b_, v_, beta, decay=g, chunk_size=c,
+                                                            implementation=impl)
+        return make
 
     wrap = (lambda f: f) if pas == "fwd" else (lambda f: fwd_bwd(ctx, f, 3))
     n_in, n_out = b * t * h * 3 * d, b * t * h * d
     nbytes = dt.itemsize * (n_in + (n_out if pas == "fwd" else n_in))
     flops = mult * linear_attention_flops(b, h, t, d, d, c)  # the chunked model; the delta rule does more
-    for fam, make in (("gated scalar decay [B,T,H]", la(g_scalar)), ("gated per-feature decay [B,T,H,D]",
-                                                                     la(g_feature)),
-                      ("gated delta rule [B,T,H]", gdr)):
+    # the forms with Pallas kernels (scalar decay, delta rule) run them explicitly and on XLA; the
+    # per-feature form has no kernel (the dispatcher's choice is XLA)
+    kernels = (ctx.pallas, "xla", "scan")
+    for fam, make, impls in (("gated scalar decay [B,T,H]", la(g_scalar), kernels),
+                             ("gated per-feature decay [B,T,H,D]", la(g_feature), (None, "scan")),
+                             ("gated delta rule [B,T,H]", delta(g_scalar), kernels),
+                             ("delta rule (no decay)", delta(None), kernels[:2])):
         args32 = tuple(x.astype(f32) for x in (qn, kn, v))
         ref = reference(ctx, ("gated", fam, pas, args32[0].shape), wrap(make("xla")), args32)
-        for impl in (None, "scan"):
-            name = "chunked (dispatch)" if impl is None else "token scan of *_step"
+        for impl in impls:
+            name = {None: "chunked (dispatch)", "scan": "token scan of *_step"}.get(impl, f"chunked {impl}")
             row = dict(base, **{"pass": pas, "method": f"{fam} {name}", "family": fam,
                                 "impl": impl or "auto"})
-            run_row(ctx, row, wrap(make(impl)), (qn, kn, v), ref, tol, flops=flops, nbytes=nbytes, peak=peak)
+            run_row(ctx, row, wrap(make(impl)), (qn, kn, v), ref, tol, flops=flops, nbytes=nbytes, peak=peak,
+                    kjax_pallas=impl == ctx.pallas)
         del ref
 
 

@@ -208,12 +208,13 @@ _LA = "kjax.attention.linear_attention"
 def _la_pallas(q, k, v, w, s0, z0, runs, g, cu, *, feature_map, causal, normalize, eps, chunk_size):
     """The Pallas kernels: Triton on cuda, Mosaic on tpu (chosen when the call is lowered).
 
-    ``g`` and ``cu`` are None here (their ``supports`` refuses decays and ``cu_seqlens``)."""
+    ``g`` is None or scalar log-decays ``[B, T, H]``; ``cu`` is None (``supports`` refuses
+    per-feature decays and ``cu_seqlens``)."""
     from kjax.attention import _pallas_tpu, _pallas_triton
 
     kw = dict(feature_map=feature_map, normalize=normalize, eps=eps, chunk_size=chunk_size)
     return jax.lax.platform_dependent(
-        q, k, v, w, s0, z0, runs,
+        q, k, v, w, s0, z0, runs, g,
         cuda=functools.partial(_pallas_triton.causal_linear_attention, **kw),
         tpu=functools.partial(_pallas_tpu.causal_linear_attention, **kw))
 
@@ -223,7 +224,7 @@ def _interpret(module: str):
         import importlib
 
         mod = importlib.import_module(f"kjax.attention.{module}")
-        return mod.causal_linear_attention_interpret(q, k, v, w, s0, z0, runs, feature_map=feature_map,
+        return mod.causal_linear_attention_interpret(q, k, v, w, s0, z0, runs, g, feature_map=feature_map,
                                                      normalize=normalize, eps=eps, chunk_size=chunk_size)
     return run
 
@@ -232,10 +233,6 @@ def _supports(module: str):
     def supports(platform, config):
         import importlib
 
-        if config.get("decay") is not None:
-            return "`decay` is served by the XLA path"
-        if config.get("varlen"):
-            return "`cu_seqlens` is served by the XLA path"
         return importlib.import_module(f"kjax.attention.{module}").supports(platform, config)
     return supports
 
@@ -257,10 +254,50 @@ IMPLEMENTATIONS = (
                             supports=_supports("_pallas_tpu"), auto=False),
 )
 
+def _delta_pallas(q, k, v, beta, g, s0, runs, cu, *, chunk_size):
+    """The delta-rule Pallas kernels: Triton on cuda, Mosaic on tpu (chosen when the call is lowered)."""
+    from kjax.attention import _pallas_delta_tpu, _pallas_delta_triton
+
+    kw = dict(chunk_size=chunk_size)
+    return jax.lax.platform_dependent(
+        q, k, v, beta, g, s0, runs, cu,
+        cuda=functools.partial(_pallas_delta_triton.delta_rule, **kw),
+        tpu=functools.partial(_pallas_delta_tpu.delta_rule, **kw))
+
+
+def _delta_module(module: str):
+    import importlib
+
+    return importlib.import_module(f"kjax.attention.{module}")
+
+
+def _delta_interpret(module: str):
+    def run(q, k, v, beta, g, s0, runs, cu, *, chunk_size):
+        mod = _delta_module(module)
+        return mod.delta_rule_interpret(q, k, v, beta, g, s0, runs, cu, chunk_size=chunk_size)
+    return run
+
+
+def _delta_supports(module: str):
+    return lambda platform, config: _delta_module(module).supports(platform, config)
+
+
+def _delta_pallas_supports(platform, config):
+    module = "_pallas_delta_tpu" if platform == "tpu" else "_pallas_delta_triton"
+    return _delta_supports(module)(platform, config)
+
+
 #: the implementations of :func:`delta_rule_attention`, sharing the signature of
-#: :func:`kjax.attention._xla.delta_rule_xla`; the configuration has ``gated`` and ``varlen``
+#: :func:`kjax.attention._xla.delta_rule_xla`; the configuration has ``gated``, ``segments`` and
+#: ``varlen``. The Pallas entries run a Pallas forward; their backward is the VJP of the XLA path
 DELTA_IMPLEMENTATIONS = (
+    dispatch.Implementation("pallas", _delta_pallas, platforms=dispatch.PALLAS_PLATFORMS,
+                            supports=_delta_pallas_supports),
     dispatch.Implementation("xla", _xla.delta_rule_xla),
+    dispatch.Implementation("pallas_interpret", _delta_interpret("_pallas_delta_triton"),
+                            supports=_delta_supports("_pallas_delta_triton"), auto=False),
+    dispatch.Implementation("pallas_tpu_interpret", _delta_interpret("_pallas_delta_tpu"),
+                            supports=_delta_supports("_pallas_delta_tpu"), auto=False),
 )
 
 
@@ -383,8 +420,9 @@ def linear_attention(
       cu_seqlens: ``[N + 1]`` integer offsets of ``N`` packed sequences (strictly increasing from 0
         to ``T``; a concrete array is checked, a traced one cannot be), or None.
       implementation: chosen per platform when the call is lowered. None: the Pallas kernels on
-        GPU (Triton) and TPU (Mosaic) for the calls they support (causal, no ``decay`` or
-        ``cu_seqlens``, feature sizes <= 256, float32/bfloat16), XLA otherwise and on CPU;
+        GPU (Triton) and TPU (Mosaic) for the calls they support (causal; no decay or a decay
+        ``[H]`` / ``[B, T, H]``, not ``[B, T, H, M]``; no ``cu_seqlens``; feature sizes <= 256;
+        float32/bfloat16), XLA otherwise and on CPU;
         ``"xla"``; ``"pallas"`` (exactly the kernels, an error where they cannot serve);
         ``"pallas_interpret"`` / ``"pallas_tpu_interpret"`` (the Triton / TPU kernels in interpret
         mode, any backend, for tests); or a list, the first that supports the call on each
@@ -721,7 +759,12 @@ def delta_rule_attention(
       return_state: also return the final :class:`DeltaRuleState`.
       segment_ids: ``[B, T]`` integer ids of packed sequences, or None.
       cu_seqlens: ``[N + 1]`` offsets of packed sequences, or None.
-      implementation: None or ``"xla"`` (the XLA path), or a list (see :func:`linear_attention`).
+      implementation: as in :func:`linear_attention`: None picks per platform, the Pallas
+        kernels on GPU / TPU where they serve the call (plain or gated with a decay ``[B, T, H]``;
+        not with ``segment_ids`` or ``cu_seqlens``, ``M`` / ``Dv`` above 128 on GPU or 256 on
+        TPU, or float64), XLA otherwise and on CPU; ``"xla"``, ``"pallas"``,
+        ``"pallas_interpret"``, ``"pallas_tpu_interpret"`` or a list. The kernels run the forward
+        pass; the backward pass is the VJP of the XLA path (recomputed, exact).
 
     Returns:
       ``[B, T, H, Dv]`` outputs (and the final state if ``return_state``), in the input dtype.

@@ -25,6 +25,14 @@ applies to a token, whether a token feeds the state carried out, and the same tw
 scan; a state that does not survive a chunk is reset (each packed sequence starts from zero state,
 ``initial_state`` belongs to the first and the returned state to the last).
 
+Scalar decays (log-gates ``g [B, T, H]``, a gate ``exp(g_t)`` per head and token, as the XLA path in
+``_decay``) enter as the chunk-local inclusive cumulative log-gates ``b`` (computed in XLA, in the
+accumulation dtype): the ``[C, C]`` score and ``G`` tiles are weighted by ``exp(b_t - b_s)`` formed
+only where ``s <= t`` (masked before the exponential), the carried state is read with ``exp(b_t)``,
+decayed by ``exp(b_C)`` and fed with ``exp(b_C - b_s)``; no exponent is positive, so strong decays
+do not overflow in float32 / bfloat16. Without decay (``b`` None) none of this is traced. The
+gradient of ``g`` is computed in XLA from ``dphi(Q)``, ``dphi(K)`` (:func:`decay_grad`).
+
 The feature maps ``identity``, ``elu_plus_one``, ``relu`` and ``favor_positive`` (with ``w``) are
 applied to each loaded tile inside the forward kernel; the backward kernels take the features
 computed in XLA, and the chain rule through the map is the VJP of its jnp definition.
@@ -129,13 +137,35 @@ def _first_or_last(x, c: int, last: bool):
     return jnp.max(jnp.where(row == (c - 1 if last else 0), x.astype(jnp.int32), 0)) > 0
 
 
-def forward_chunk(pq, pk, v, s, z, flags, runs_col, runs_row, *, normalize: bool, eps: float, acc):
-    """One chunk of the forward recurrence; returns ``(out [C, BV], den [C, 1], s, z)``."""
+def decay_tiles(b_col, b_row, mask):
+    """Decays of one chunk from its inclusive cumulative log-gates ``b`` (``[C, 1]`` and ``[1, C]``):
+    ``(gam [C, C]`` = ``exp(b_t - b_s)`` where ``mask`` (0 elsewhere, masked before the exponential),
+    ``ein [C, 1]`` = ``exp(b_t)``, ``eout [C, 1]`` = ``exp(b_C - b_s)``, ``etot`` = ``exp(b_C)``); every
+    exponent is <= 0 for log-gates <= 0, so nothing overflows in float32 or bfloat16."""
+    c = b_col.shape[0]
+    gam = jnp.where(mask, jnp.exp(jnp.where(mask, b_col - b_row, 0.0)), 0.0)
+    row = jax.lax.broadcasted_iota(jnp.int32, (c, 1), 0)
+    last = jnp.sum(jnp.where(row == c - 1, b_col, 0.0))
+    return gam, jnp.exp(b_col), jnp.exp(last - b_col), jnp.exp(last)
+
+
+def forward_chunk(pq, pk, v, s, z, flags, runs_col, runs_row, *, normalize: bool, eps: float, acc,
+                  b_col=None, b_row=None):
+    """One chunk of the forward recurrence; returns ``(out [C, BV], den [C, 1], s, z)``.
+
+    With cumulative log-gates ``b_col [C, 1]`` / ``b_row [1, C]`` (decayed linear attention), the
+    scores are weighted by ``exp(b_t - b_s)``, the carried state read with ``exp(b_t)`` and decayed
+    by ``exp(b_C)``, and a key enters the state with ``exp(b_C - b_s)``."""
     c = pq.shape[0]
     pk = jnp.where(_bit(flags, VALID), pk, 0)
     mask = _masks(c, runs_col, runs_row)
-    a = jnp.where(mask, _dot(pq, pk, acc, 1, 1), 0)
     inter = pq if runs_col is None else jnp.where(_bit(flags, CIN), pq, 0)
+    if b_col is None:
+        a = jnp.where(mask, _dot(pq, pk, acc, 1, 1), 0)
+    else:
+        gam, ein, eout, etot = decay_tiles(b_col, b_row, mask)
+        a = _dot(pq, pk, acc, 1, 1) * gam
+        inter = inter.astype(acc) * ein
     num = _dot(a.astype(v.dtype), v, acc) + _dot(inter.astype(acc), s, acc)
     den = jnp.sum(a, axis=1, keepdims=True) + jnp.sum(inter * z, axis=1, keepdims=True)
     out = num / (den + eps) if normalize else num
@@ -144,35 +174,54 @@ def forward_chunk(pq, pk, v, s, z, flags, runs_col, runs_row, *, normalize: bool
         s, z = jnp.where(keep, s, 0), jnp.where(keep, z, 0)
         pk = jnp.where(_bit(flags, COUT), pk, 0)
     pk = pk.astype(acc)
+    if b_col is not None:
+        pk, s, z = pk * eout, s * etot, z * etot
     s = s + _dot(pk, v.astype(acc), acc, 0, 0)
     z = z + jnp.sum(pk, axis=0, keepdims=True)
     return out, den, s, z
 
 
-def dq_chunk(pk, v, dn, dd, s, z, flags, runs_col, runs_row, *, acc):
+def dq_chunk(pk, v, dn, dd, s, z, flags, runs_col, runs_row, *, acc, b_col=None, b_row=None):
     """One chunk of the forward-direction backward scan: ``(dphi(Q) partial [C, Mp], s, z)``."""
     c = pk.shape[0]
     mask = _masks(c, runs_col, runs_row)
-    g = jnp.where(mask, _dot(dn, v, acc, 1, 1) + dd, 0)
+    if b_col is None:
+        g = jnp.where(mask, _dot(dn, v, acc, 1, 1) + dd, 0)
+    else:
+        gam, ein, eout, etot = decay_tiles(b_col, b_row, mask)
+        g = (_dot(dn, v, acc, 1, 1) + dd) * gam
     dn_in, dd_in = (dn, dd) if runs_col is None else (jnp.where(_bit(flags, CIN), x, 0) for x in (dn, dd))
-    dpq = _dot(g, pk, acc) + _dot(dn_in, s, acc, 1, 1) + dd_in * z
+    inter = _dot(dn_in, s, acc, 1, 1) + dd_in * z
+    dpq = _dot(g, pk, acc) + (inter if b_col is None else inter * ein)
     if runs_col is not None:
         keep = _first_or_last(_bit(flags, CIN), c, last=True)
         s, z = jnp.where(keep, s, 0), jnp.where(keep, z, 0)
         pk = jnp.where(_bit(flags, COUT), pk, 0)
+    if b_col is not None:
+        pk, s, z = pk * eout, s * etot, z * etot
     s = s + _dot(pk, v, acc, 0, 0)
     z = z + jnp.sum(pk, axis=0, keepdims=True)
     return dpq, s, z
 
 
-def dkv_chunk(pq, pk, v, dn, dd, r_s, r_z, flags, runs_col, runs_row, *, acc):
-    """One chunk of the reverse backward scan: ``(dphi(K) partial [C, Mp], dV [C, BV], R, r)``."""
+def dkv_chunk(pq, pk, v, dn, dd, r_s, r_z, flags, runs_col, runs_row, *, acc, b_col=None, b_row=None):
+    """One chunk of the reverse backward scan: ``(dphi(K) partial [C, Mp], dV [C, BV], R, r)``.
+
+    With decays, ``R`` (the cotangent of the state after the chunk) reaches key ``s`` with
+    ``exp(b_C - b_s)`` and the state before the chunk as ``exp(b_C) R + (phi(Q) exp(b))^T dn``."""
     c = pq.shape[0]
     mask = _masks(c, runs_col, runs_row)
-    g = jnp.where(mask, _dot(dn, v, acc, 1, 1) + dd, 0)  # [t, s]
-    a = jnp.where(mask, _dot(pq, pk, acc, 1, 1), 0)     # [t, s]
+    if b_col is None:
+        g = jnp.where(mask, _dot(dn, v, acc, 1, 1) + dd, 0)  # [t, s]
+        a = jnp.where(mask, _dot(pq, pk, acc, 1, 1), 0)     # [t, s]
+    else:
+        gam, ein, eout, etot = decay_tiles(b_col, b_row, mask)
+        g = (_dot(dn, v, acc, 1, 1) + dd) * gam
+        a = _dot(pq, pk, acc, 1, 1) * gam
     inter_k = _dot(v, r_s, acc, 1, 1) + r_z            # [s, Mp]
     inter_v = _dot(pk, r_s, acc)                        # [s, BV]
+    if b_col is not None:
+        inter_k, inter_v = inter_k * eout, inter_v * eout
     if runs_col is not None:
         rin = _bit(flags, RIN)
         inter_k, inter_v = jnp.where(rin, inter_k, 0), jnp.where(rin, inter_v, 0)
@@ -183,6 +232,8 @@ def dkv_chunk(pq, pk, v, dn, dd, r_s, r_z, flags, runs_col, runs_row, *, acc):
         r_s, r_z = jnp.where(keep, r_s, 0), jnp.where(keep, r_z, 0)
         rout = _bit(flags, ROUT)
         dn, dd = jnp.where(rout, dn, 0), jnp.where(rout, dd, 0)
+    if b_col is not None:
+        pq, r_s, r_z = pq * ein, r_s * etot, r_z * etot
     r_s = r_s + _dot(pq, dn, acc, 0, 0)
     r_z = r_z + jnp.sum(pq * dd, axis=0, keepdims=True)
     return dpk, dv, r_s, r_z
@@ -217,14 +268,35 @@ def pad_axis(x, axis: int, size: int):
     return jnp.pad(x, widths)
 
 
+def chunk_cumsum(g, tp: int, c: int):
+    """Log-gates ``[B, T, H]`` -> inclusive cumulative sums within each chunk of ``c`` tokens,
+    ``[B, Tp, H]`` (padded tokens have gate 1, log-gate 0)."""
+    b, t, h = g.shape
+    gp = pad_axis(g, 1, tp).reshape(b, tp // c, c, h)
+    return jnp.cumsum(gp, axis=2).reshape(b, tp, h)
+
+
+def decay_grad(pq, dpq, pk, dpk, s, gs, z, gz):
+    """The gradient of the log-gates ``g [B, T, H]`` from those of the (decayed) features.
+
+    Every decay is ``exp(B_t - B_s)`` (or ``exp(B_t)``) of the global cumulative log-gate ``B``, so
+    ``dL/dB_t = phi(q_t) . dphi(q_t) - phi(k_t) . dphi(k_t)``, plus ``<S_T, dS_T> + <z_T, dz_T>`` at
+    the last token (the final state carries ``exp(B_T)``); ``dL/dg`` is its reversed cumsum (as
+    flash-linear-attention computes ``dg``)."""
+    db = jnp.sum(pq * dpq, axis=-1) - jnp.sum(pk * dpk, axis=-1)
+    last = jnp.sum(s * gs, axis=(2, 3)) + jnp.sum(z * gz, axis=2)  # [B, H]
+    db = db.at[:, -1].add(last)
+    return jnp.flip(jnp.cumsum(jnp.flip(db, 1), axis=1), 1)
+
+
 #: ``phi(q), phi(k)`` with the jnp definitions (for the backward's chain rule): the XLA path's maps
 features_jnp = apply_fused_map
 
 
 def kernel_family(forward, dq, dkv, plan):
     """``(compiled, interpret)`` attention functions of a kernel family (its forward, dq and dkv
-    drivers and its padding plan), each ``f(q, k, v, w, s0, z0, runs, *, feature_map, normalize, eps,
-    chunk_size) -> (out, s, z)``."""
+    drivers and its padding plan), each ``f(q, k, v, w, s0, z0, runs, g, *, feature_map, normalize,
+    eps, chunk_size) -> (out, s, z)``."""
     def driver(interpret):
         return types.SimpleNamespace(forward=functools.partial(forward, interpret=interpret),
                                      dq=functools.partial(dq, interpret=interpret),
@@ -233,11 +305,17 @@ def kernel_family(forward, dq, dkv, plan):
 
 
 def make_supports(compiled_dtypes: tuple, what: str):
-    """The ``supports(platform, config)`` predicate of a kernel family: causal, a fused map, feature
-    sizes up to 256, and ``compiled_dtypes`` when compiled (interpret mode takes any float)."""
+    """The ``supports(platform, config)`` predicate of a kernel family: causal, a fused map, no decay
+    or a scalar one (``decay`` ``"head"`` / ``"scalar"``, also with ``segment_ids``), no
+    ``cu_seqlens``, feature sizes up to 256, and ``compiled_dtypes`` when compiled (interpret mode
+    takes any float)."""
     names = ", ".join(jnp.dtype(d).name for d in compiled_dtypes)
 
     def supports(platform: str, config) -> str | None:
+        if config.get("decay") not in (None, "head", "scalar"):
+            return "a per-feature `decay` [B, T, H, M] is served by the XLA path"
+        if config.get("varlen"):
+            return "`cu_seqlens` is served by the XLA path"
         if not config["causal"]:
             return "`causal=False` is served by the XLA path"
         if config["feature_map"] not in FUSED_MAPS:
@@ -253,12 +331,14 @@ def make_supports(compiled_dtypes: tuple, what: str):
 def make_attention(driver):
     """The differentiable causal linear attention of a kernel driver.
 
-    ``driver`` provides ``forward(q, k, v, w, s0, z0, runs, flags, *, plan, feature_map, m,
-    normalize, eps)``, ``dq(pk, v, dn, dd, s0, z0, runs, flags, *, plan)`` and ``dkv(pq, pk, v,
-    dn, dd, gs, gz, runs, flags, *, plan)`` on padded arrays in ``[B, Tp, H, *]`` layout, and
+    ``driver`` provides ``forward(q, k, v, w, s0, z0, runs, flags, b, *, plan, feature_map, m,
+    normalize, eps)``, ``dq(pk, v, dn, dd, s0, z0, runs, flags, b, *, plan)`` and ``dkv(pq, pk, v,
+    dn, dd, gs, gz, runs, flags, b, *, plan)`` on padded arrays in ``[B, Tp, H, *]`` layout (``b``:
+    None, or the chunk-local cumulative log-gates ``[B, Tp, H]`` in the accumulation dtype), and
     ``plan(t, d, m, dv, chunk_size)``.
-    Returns ``f(q, k, v, w, s0, z0, runs, *, feature_map, normalize, eps, chunk_size)`` ->
-    ``(out [B, T, H, Dv], s [B, H, M, Dv], z [B, H, M])``.
+    Returns ``f(q, k, v, w, s0, z0, runs, g, *, feature_map, normalize, eps, chunk_size)`` ->
+    ``(out [B, T, H, Dv], s [B, H, M, Dv], z [B, H, M])``; ``g`` is None (no decay: the kernels are
+    traced without any decay code) or scalar log-decays ``[B, T, H]``, differentiated as well.
     """
 
     def pads(q, v, w, feature_map, chunk_size):
@@ -266,11 +346,14 @@ def make_attention(driver):
         m = w.shape[0] if feature_map == "favor_positive" else d
         return driver.plan(t, d, m, v.shape[-1], chunk_size), m
 
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10))
-    def attention(q, k, v, w, s0, z0, runs, feature_map, normalize, eps, chunk_size):
-        return fwd(q, k, v, w, s0, z0, runs, feature_map, normalize, eps, chunk_size)[0]
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(8, 9, 10, 11))
+    def attention(q, k, v, w, s0, z0, runs, g, feature_map, normalize, eps, chunk_size):
+        return fwd(q, k, v, w, s0, z0, runs, g, feature_map, normalize, eps, chunk_size)[0]
 
-    def fwd(q, k, v, w, s0, z0, runs, feature_map, normalize, eps, chunk_size):
+    def gates(g, p, acc):
+        return None if g is None else chunk_cumsum(g.astype(acc), p.tp, p.c)
+
+    def fwd(q, k, v, w, s0, z0, runs, g, feature_map, normalize, eps, chunk_size):
         b, t, h, d = q.shape
         dv = v.shape[-1]
         p, m = pads(q, v, w, feature_map, chunk_size)
@@ -280,14 +363,16 @@ def make_attention(driver):
         wp = pad_axis(pad_axis(w, 0, p.mp), 1, p.dp) if feature_map == "favor_positive" else w
         s0p = pad_axis(pad_axis(s0, 2, p.mp), 3, p.dvp)
         z0p = pad_axis(z0, 2, p.mp)[:, :, None, :]
-        out, den, s, z = driver.forward(qp, kp, vp, wp, s0p, z0p, rp, flags, plan=p, feature_map=feature_map,
-                                        m=m, normalize=normalize, eps=eps)
+        out, den, s, z = driver.forward(qp, kp, vp, wp, s0p, z0p, rp, flags, gates(g, p, s0.dtype), plan=p,
+                                        feature_map=feature_map, m=m, normalize=normalize, eps=eps)
         out, den = out[:, :t, :, :dv], den[:, :t]
-        res = (q, k, v, w, s0, z0, runs, out, den)
-        return (out, s[:, :, :m, :dv], z[:, :, 0, :m]), res
+        s, z = s[:, :, :m, :dv], z[:, :, 0, :m]
+        final = None if g is None else (s, z)
+        res = (q, k, v, w, s0, z0, runs, g, out, den, final)
+        return (out, s, z), res
 
     def bwd(feature_map, normalize, eps, chunk_size, res, cts):
-        q, k, v, w, s0, z0, runs, out, den = res
+        q, k, v, w, s0, z0, runs, g_in, out, den, final = res
         g, gs, gz = cts
         b, t, h, d = q.shape
         dv = v.shape[-1]
@@ -308,18 +393,24 @@ def make_attention(driver):
         z0p = pad_axis(z0, 2, p.mp)[:, :, None, :]
         gsp = pad_axis(pad_axis(gs.astype(acc), 2, p.mp), 3, p.dvp)
         gzp = pad_axis(gz.astype(acc), 2, p.mp)[:, :, None, :]
-        dpq = driver.dq(pkp, vp, dnp, ddp, s0p, z0p, rp, flags, plan=p)
-        dpk, dvv, ds0, dz0 = driver.dkv(pqp, pkp, vp, dnp, ddp, gsp, gzp, rp, flags, plan=p)
+        bp = gates(g_in, p, acc)
+        dpq = driver.dq(pkp, vp, dnp, ddp, s0p, z0p, rp, flags, bp, plan=p)
+        dpk, dvv, ds0, dz0 = driver.dkv(pqp, pkp, vp, dnp, ddp, gsp, gzp, rp, flags, bp, plan=p)
         dpq, dpk = dpq[:, :t, :, :m], dpk[:, :t, :, :m]
         dq, dk, dw = map_vjp((dpq.astype(pq.dtype), dpk.astype(pk.dtype)))
+        dg = None
+        if g_in is not None:
+            dg = decay_grad(pq.astype(acc), dpq, pk.astype(acc), dpk, final[0], gs.astype(acc), final[1],
+                            gz.astype(acc)).astype(g_in.dtype)
         return (dq.astype(q.dtype), dk.astype(k.dtype), dvv[:, :t, :, :dv].astype(v.dtype),
                 dw.astype(w.dtype), ds0[:, :, :m, :dv].astype(s0.dtype), dz0[:, :, 0, :m].astype(z0.dtype),
-                None if runs is None else np.zeros(runs.shape, jax.dtypes.float0))
+                None if runs is None else np.zeros(runs.shape, jax.dtypes.float0), dg)
 
     attention.defvjp(fwd, bwd)
 
-    def run(q, k, v, w, s0, z0, runs, *, feature_map, normalize, eps, chunk_size):
-        return attention(q, k, v, w, s0, z0, runs, feature_map, bool(normalize), float(eps), int(chunk_size))
+    def run(q, k, v, w, s0, z0, runs, g=None, *, feature_map, normalize, eps, chunk_size):
+        return attention(q, k, v, w, s0, z0, runs, g, feature_map, bool(normalize), float(eps),
+                         int(chunk_size))
 
     return run
 

@@ -5,6 +5,8 @@ keeping the state in registers; inputs stay in their ``[B, T, H, *]`` layout (Tr
 strided rows directly). Tiles are powers of two (Triton's rule): ``D`` and ``M`` are padded to a
 power of two >= 16, values are split into tiles of at most 64 columns, the chunk is a power of two
 in [16, 64]. The maths of a chunk, the padding plan and the custom VJP are in ``_pallas_common``.
+Scalar decays (``[B, T, H]`` log-gates) come as chunk-local cumulative log-gates ``[B, H, Tp]``, one
+row per program.
 
 The Triton backend is chosen explicitly with ``compiler_params=pallas.triton.CompilerParams``;
 ``interpret=True`` runs the same kernels on any backend (tests). Verified: values in interpret mode
@@ -62,6 +64,26 @@ def _partial_spec(p):
     return pl.BlockSpec((None, None, p.tp, None, p.mp), lambda b, h, j: (j, b, 0, h, 0))
 
 
+def _gate_spec(tp):
+    """Chunk-local cumulative log-gates ``[B, H, Tp]``: one (batch, head) row per program."""
+    return pl.BlockSpec((None, None, tp), lambda b, h, j: (b, h, 0))
+
+
+def _gate_args(b):
+    """``([b [B, H, Tp]], [spec])`` or nothing (no decay)."""
+    if b is None:
+        return [], []
+    return [jnp.swapaxes(b, 1, 2)], [_gate_spec(b.shape[1])]
+
+
+def _load_gates(b_ref, sl):
+    """``dict(b_col=[C, 1], b_row=[1, C])`` of a chunk, or ``{}`` without decay."""
+    if b_ref is None:
+        return {}
+    g = b_ref[sl]
+    return dict(b_col=g[:, None], b_row=g[None, :])
+
+
 def _load_runs(runs_ref, flags_ref, sl):
     flags = flags_ref[sl][:, None]
     if runs_ref is None:
@@ -78,11 +100,12 @@ def _call(kernel, *, grid, in_specs, out_specs, out_shape, p, interpret, name):
 # ------------------------------------------------------------------------------------ forward
 
 
-def _fwd_kernel(*refs, p, feature_map, m, normalize, eps, acc, has_runs):
+def _fwd_kernel(*refs, p, feature_map, m, normalize, eps, acc, has_runs, has_g):
     q_ref, k_ref, v_ref, w_ref, s0_ref, z0_ref = refs[:6]
     runs_ref = refs[6] if has_runs else None
     flags_ref = refs[6 + has_runs]
-    o_ref, den_ref, s_ref, z_ref = refs[7 + has_runs:]
+    b_ref = refs[7 + has_runs] if has_g else None
+    o_ref, den_ref, s_ref, z_ref = refs[7 + has_runs + has_g:]
     c = p.c
     w = w_ref[...].astype(acc)
     phi = functools.partial(pc.phi_tile, feature_map=feature_map, m=m, mp=p.mp, io_dtype=q_ref.dtype)
@@ -95,7 +118,7 @@ def _fwd_kernel(*refs, p, feature_map, m, normalize, eps, acc, has_runs):
         pq = phi(q_ref[sl, :].astype(acc), w, is_query=True).astype(lo)
         pk = phi(k_ref[sl, :].astype(acc), w, is_query=False).astype(lo)
         out, den, s, z = pc.forward_chunk(pq, pk, v_ref[sl, :], s, z, flags, rc, rr, normalize=normalize,
-                                          eps=eps, acc=acc)
+                                          eps=eps, acc=acc, **_load_gates(b_ref, sl))
         o_ref[sl, :] = out.astype(o_ref.dtype)
         den_ref[sl, :] = den.astype(den_ref.dtype)
         return s, z
@@ -105,13 +128,13 @@ def _fwd_kernel(*refs, p, feature_map, m, normalize, eps, acc, has_runs):
     z_ref[...] = z
 
 
-def forward(q, k, v, w, s0, z0, runs, flags, *, plan, feature_map, m, normalize, eps, interpret=False):
+def forward(q, k, v, w, s0, z0, runs, flags, gates, *, plan, feature_map, m, normalize, eps, interpret=False):
     p = plan
     b, tp, h, _ = q.shape
     acc = s0.dtype
     has_runs = runs is not None
     kernel = functools.partial(_fwd_kernel, p=p, feature_map=feature_map, m=m, normalize=normalize, eps=eps,
-                               acc=acc, has_runs=has_runs)
+                               acc=acc, has_runs=has_runs, has_g=gates is not None)
     w_spec = pl.BlockSpec(w.shape, lambda b, h, j: (0, 0))
     in_specs = [_seq(tp, p.dp), _seq(tp, p.dp), _seq(tp, p.dvp, tile=p.bv), w_spec, _state_spec(p),
                 _z_spec(p)]
@@ -121,23 +144,27 @@ def forward(q, k, v, w, s0, z0, runs, flags, *, plan, feature_map, m, normalize,
         args.append(runs)
     in_specs.append(_row_spec(tp))
     args.append(flags)
+    gargs, gspecs = _gate_args(gates)
+    args, in_specs = args + gargs, in_specs + gspecs
+    name = f"kjax_linear_attention_fwd_{feature_map}" + ("_decay" if gates is not None else "")
     return _call(
         kernel, grid=(b, h, p.n_v), in_specs=in_specs,
         out_specs=[_seq(tp, p.dvp, tile=p.bv), _seq(tp, 1), _state_spec(p), _z_spec(p)],
         out_shape=[jax.ShapeDtypeStruct((b, tp, h, p.dvp), v.dtype), jax.ShapeDtypeStruct((b, tp, h, 1), acc),
                    jax.ShapeDtypeStruct(s0.shape, acc), jax.ShapeDtypeStruct(z0.shape, acc)],
-        p=p, interpret=interpret, name=f"kjax_linear_attention_fwd_{feature_map}",
+        p=p, interpret=interpret, name=name,
     )(*args)
 
 
 # ------------------------------------------------------------------------------------ backward
 
 
-def _dq_kernel(*refs, p, acc, has_runs):
+def _dq_kernel(*refs, p, acc, has_runs, has_g):
     pk_ref, v_ref, dn_ref, dd_ref, s0_ref, z0_ref = refs[:6]
     runs_ref = refs[6] if has_runs else None
     flags_ref = refs[6 + has_runs]
-    (dpq_ref,) = refs[7 + has_runs:]
+    b_ref = refs[7 + has_runs] if has_g else None
+    (dpq_ref,) = refs[7 + has_runs + has_g:]
     c = p.c
     first = pl.program_id(2) == 0
 
@@ -146,18 +173,20 @@ def _dq_kernel(*refs, p, acc, has_runs):
         sl = pl.ds(i * c, c)
         flags, rc, rr = _load_runs(runs_ref, flags_ref, sl)
         dd = jnp.where(first, dd_ref[sl, :], 0)
-        dpq, s, z = pc.dq_chunk(pk_ref[sl, :], v_ref[sl, :], dn_ref[sl, :], dd, s, z, flags, rc, rr, acc=acc)
+        dpq, s, z = pc.dq_chunk(pk_ref[sl, :], v_ref[sl, :], dn_ref[sl, :], dd, s, z, flags, rc, rr, acc=acc,
+                                **_load_gates(b_ref, sl))
         dpq_ref[sl, :] = dpq.astype(dpq_ref.dtype)
         return s, z
 
     jax.lax.fori_loop(0, p.n_chunks, body, (s0_ref[...], z0_ref[...]))
 
 
-def _dkv_kernel(*refs, p, acc, has_runs):
+def _dkv_kernel(*refs, p, acc, has_runs, has_g):
     pq_ref, pk_ref, v_ref, dn_ref, dd_ref, gs_ref, gz_ref = refs[:7]
     runs_ref = refs[7] if has_runs else None
     flags_ref = refs[7 + has_runs]
-    dpk_ref, dv_ref, ds0_ref, dz0_ref = refs[8 + has_runs:]
+    b_ref = refs[8 + has_runs] if has_g else None
+    dpk_ref, dv_ref, ds0_ref, dz0_ref = refs[8 + has_runs + has_g:]
     c, n = p.c, p.n_chunks
     first = pl.program_id(2) == 0
 
@@ -167,7 +196,7 @@ def _dkv_kernel(*refs, p, acc, has_runs):
         flags, rc, rr = _load_runs(runs_ref, flags_ref, sl)
         dd = jnp.where(first, dd_ref[sl, :], 0)
         dpk, dv, r_s, r_z = pc.dkv_chunk(pq_ref[sl, :], pk_ref[sl, :], v_ref[sl, :], dn_ref[sl, :], dd, r_s,
-                                         r_z, flags, rc, rr, acc=acc)
+                                         r_z, flags, rc, rr, acc=acc, **_load_gates(b_ref, sl))
         dpk_ref[sl, :] = dpk.astype(dpk_ref.dtype)
         dv_ref[sl, :] = dv.astype(dv_ref.dtype)
         return r_s, r_z
@@ -180,31 +209,35 @@ def _dkv_kernel(*refs, p, acc, has_runs):
         dz0_ref[...] = r_z
 
 
-def dq(pk, v, dn, dd, s0, z0, runs, flags, *, plan, interpret=False):
+def dq(pk, v, dn, dd, s0, z0, runs, flags, gates, *, plan, interpret=False):
     p = plan
     b, tp, h, _ = pk.shape
     acc = s0.dtype
     has_runs = runs is not None
+    gargs, gspecs = _gate_args(gates)
     in_specs = [_seq(tp, p.mp), _seq(tp, p.dvp, tile=p.bv), _seq(tp, p.dvp, tile=p.bv), _seq(tp, 1),
-                _state_spec(p), _z_spec(p)] + [_row_spec(tp)] * (1 + has_runs)
-    args = [pk, v, dn, dd, s0, z0] + ([runs] if has_runs else []) + [flags]
-    part = _call(functools.partial(_dq_kernel, p=p, acc=acc, has_runs=has_runs), grid=(b, h, p.n_v),
+                _state_spec(p), _z_spec(p)] + [_row_spec(tp)] * (1 + has_runs) + gspecs
+    args = [pk, v, dn, dd, s0, z0] + ([runs] if has_runs else []) + [flags] + gargs
+    kernel = functools.partial(_dq_kernel, p=p, acc=acc, has_runs=has_runs, has_g=gates is not None)
+    part = _call(kernel, grid=(b, h, p.n_v),
                  in_specs=in_specs, out_specs=_partial_spec(p),
                  out_shape=jax.ShapeDtypeStruct((p.n_v, b, tp, h, p.mp), acc), p=p, interpret=interpret,
                  name="kjax_linear_attention_bwd_dq")(*args)
     return jnp.sum(part, axis=0)
 
 
-def dkv(pq, pk, v, dn, dd, gs, gz, runs, flags, *, plan, interpret=False):
+def dkv(pq, pk, v, dn, dd, gs, gz, runs, flags, gates, *, plan, interpret=False):
     p = plan
     b, tp, h, _ = pq.shape
     acc = gs.dtype
     has_runs = runs is not None
+    gargs, gspecs = _gate_args(gates)
     in_specs = [_seq(tp, p.mp), _seq(tp, p.mp), _seq(tp, p.dvp, tile=p.bv), _seq(tp, p.dvp, tile=p.bv),
-                _seq(tp, 1), _state_spec(p), _z_spec(p)] + [_row_spec(tp)] * (1 + has_runs)
-    args = [pq, pk, v, dn, dd, gs, gz] + ([runs] if has_runs else []) + [flags]
+                _seq(tp, 1), _state_spec(p), _z_spec(p)] + [_row_spec(tp)] * (1 + has_runs) + gspecs
+    args = [pq, pk, v, dn, dd, gs, gz] + ([runs] if has_runs else []) + [flags] + gargs
     dpk, dvv, ds0, dz0 = _call(
-        functools.partial(_dkv_kernel, p=p, acc=acc, has_runs=has_runs), grid=(b, h, p.n_v),
+        functools.partial(_dkv_kernel, p=p, acc=acc, has_runs=has_runs, has_g=gates is not None),
+        grid=(b, h, p.n_v),
         in_specs=in_specs,
         out_specs=[_partial_spec(p), _seq(tp, p.dvp, tile=p.bv), _state_spec(p), _z_spec(p)],
         out_shape=[jax.ShapeDtypeStruct((p.n_v, b, tp, h, p.mp), acc), jax.ShapeDtypeStruct(v.shape, acc),
@@ -213,7 +246,7 @@ def dkv(pq, pk, v, dn, dd, gs, gz, runs, flags, *, plan, interpret=False):
     return jnp.sum(dpk, axis=0), dvv, ds0, dz0
 
 
-#: ``f(q, k, v, w, s0, z0, runs, *, feature_map, normalize, eps, chunk_size) -> (out, s, z)``
+#: ``f(q, k, v, w, s0, z0, runs, g, *, feature_map, normalize, eps, chunk_size) -> (out, s, z)``
 causal_linear_attention, causal_linear_attention_interpret = pc.kernel_family(forward, dq, dkv, plan)
 
 #: the configurations these kernels serve (``None``) or the reason they don't

@@ -73,3 +73,43 @@ def test_triton_kernels_pad_ragged_shapes_to_powers_of_two():
     g = lambda q, k, v: A.kernel_attention(q, k, v, feature_map="elu_plus_one", implementation=["pallas", "xla"])
     text = jax.export.export(jax.jit(g), platforms=["cuda"], disabled_checks=DISABLED)(*args).mlir_module()
     assert text.count(CALL["cuda"]) == 1 and "num_warps" in text
+
+
+# --------------------------------------------------------------------- decayed attention and the delta rule
+
+DT, DD = 512, 64  # tokens and feature size of the decay / delta-rule exports (B = 1, H = 2)
+
+
+def _decay_cases(q, k, v, beta, g, kv, ks, kvd):
+    """Decayed linear attention (forward; forward + backward with state) and the delta rule, plain
+    and gated (forward + backward: ``value_and_grad``, so the forward kernel's output is used)."""
+    def la(q, k, v, g, kv, ks):
+        out, st = A.linear_attention(q, k, v, decay=g, initial_state=A.LinearAttentionState(kv, ks),
+                                     return_state=True, normalize=False)
+        return sum(jnp.sum(x.astype(jnp.float32)) for x in (out, st.kv, st.k_sum))
+
+    def delta(q, k, v, beta, g, kv):
+        out, st = A.delta_rule_attention(q, k, v, beta, decay=g, initial_state=A.DeltaRuleState(kv),
+                                         return_state=True)
+        return jnp.sum(out.astype(jnp.float32)) + jnp.sum(st.kv.astype(jnp.float32))
+
+    return [A.linear_attention(q, k, v, decay=g),
+            jax.value_and_grad(la, argnums=(0, 1, 2, 3, 4, 5))(q, k, v, g, kv, ks),
+            jax.value_and_grad(delta, argnums=(0, 1, 2, 3, 5))(q, k, v, beta, None, kvd),
+            jax.value_and_grad(delta, argnums=(0, 1, 2, 3, 4, 5))(q, k, v, beta, g, kvd)]
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_decay_and_delta_rule_lower_to_the_kernels(platform, dtype):
+    S = lambda *shape: jax.ShapeDtypeStruct(shape, dtype)
+    qkv = S(1, DT, 2, DD)
+    args = (qkv, qkv, qkv, S(1, DT, 2), S(1, DT, 2), S(1, 2, DD, DD), S(1, 2, DD), S(1, 2, DD, DD))
+    exp = jax.export.export(jax.jit(_decay_cases), platforms=[platform], disabled_checks=DISABLED)(*args)
+    text = exp.mlir_module()
+    # linear attention: 1 forward + (forward, dq, dkv); the delta rule: one forward each (its backward
+    # is the VJP of the XLA path: no kernel)
+    assert text.count(CALL[platform]) == 1 + 3 + 1 + 1, platform
+    for name in ("kjax_linear_attention_fwd_identity_decay", "kjax_linear_attention_bwd_dkv",
+                 "kjax_delta_rule_fwd", "kjax_gated_delta_rule_fwd"):
+        assert name in text, name

@@ -82,12 +82,12 @@ def test_segment_ids_with_decay_match_per_segment_recurrence(form):
 
 
 def test_implementation_falls_back_for_decay():
-    """The Pallas kernels declare no support for decays / cu_seqlens: a list falls through to XLA,
-    a single name raises."""
-    out = A.linear_attention(Q, K, V, decay=G["scalar"], chunk_size=4, implementation=["pallas_interpret", "xla"])
-    assert_close(out, A.linear_attention(Q, K, V, decay=G["scalar"], chunk_size=4), 1e-14, "fallback")
+    """The Pallas kernels declare no support for per-feature decays / cu_seqlens: a list falls
+    through to XLA, a single name raises."""
+    out = A.linear_attention(Q, K, V, decay=G["feature"], chunk_size=4, implementation=["pallas_interpret", "xla"])
+    assert_close(out, A.linear_attention(Q, K, V, decay=G["feature"], chunk_size=4), 1e-14, "fallback")
     with pytest.raises(ValueError, match="decay"):
-        A.linear_attention(Q, K, V, decay=G["scalar"], implementation="pallas_interpret")
+        A.linear_attention(Q, K, V, decay=G["feature"], implementation="pallas_interpret")
     with pytest.raises(ValueError, match="cu_seqlens"):
         A.linear_attention(Q, K, V, cu_seqlens=CU, implementation="pallas_interpret")
 
