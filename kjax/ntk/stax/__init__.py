@@ -9,7 +9,8 @@ pairs]`` in NT's zipped order ``[n1, n2, H, H', W, W']``. Compute in float64 for
 neural-tangents to 1e-6.
 
 Modules: ``_linear`` (Dense, Conv, ConvLocal, ConvTranspose, Identity), ``_elementwise`` (activations),
-``_pooling`` (AvgPool, SumPool, GlobalAvgPool, GlobalSumPool, Flatten), ``_normalization``
+``_pooling`` (AvgPool, SumPool, GlobalAvgPool, GlobalSumPool, Flatten), ``_dot`` (DotGeneral,
+ImageResize, Aggregate), ``_attention`` (GlobalSelfAttention), ``_normalization``
 (LayerNorm), ``_structure`` (Index, Slice, Dropout), ``_combinators`` (serial, repeat, parallel,
 FanOut, FanInSum, FanInProd, FanInConcat), ``_requirements`` (layer, requires, supports_masking,
 MaskedArray, unmask_fn, Bool, Diagonal, Padding and NT's enums), on top of ``_core`` (the
@@ -18,6 +19,7 @@ kernel state and its operations); ``_batch`` blocks a ``kernel_fn`` over dataset
 """
 
 from kjax.ntk.stax._as_kernel import as_kernel
+from kjax.ntk.stax._attention import GlobalSelfAttention
 from kjax.ntk.stax._batch import batch
 from kjax.ntk.stax._combinators import (
     FanInConcat,
@@ -29,6 +31,7 @@ from kjax.ntk.stax._combinators import (
     serial,
 )
 from kjax.ntk.stax._core import KernelFn
+from kjax.ntk.stax._dot import Aggregate, DotGeneral, ImageResize
 from kjax.ntk.stax._elementwise import (
     ABRelu,
     Abs,
@@ -81,6 +84,8 @@ __all__ = [
     "Diagonal", "Dropout",
     "FanInProd", "GlobalSumPool", "Index", "MaskedArray", "Padding", "PositionalEmbedding",
     "Slice", "SumPool", "layer", "repeat", "requires", "supports_masking", "unmask_fn",
+    # fixed linear maps, graphs and attention (issue #14)
+    "Aggregate", "DotGeneral", "GlobalSelfAttention", "ImageResize",
     # elementwise layers (kjax.ntk.stax._elementwise.__all__)
     "Abs", "Cos", "Elementwise", "ElementwiseNumerical", "Exp", "ExpNormalized", "Gabor", "Gaussian",
     "Hermite", "Monomial", "Polynomial", "Rbf", "RectifiedMonomial", "Sigmoid_like", "Sign", "Sin",

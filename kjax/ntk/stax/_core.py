@@ -45,7 +45,9 @@ class KernelFn:
     n2, H, W]``; refused when a layer mixes positions, e.g. pooling), ``False`` the full one, and
     None the cheapest that gives the result. ``diagonal_batch=False`` returns the full ``cov1:
     [n1, n1, ...]``. ``mask_constant`` must be None (kjax.ntk.stax has no masking). Other keyword
-    arguments are accepted and ignored, as neural-tangents' layers do with what they don't use.
+    arguments are accepted and ignored, as neural-tangents' layers do with what they don't use,
+    except ``pattern=(pattern1, pattern2)``, the graphs of :func:`~kjax.ntk.stax.Aggregate` layers
+    (``pattern2`` for ``x2``; ``pattern1`` alone is used when ``x2`` is None).
 
     Before it runs, the call's peak memory is estimated from shapes (the live set of its jaxpr,
     times :data:`kjax.ntk._memory.XLA_FACTOR`); when it exceeds the free memory a
@@ -70,7 +72,15 @@ class KernelFn:
                                                                              "diagonal_batch"))
         self._estimates: dict[Any, tuple[float, tuple]] = {}
 
-    def _states(self, x1, x2, diag):
+    def _states(self, x1, x2, diag, extra=None):
+        states = self._states_no_extra(x1, x2, diag)
+        if extra is None:
+            return states
+        if isinstance(states, list):
+            return [s.replace(extra=extra) for s in states]
+        return states.replace(extra=extra)
+
+    def _states_no_extra(self, x1, x2, diag):
         fn = self.fn_name
         b, c = self.reqs.get("batch_axis", 0), self.reqs.get("channel_axis", -1)
         nd = min(jnp.ndim(x) for x in (x1 if isinstance(x1, list | tuple) else [x1]))
@@ -82,26 +92,26 @@ class KernelFn:
                     for a, z in zip(x1, x2, strict=True)]
         return K.input_state(fn, x1, x2, diag=diag, batch_axis=b, channel_axis=c)
 
-    def _compute(self, x1, x2, names, diagonal_spatial, diagonal_batch):
+    def _compute(self, x1, x2, names, diagonal_spatial, diagonal_batch, extra=None):
         out = None
         ndim = min(jnp.ndim(x) for x in (x1 if isinstance(x1, list | tuple) else [x1]))
         if diagonal_spatial or (diagonal_spatial is None and not self.needs_full and ndim > 2):
             # NT's diagonal_spatial: valid when the output has no spatial axes left (Flatten);
             # otherwise trace again with the full covariance (the unused trace is dead code)
-            out = self.transform(self._states(x1, x2, True))
+            out = self.transform(self._states(x1, x2, True, extra))
             if not diagonal_spatial and not _all_flat(out):
                 out = None
         if out is None:
-            out = self.transform(self._states(x1, x2, False))
+            out = self.transform(self._states(x1, x2, False, extra))
         return _to_kernels(out, diagonal_batch, names)
 
-    def _compute_kernel(self, k, names, diagonal_batch):
+    def _compute_kernel(self, k, names, diagonal_batch, extra=None):
         fn = self.fn_name
         if isinstance(k, list | tuple):
-            st = [K.from_kernel(fn, kk) for kk in k]
+            st = [K.from_kernel(fn, kk).replace(extra=extra) for kk in k]
             db = k[0].diagonal_batch
         else:
-            st, db = K.from_kernel(fn, k), k.diagonal_batch
+            st, db = K.from_kernel(fn, k).replace(extra=extra), k.diagonal_batch
         return _to_kernels(self.transform(st), db if diagonal_batch is None else diagonal_batch,
                            names)
 
@@ -164,6 +174,7 @@ class KernelFn:
         for arg, v in (("diagonal_batch", diagonal_batch), ("diagonal_spatial", diagonal_spatial)):
             if v is not None and not isinstance(v, bool | np.bool_):
                 fail(fn, arg, "be None, True or False", repr(v))
+        extra = _extra(fn, kwargs)
         if mask_constant is not None:
             fail(fn, "mask_constant", "be None (kjax.ntk.stax has no masking; zero-pad the inputs "
                  "and use equal lengths instead)", repr(mask_constant))
@@ -176,7 +187,7 @@ class KernelFn:
                 fail(fn, "x2", "be None when a Kernel is given", type(x2).__name__)
             out = self._jitted_kernel(x1, names=names,
                                       diagonal_batch=None if diagonal_batch is None
-                                      else bool(diagonal_batch))
+                                      else bool(diagonal_batch), extra=extra)
             return _select(fn, out, get)
         kw = dict(names=names, diagonal_spatial=None if diagonal_spatial is None
                   else bool(diagonal_spatial),
@@ -189,14 +200,26 @@ class KernelFn:
             if x2 is not None:
                 x2 = [K.check_input(fn, f"x2[{i}]", K.to_float(fn, f"x2[{i}]", a))
                       for i, a in enumerate(x2)]
-            return _select(fn, self._jitted(x1, x2, **kw), get)
+            return _select(fn, self._jitted(x1, x2, extra=extra, **kw), get)
         x1 = K.check_input(fn, "x1", K.to_float(fn, "x1", x1))
         x2 = None if x2 is None else K.check_input(fn, "x2", K.to_float(fn, "x2", x2))
         self.check_memory(fn, x1, x2, names, 2 if names is None else len(names))
-        return _select(fn, self._jitted(x1, x2, **kw), get)
+        return _select(fn, self._jitted(x1, x2, extra=extra, **kw), get)
 
     def __repr__(self) -> str:
         return f"<kernel_fn of {self.name}>"
+
+
+def _extra(fn: str, kwargs: dict):
+    """The keyword arrays layers read (NT's ``pattern=(pattern1, pattern2)`` of ``Aggregate``);
+    other keywords are ignored, as in neural-tangents."""
+    pattern = kwargs.get("pattern")
+    if pattern is None:
+        return None
+    if not isinstance(pattern, tuple | list) or len(pattern) != 2:
+        fail(fn, "pattern", "be a pair (pattern1, pattern2) (pattern2 for x2; (pattern1, pattern1) "
+             "or (pattern1, None) when x2 is None)", type(pattern).__name__)
+    return {"pattern": tuple(pattern)}  # arrays or pytrees (what a layer's to_dense reads)
 
 
 def _all_flat(out) -> bool:

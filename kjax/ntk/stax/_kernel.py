@@ -144,6 +144,8 @@ class State:
     batch_axis: int = 0
     channel_axis: int = -1
     x1_is_x2: Any = None
+    # kernel_fn keyword arrays a layer reads (Aggregate's ``pattern``: (pattern1, pattern2))
+    extra: Any = None
 
     def replace(self, **kw) -> State:
         return dataclasses.replace(self, **kw)

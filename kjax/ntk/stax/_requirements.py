@@ -37,7 +37,7 @@ class Padding(enum.Enum):
 
 
 class PositionalEmbedding(enum.Enum):
-    """NT's positional embeddings of ``GlobalSelfAttention`` (the layer is not in kjax yet)."""
+    """Positional embeddings of :func:`~kjax.ntk.stax.GlobalSelfAttention` (NT's names)."""
 
     NONE = "NONE"
     SUM = "SUM"
@@ -45,7 +45,7 @@ class PositionalEmbedding(enum.Enum):
 
 
 class AttentionMechanism(enum.Enum):
-    """NT's attention mechanisms of ``GlobalSelfAttention`` (the layer is not in kjax yet)."""
+    """Attention mechanisms of :func:`~kjax.ntk.stax.GlobalSelfAttention` (NT's names)."""
 
     SOFTMAX = "SOFTMAX"
     IDENTITY = "IDENTITY"
@@ -54,7 +54,7 @@ class AttentionMechanism(enum.Enum):
 
 
 class AggregateImplementation(enum.Enum):
-    """NT's implementations of ``Aggregate`` (the layer is not in kjax yet)."""
+    """Implementations of :func:`~kjax.ntk.stax.Aggregate` (NT's names)."""
 
     DENSE = "DENSE"
     SPARSE = "SPARSE"
