@@ -7,7 +7,9 @@ kernel is ``functools.partial(rbf, lengthscale=2.0)``. :func:`gram`, :func:`kern
 blockwise, optionally over a device mesh. :class:`Kernel` holds a kernel function with its
 hyperparameters as pytree leaves (traced by ``jit``, differentiable by ``grad``) and supports
 ``k1 + k2``, ``k1 * k2`` and ``c * k``; the solvers of :mod:`kjax.regression` turn a
-``functools.partial`` of a kernel function into one (:func:`as_kernel`).
+``functools.partial`` of a kernel function into one (:func:`as_kernel`). :func:`precomputed` (a
+stored Gram matrix) and :func:`operator` (matvecs only) are kernels whose data are integer indices
+into a fixed set of points.
 """
 
 from kjax.kernels._functions import (
@@ -21,10 +23,13 @@ from kjax.kernels._functions import (
     squared_distance,
 )
 from kjax.kernels._gram import gram, kernel_diag, kernel_matvec, kernel_normal_matvec
+from kjax.kernels._precomputed import KernelOperator, PrecomputedKernel, operator, precomputed
 from kjax.kernels._pytree import Kernel, Product, Scale, Sum, as_kernel, white_noise
 
 __all__ = [
     "Kernel",
+    "KernelOperator",
+    "PrecomputedKernel",
     "Product",
     "Scale",
     "Sum",
@@ -37,7 +42,9 @@ __all__ = [
     "laplace",
     "linear",
     "matern",
+    "operator",
     "polynomial",
+    "precomputed",
     "rational_quadratic",
     "rbf",
     "squared_distance",

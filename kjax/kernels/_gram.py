@@ -13,6 +13,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from kjax._src import blockwise, dtypes
 from kjax._src.errors import KjaxTypeError, check_rank, check_same_dim, fail
+from kjax.kernels._precomputed import index_kernel
 
 Kernel = Callable[..., jax.Array]
 
@@ -23,6 +24,10 @@ def _inputs(fn: str, kernel: Any, x1, x2, names=("x1", "x2"), rows=("n1", "n2"))
              "functools.partial(kjax.kernels.rbf, lengthscale=2.0)", type(kernel).__name__,
              cls=KjaxTypeError)
     a1, a2 = names
+    ik = index_kernel(kernel)
+    if ik is not None:  # indices into a stored matrix / operator (kjax.kernels.precomputed)
+        x1 = ik.index_data(fn, a1, x1, column=x2 is None, mark=False)
+        return x1, None if x2 is None else ik.index_data(fn, a2, x2, mark=False)
     x1 = dtypes.as_float_array(fn, a1, x1)
     check_rank(fn, a1, x1, 2, layout=f"[{rows[0]}, d]")
     _nonempty(fn, a1, x1, rows[0])
@@ -32,6 +37,13 @@ def _inputs(fn: str, kernel: Any, x1, x2, names=("x1", "x2"), rows=("n1", "n2"))
         check_same_dim(fn, a1, x1, a2, x2, -1, what="the feature dimension d")
         _nonempty(fn, a2, x2, rows[1])
     return x1, x2
+
+
+def _check_v(fn: str, v, rows: int, name: str) -> None:
+    if v.ndim not in (1, 2):
+        fail(fn, "v", f"have shape [{name}] or [{name}, k]", f"shape {v.shape}")
+    if v.shape[0] != rows:
+        fail(fn, "v", f"have {rows} rows ({name})", f"shape {v.shape}")
 
 
 def _nonempty(fn: str, arg: str, x, n: str) -> None:
@@ -93,6 +105,9 @@ def gram(
     fn = "kjax.kernels.gram"
     x1, x2 = _inputs(fn, kernel, x1, x2)
     host = out is not None or progress
+    ik = index_kernel(kernel)
+    if ik is not None and not host and (mesh is None or not ik.has_entries):
+        return ik(x1, x2)  # one gather from the stored matrix
     if symmetric is None:
         # Evaluating only the upper block triangle halves the kernel evaluations but costs a loop
         # over block pairs and a scatter; for closed-form kernels that is slower than whole row
@@ -162,6 +177,10 @@ def kernel_matvec(
     x1, x2 = _inputs(fn, kernel, x1, x2)
     x2 = x1 if x2 is None else x2
     v = dtypes.as_float_array(fn, "v", v)
+    ik = index_kernel(kernel)
+    if ik is not None and (mesh is None or not ik.has_entries):
+        _check_v(fn, v, x2.shape[0], "n2")
+        return ik.matvec(x1, x2, v)
     return blockwise.blockwise_matvec(kernel, x1, x2, v, block_size=block_size, mesh=mesh,
                                       mesh_axis=mesh_axis, fn_name=fn)
 
@@ -221,6 +240,13 @@ def kernel_normal_matvec(
     v = dtypes.as_float_array(fn, "v", v)
     if w is not None:
         w = dtypes.as_float_array(fn, "w", w)
+    ik = index_kernel(kernel)
+    if ik is not None and (mesh is None or not ik.has_entries):
+        _check_v(fn, v, centers.shape[0], "m")
+        if w is not None and w.shape != (x.shape[0], *v.shape[1:]):
+            fail(fn, "w", f"have shape {(x.shape[0], *v.shape[1:])} (v's layout with n rows)",
+                 f"shape {w.shape}")
+        return ik.normal_matvec(x, centers, v, w)
     return blockwise.blockwise_normal_matvec(kernel, x, centers, v, w, block_size=block_size,
                                              mesh=mesh, mesh_axis=mesh_axis, fn_name=fn)
 
@@ -252,6 +278,9 @@ def kernel_diag(
     """
     fn = "kjax.kernels.kernel_diag"
     x, _ = _inputs(fn, kernel, x, None, ("x", "x2"), ("n", "n2"))
+    ik = index_kernel(kernel)
+    if ik is not None:
+        return ik.diag(x)
     return blockwise.blockwise_diag(kernel, x, block_size=block_size, fn_name=fn)
 
 

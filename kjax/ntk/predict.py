@@ -82,6 +82,47 @@ def _check_kernel(fn: str, k, y) -> tuple[jax.Array, jax.Array]:
     return k, y
 
 
+class _OperatorMatvec:
+    """A :func:`kjax.kernels.operator` as the ``v -> K v`` function of the CG solver (``[N]`` or
+    ``[N, O]``); ``mean_diag`` (from its ``diag``) makes a relative ``diag_reg`` possible."""
+
+    def __init__(self, op):
+        self.op, self.n = op, op.n
+        self.mean_diag = None if op.diag_values is None else jnp.mean(op.diag_values)
+
+    def __call__(self, v):
+        v2 = v[:, None] if v.ndim == 1 else v
+        out = self.op._call_mv(v2).astype(jnp.result_type(v.dtype, self.op.dtype))
+        return out[:, 0] if v.ndim == 1 else out
+
+
+def _train_kernel(fn: str, k, solver: str):
+    """``k_train_train`` given as a kernel of kjax.kernels: a :func:`~kjax.kernels.precomputed`
+    Gram matrix becomes its matrix, a :func:`~kjax.kernels.operator` its matvec (``solver='cg'``
+    only); anything else that is neither array-like nor callable raises."""
+    from kjax.kernels._precomputed import KernelOperator, PrecomputedKernel
+
+    if isinstance(k, PrecomputedKernel):
+        if k.columns is not None:
+            fail(fn, "k_train_train", "be a square precomputed Gram matrix [N, N] (no `columns`)",
+                 f"precomputed columns of shape {tuple(k.gram.shape)}")
+        return k.gram
+    if isinstance(k, KernelOperator):
+        if solver != "cg":
+            fail(fn, "k_train_train", "be an [N, N] array or kjax.kernels.precomputed(...) unless "
+                 "solver='cg' (a KernelOperator only has matvecs; a Cholesky needs kernel entries)",
+                 "a KernelOperator")
+        return _OperatorMatvec(k)
+    if isinstance(k, tuple) or hasattr(k, "shape") or callable(k) or isinstance(k, _StaxKernel):
+        return k
+    if isinstance(k, list | int | float | np.generic):
+        return k
+    fail(fn, "k_train_train", "be an [N, N] array, kjax.kernels.precomputed(gram), or (with "
+         "solver='cg') a kjax.kernels.operator / a matvec function v -> K v", type(k).__name__,
+         cls=KjaxTypeError)
+    return k  # pragma: no cover
+
+
 def _trace_mode(fn: str, trace_axes, *, allow_none: bool = False) -> str | None:
     """``"traced"`` for NT's default ``(-1,)`` (also ``-1``, ``(1,)``); ``None`` for ``()`` (the
     kernel carries the output axes: ``[N, N, O, O]``); anything else raises."""
@@ -225,7 +266,10 @@ def _make_solver(fn: str, k, diag_reg, absolute, solver: str, cg_tol: float, cg_
     # tracer when this runs under jit, and the solver is cached across calls
     if callable(k) and not hasattr(k, "shape"):
         # CG on the user's matvec; the relative regulariser needs the trace, so it is absolute here
-        mv = lambda v: k(v) + diag_reg * v
+        # (relative for a kjax.kernels.operator given its `diag`)
+        scale = getattr(k, "mean_diag", None)
+        reg = diag_reg if absolute or scale is None else diag_reg * scale
+        mv = lambda v: k(v) + reg * v
     else:
         mv = lambda v: k @ v + (diag_reg if absolute else diag_reg * jnp.trace(k) / k.shape[0]) * v
     return _Solver(None, None, mv, cg_tol, cg_maxiter, fn)
@@ -274,8 +318,9 @@ def gradient_descent_mse(
     clipped, 3 no positive eigenvalue, 6 singular, 4 CG stopped at ``cg_maxiter``).
 
     Args:
-      k_train_train: ``[N, N]`` NTK on the training set (or, with ``solver="cg"``, a matvec
-        function ``v: [N, O] -> K v``).
+      k_train_train: ``[N, N]`` NTK on the training set, or :func:`kjax.kernels.precomputed` of
+        it (or, with ``solver="cg"``, a matvec function ``v: [N, O] -> K v`` or a
+        :func:`kjax.kernels.operator`, whose ``diag`` makes a relative ``diag_reg`` possible).
       y_train: ``[N, O]`` (or ``[N]``) targets.
       learning_rate: :math:`\eta > 0`; only ``t * learning_rate`` matters.
       diag_reg: diagonal regulariser (>= 0).
@@ -297,7 +342,9 @@ def gradient_descent_mse(
       KjaxError: a non-square or empty kernel, targets of the wrong shape, NaN/inf in concrete
         inputs, ``learning_rate <= 0``, ``diag_reg < 0``, ``trace_axes`` other than ``(-1,)``, an
         unknown ``solver``, a negative ``t``, a finite ``t`` with ``solver="cg"``, or a call that
-        asks for test predictions without ``k_test_train`` (or with one of the wrong shape).
+        asks for test predictions without ``k_test_train`` (or with one of the wrong shape); a
+        :func:`kjax.kernels.operator` without ``solver="cg"``, a ``columns=`` precomputed kernel.
+      KjaxTypeError: ``k_train_train`` neither array-like, a kjax kernel nor callable.
 
     Example:
       >>> import jax.numpy as jnp
@@ -316,6 +363,7 @@ def gradient_descent_mse(
     fn = f"{_P}.gradient_descent_mse"
     _check_common(fn, diag_reg, trace_axes, solver=solver, cg_tol=cg_tol, cg_maxiter=cg_maxiter,
                   learning_rate=learning_rate, allow_untraced=True)
+    k_train_train = _train_kernel(fn, k_train_train, solver)
     if _trace_mode(fn, trace_axes, allow_none=True) is None and jnp.ndim(y_train) > 1:
         return _untraced_mse(fn, k_train_train, y_train, learning_rate, diag_reg, diag_reg_absolute_scale,
                              solver=solver, cg_tol=cg_tol, cg_maxiter=cg_maxiter)
@@ -326,6 +374,9 @@ def gradient_descent_mse(
     if matvec_only:
         if y.ndim not in (1, 2) or y.shape[0] == 0:
             fail(fn, "y_train", "have shape [N] or [N, O] with N >= 1", f"shape {y.shape}")
+        if isinstance(k_train_train, _OperatorMatvec) and y.shape[0] != k_train_train.n:
+            fail(fn, "y_train", f"have N = {k_train_train.n} rows, as the operator `k_train_train`",
+                 f"shape {y.shape}")
         _check_finite(fn, "y_train", y)
         k = k_train_train
     else:
@@ -482,7 +533,9 @@ def gp_inference(
 
     Args:
       k_train_train: ``[N, N]`` kernel, or a namedtuple (e.g. ``kernel_fn(x, None, ("nngp",
-        "ntk"))``) with ``nngp`` and / or ``ntk`` fields.
+        "ntk"))``) with ``nngp`` and / or ``ntk`` fields, or :func:`kjax.kernels.precomputed` of
+        the matrix, or (``solver="cg"``) a :func:`kjax.kernels.operator` (one kernel for every
+        ``get``; a relative ``diag_reg`` needs its ``diag``, else it is absolute).
       y_train: ``[N, O]`` targets.
       diag_reg: diagonal regulariser :math:`\lambda \ge 0` (relative to ``trace / N`` unless
         ``diag_reg_absolute_scale``).
@@ -501,8 +554,10 @@ def gp_inference(
 
     Raises:
       KjaxError: an unknown ``get``, a kernel without the field ``get`` names, a kernel or targets
-        of the wrong shape or with NaN/inf (concrete), ``diag_reg < 0``, or an unknown
-        ``solver``.
+        of the wrong shape or with NaN/inf (concrete), ``diag_reg < 0``, an unknown
+        ``solver``; a :func:`kjax.kernels.operator` without ``solver="cg"``, a ``columns=``
+        precomputed kernel.
+      KjaxTypeError: ``k_train_train`` neither array-like, a kjax kernel nor a matvec.
 
     Example:
       >>> import jax.numpy as jnp
@@ -519,19 +574,23 @@ def gp_inference(
     """
     fn = f"{_P}.gp_inference"
     _check_common(fn, diag_reg, trace_axes, solver=solver, cg_tol=cg_tol, cg_maxiter=cg_maxiter)
+    k_train_train = _train_kernel(fn, k_train_train, solver)
     y = _real(fn, "y_train", y_train)
     if y.ndim not in (1, 2):
         fail(fn, "y_train", "have shape [N] or [N, O]", f"shape {y.shape}")
     _check_finite(fn, "y_train", y)
-    for leaf in jax.tree.leaves(k_train_train):
+    op = k_train_train if isinstance(k_train_train, _OperatorMatvec) else None
+    if op is not None and y.shape[0] != op.n:
+        fail(fn, "y_train", f"have N = {op.n} rows, as the operator `k_train_train`", f"shape {y.shape}")
+    for leaf in ([] if op is not None else jax.tree.leaves(k_train_train)):
         _real(fn, "k_train_train", leaf)
         if jnp.ndim(leaf) == 2 and jnp.shape(leaf)[0] != y.shape[0]:
             fail(fn, "y_train", f"have N = {jnp.shape(leaf)[0]} rows, as `k_train_train`", f"shape {y.shape}")
     cache: dict[str, Any] = {}
 
     def solve(g, b, codes):
-        make = lambda: _make_solver(fn, _check_kernel(fn, _get_field(fn, k_train_train, g), y)[0], diag_reg,
-                                    diag_reg_absolute_scale, solver, cg_tol, cg_maxiter)
+        kg = op if op is not None else _check_kernel(fn, _get_field(fn, k_train_train, g), y)[0]
+        make = lambda: _make_solver(fn, kg, diag_reg, diag_reg_absolute_scale, solver, cg_tol, cg_maxiter)
         # CG precomputes nothing (and its matvec closes over arrays): only factorisations are cached
         sv = make() if solver == "cg" else _cached(cache, g, make, *jax.tree.leaves(k_train_train), y,
                                                    diag_reg)
@@ -556,8 +615,10 @@ def gp_inference(
             if k_test_train is None:
                 mean = y.astype(jnp.result_type(y.dtype, float))
                 if k_test_test is not None:
-                    kd = _get_field(fn, k_train_train, kg)
-                    out[g] = Gaussian(mean, jnp.zeros_like(kd))
+                    n_tr = y.shape[0]
+                    kd = (jnp.zeros((n_tr, n_tr), mean.dtype) if op is not None
+                          else jnp.zeros_like(_get_field(fn, k_train_train, kg)))
+                    out[g] = Gaussian(mean, kd)
                 else:
                     out[g] = mean
                 continue

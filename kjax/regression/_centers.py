@@ -73,8 +73,8 @@ def select_centers(fn, key, kernel, x, m, *, method, ridge, ridge_scaling, m_arg
     """:func:`nystrom_centers` with the name of the public function that called it (and of its
     argument for ``m``)."""
     check_in(fn, "center_method" if m_arg != "m" else "method", method, METHODS)
-    kern = c.check_kernel(fn, kernel)
-    x = c.check_x(fn, "x", x)
+    kern = c.check_kernel(fn, kernel, entries=method != "uniform")
+    x = c.check_x(fn, "x", x, kern, column=method != "uniform")
     n = x.shape[0]
     m = check_int(fn, m_arg, m, minimum=1)
     if m > n:
@@ -104,10 +104,14 @@ def solver_centers(fn, key, kernel, x, num_centers, centers, *, center_method, r
     if (num_centers is None) == (centers is None):
         fail(fn, "num_centers", "be given, or `centers` be given (exactly one of the two)",
              f"num_centers={num_centers!r}, centers={'None' if centers is None else 'an array'}")
+    ik = c.index_kernel(kernel)
+    if centers is None and getattr(ik, "columns", None) is not None:
+        fail(fn, "num_centers", "be None with a kernel precomputed(gram, columns=idx): pass "
+             "centers=idx (the stored columns)", num_centers)
     if centers is None:
         idx = select_centers(fn, key, kernel, x, num_centers, method=center_method, ridge=ridge,
                              ridge_scaling=ridge_scaling, m_arg="num_centers")
         return x[idx]
-    z = c.check_x(fn, "centers", centers)
+    z = c.check_x(fn, "centers", centers, kernel)
     check_same_dim(fn, "x", x, "centers", z, -1, what="the feature dimension d")
     return z

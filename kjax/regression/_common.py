@@ -94,12 +94,39 @@ def kernel_jit(*, static_argnums: tuple[int, ...] = ()):
     return deco
 
 
-def check_kernel(fn: str, kernel: Any) -> HeldKernel:
+def check_kernel(fn: str, kernel: Any, *, entries: bool = True) -> HeldKernel:
+    """``kernel`` as a :class:`HeldKernel`. A precomputed Gram matrix with NaN / inf raises when
+    concrete; with ``entries`` a :func:`kjax.kernels.operator` (matvecs only) raises."""
     if not callable(kernel):
         fail(fn, "kernel", "be a callable k(x1, x2) -> [n1, n2], e.g. "
              "functools.partial(kjax.kernels.rbf, lengthscale=2.0)", type(kernel).__name__,
              cls=KjaxTypeError)
+    ik = index_kernel(kernel)
+    if ik is not None:
+        if entries:
+            require_entries(fn, ik)
+        g = getattr(ik, "gram", None)
+        if g is not None and is_concrete(g):
+            with jax.ensure_compile_time_eval():  # a concrete matrix closed over inside jit
+                bad = int(jnp.sum(~jnp.isfinite(g)))
+            if bad:
+                fail(fn, "kernel", "hold only finite values (the precomputed Gram matrix has NaN or "
+                     "inf)", f"{bad} non-finite entries")
     return HeldKernel(kernel)
+
+
+def index_kernel(kern: Any) -> Any:
+    """The precomputed / operator kernel inside ``kern`` (None for kernels of data)."""
+    from kjax.kernels._precomputed import index_kernel as ik
+
+    return ik(kern)
+
+
+def require_entries(fn: str, ik: Any, what: str = "this solver") -> None:
+    if not ik.has_entries:
+        fail(fn, "kernel", f"have kernel entries for {what} (a KernelOperator only has matvecs; "
+             "pass kjax.kernels.precomputed(gram), or use krr_fit(..., solver='pcg') / "
+             "kjax.ntk.predict with solver='cg')", "a KernelOperator", cls=KjaxTypeError)
 
 
 def is_concrete(*xs: Any) -> bool:
@@ -121,8 +148,16 @@ def check_finite(fn: str, arg: str, a: Any) -> None:
              f"{int(np.sum(~np.isfinite(np.asarray(a))))} non-finite entries")
 
 
-def check_x(fn: str, arg: str, x: Any) -> jax.Array:
-    """``x`` as a float ``[n, d]`` array with ``n, d >= 1``; NaN/inf raise on concrete inputs."""
+def check_x(fn: str, arg: str, x: Any, kern: Any = None, *, column: bool = True) -> jax.Array:
+    """``x`` as a float ``[n, d]`` array with ``n, d >= 1``; NaN/inf raise on concrete inputs.
+
+    For a precomputed / operator kernel ``kern`` (:func:`kjax.kernels.precomputed`), ``x`` holds
+    indices (``None``: all points), returned as ``[n, 1]`` floats; ``column``: they are used as
+    the second argument of ``k`` (must be stored columns of a ``columns=`` Gram matrix).
+    """
+    ik = index_kernel(kern)
+    if ik is not None:
+        return ik.index_data(fn, arg, x, column=column)
     x = dtypes.as_float_array(fn, arg, x)
     check_rank(fn, arg, x, 2, layout="[n, d]")
     if x.shape[0] == 0 or x.shape[1] == 0:
@@ -131,14 +166,19 @@ def check_x(fn: str, arg: str, x: Any) -> jax.Array:
     return x
 
 
-def check_xy(fn: str, x: Any, y: Any, names: tuple[str, str] = ("x", "y")
-             ) -> tuple[jax.Array, jax.Array, bool]:
-    """Validate ``x: [n, d]`` and ``y: [n]`` or ``[n, O]``; returns ``(x, y2d, was_vector)``."""
+def check_xy(fn: str, x: Any, y: Any, names: tuple[str, str] = ("x", "y"), kern: Any = None, *,
+             column: bool = True) -> tuple[jax.Array, jax.Array, bool]:
+    """Validate ``x: [n, d]`` and ``y: [n]`` or ``[n, O]``; returns ``(x, y2d, was_vector)``
+    (``x`` indices for a precomputed / operator ``kern``: see :func:`check_x`)."""
     ax, ay = names
-    x = check_x(fn, ax, x)
+    all_points = x is None and index_kernel(kern) is not None
+    x = check_x(fn, ax, x, kern, column=column)
     y = dtypes.as_float_array(fn, ay, y)
     check_rank(fn, ay, y, (1, 2), layout="[n] or [n, O]")
     if y.shape[0] != x.shape[0]:
+        if all_points:
+            fail(fn, ay, f"have {x.shape[0]} rows, one per point of the {index_kernel(kern).kind} "
+                 f"({ax}=None means all its N={x.shape[0]} points): it does not match y", f"shape {y.shape}")
         fail(fn, ay, f"have {x.shape[0]} rows (one per row of {ax})", f"shape {y.shape}")
     if y.ndim == 2 and y.shape[1] == 0:
         fail(fn, ay, "have at least one output column", f"shape {y.shape}")
@@ -147,12 +187,15 @@ def check_xy(fn: str, x: Any, y: Any, names: tuple[str, str] = ("x", "y")
     return x, (y[:, None] if vec else y), vec
 
 
-def check_x_new(fn: str, x_new: Any, x_train: jax.Array) -> jax.Array:
+def check_x_new(fn: str, x_new: Any, x_train: jax.Array, kern: Any = None) -> jax.Array:
     """``x_new: [m, d]`` with the training ``d`` (``m = 0`` allowed); NaN/inf raise when concrete.
 
     Under ``jit`` non-finite rows give non-finite predictions in those rows only (documented NaN
     propagation; :func:`gp_posterior` also reports it in ``status``).
     """
+    ik = index_kernel(kern)
+    if ik is not None:  # indices (None: all points)
+        return ik.index_data(fn, "x_new", x_new, column=False, allow_empty=True)
     x_new = dtypes.as_float_array(fn, "x_new", x_new)
     check_rank(fn, "x_new", x_new, 2, layout="[m, d]")
     check_same_dim(fn, "x", x_train, "x_new", x_new, -1, what="the feature dimension d")

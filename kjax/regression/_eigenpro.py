@@ -132,7 +132,7 @@ def eigenpro_fit(
     """
     fn = "kjax.regression.eigenpro_fit"
     kern = c.check_kernel(fn, kernel)
-    x, y2, vec = c.check_xy(fn, x, y)
+    x, y2, vec = c.check_xy(fn, x, y, kern=kern)
     epochs = check_int(fn, "epochs", epochs, minimum=1)
     tol = _check_tol(fn, tol)
     block_size = c.check_block_size(fn, block_size)
@@ -323,7 +323,7 @@ def eigenpro_predict(
       Ma & Belkin, SysML 2019.
     """
     fn = "kjax.regression.eigenpro_predict"
-    x_new = c.check_x_new(fn, x_new, state.x)
+    x_new = c.check_x_new(fn, x_new, state.x, state.kernel)
     block_size = c.check_block_size(fn, block_size)
     mesh_axis = c.check_mesh(fn, mesh, mesh_axis)
     if x_new.shape[0] == 0:
@@ -410,8 +410,8 @@ def eigenpro3_fit(
     """
     fn = "kjax.regression.eigenpro3_fit"
     kern = c.check_kernel(fn, kernel)
-    x, y2, vec = c.check_xy(fn, x, y)
-    z = c.check_x(fn, "centers", centers)
+    x, y2, vec = c.check_xy(fn, x, y, kern=kern)
+    z = c.check_x(fn, "centers", centers, kern)
     c.check_same_dim(fn, "x", x, "centers", z, -1, what="the feature dimension d")
     epochs = check_int(fn, "epochs", epochs, minimum=1)
     tol = _check_tol(fn, tol)

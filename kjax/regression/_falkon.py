@@ -126,8 +126,12 @@ def _val_error(p: _Problem, beta, kern, block_size, mesh, mesh_axis):
 def _rhs(p: _Problem, kern, block_size, mesh, mesh_axis):
     """The right-hand side of Falkon's preconditioned system: A^-T T^-T K_Mn y / n."""
     n = p.x.shape[0]
-    kty = kernels.kernel_matvec(kern, p.centers, p.x, p.y, block_size=block_size, mesh=mesh,
-                                mesh_axis=mesh_axis)
+    ik = c.index_kernel(kern)
+    if ik is not None:  # K_Mn y as (K_nM)^T y: a columns= store holds K_nM, not K_Mn
+        kty = ik.rmatvec(p.x, p.centers, p.y)
+    else:
+        kty = kernels.kernel_matvec(kern, p.centers, p.x, p.y, block_size=block_size, mesh=mesh,
+                                    mesh_axis=mesh_axis)
     kty = kty.astype(p.low_t[0].dtype)
     return tri_solve(p.low_a, tri_solve(p.low_t, kty, transpose=False), transpose=False) / n
 
@@ -193,7 +197,9 @@ def falkon_fit(
 
     Args:
       key: PRNG key (centre selection).
-      kernel: ``k(x1, x2) -> [n1, n2]``.
+      kernel: ``k(x1, x2) -> [n1, n2]``, or :func:`kjax.kernels.precomputed` (then ``x``,
+        ``centers``, ``x_val`` are indices; with ``columns=idx`` pass ``centers=idx``: each
+        iteration is two products with the stored ``[N, M]`` matrix).
       x: ``[n, d]`` training points.
       y: ``[n]`` or ``[n, O]`` targets.
       ridge: :math:`\lambda > 0` (see ``ridge_scaling``).
@@ -250,7 +256,8 @@ def falkon_fit(
     """
     fn = "kjax.regression.falkon_fit"
     kern = c.check_kernel(fn, kernel)
-    x, y2, vec = c.check_xy(fn, x, y)
+    # the data are rows of K_nM only: with precomputed(K_nm, columns=idx) they need not be columns
+    x, y2, vec = c.check_xy(fn, x, y, kern=kern, column=False)
     n = x.shape[0]
     maxiter = check_int(fn, "maxiter", maxiter, minimum=1)
     check_positive(fn, "tol", tol, allow_zero=True)
@@ -264,7 +271,7 @@ def falkon_fit(
     if (x_val is None) != (y_val is None):
         fail(fn, "y_val", "be given together with `x_val`", "only one of them")
     if x_val is not None:
-        xv, yv, _ = c.check_xy(fn, x_val, y_val)
+        xv, yv, _ = c.check_xy(fn, x_val, y_val, kern=kern, column=False)
         check_same_dim(fn, "x", x, "x_val", xv, -1, what="the feature dimension d")
         if yv.shape[1] != y2.shape[1]:
             fail(fn, "y_val", f"have {y2.shape[1]} output column(s) like y", f"shape {yv.shape}")
@@ -406,7 +413,7 @@ def falkon_predict(
       Rudi, Carratino & Rosasco, NeurIPS 2017.
     """
     fn = "kjax.regression.falkon_predict"
-    x_new = c.check_x_new(fn, x_new, state.centers)
+    x_new = c.check_x_new(fn, x_new, state.centers, state.kernel)
     block_size = c.check_block_size(fn, block_size)
     mesh_axis = c.check_mesh(fn, mesh, mesh_axis)
     if x_new.shape[0] == 0:

@@ -43,7 +43,7 @@ class GPPosterior(NamedTuple):
 def _checked(fn, kernel, x, y, ridge, noise, jitter, block_size, mesh, mesh_axis):
     ridge = c.ridge_or_noise(fn, ridge, noise)
     kern = c.check_kernel(fn, kernel)
-    x, y2, vec = c.check_xy(fn, x, y)
+    x, y2, vec = c.check_xy(fn, x, y, kern=kern)
     check_positive(fn, "noise" if noise is not None else "ridge", ridge)
     jitter = c.check_jitter(fn, jitter)
     block_size = c.check_block_size(fn, block_size)
@@ -120,7 +120,7 @@ def gp_posterior(
     fn = "kjax.regression.gp_posterior"
     kern, x, y2, vec, ridge, jitter, blocks = _checked(fn, kernel, x, y, ridge, noise, jitter, block_size,
                                                        mesh, mesh_axis)
-    x_new = c.check_x_new(fn, x_new, x)
+    x_new = c.check_x_new(fn, x_new, x, kern)
     block_size, mesh, mesh_axis = blocks
     low, coef, code = _factor_core(kern, x, y2, ridge, jitter, *blocks)
     if x_new.shape[0] == 0:

@@ -118,8 +118,11 @@ def krr_fit(
 
     Args:
       kernel: ``k(x1, x2) -> [n1, n2]``, e.g. ``functools.partial(kjax.kernels.rbf,
-        lengthscale=2.0)``.
-      x: ``[n, d]`` training points.
+        lengthscale=2.0)``; or a stored Gram matrix :func:`kjax.kernels.precomputed`, or a
+        matvec-only :func:`kjax.kernels.operator` (``solver="pcg"``, the default for it, with a
+        Jacobi preconditioner from its ``diag``).
+      x: ``[n, d]`` training points (for ``precomputed`` / ``operator``: ``[n]`` indices into its
+        points, None for all of them).
       y: ``[n]`` or ``[n, O]`` targets.
       ridge: a positive scalar, or a ``[R]`` array of positive values (the whole path).
       ridge_scaling: ``"none"`` (:math:`\alpha = \text{ridge}`; alias ``"sklearn"``) or ``"n"``
@@ -148,7 +151,9 @@ def krr_fit(
         ``mesh_axis`` that is not an axis of ``mesh`` (or missing on a multi-axis mesh), an
         unknown ``solver``, ``solver="pcg"`` with an array ``ridge``, ``tol < 0``,
         ``maxiter < 1``, ``preconditioner_rank`` outside ``[1, n]``.
-      TypeError: ``kernel`` not callable, ``mesh`` not a ``Mesh``.
+      TypeError: ``kernel`` not callable, ``mesh`` not a ``Mesh``, a
+        :func:`kjax.kernels.operator` with ``solver="cholesky"`` or a ridge path (it has no
+        entries).
 
     Example:
       >>> import functools, jax.numpy as jnp
@@ -172,8 +177,10 @@ def krr_fit(
       preconditioned CG); Chen, Epperly, Tropp & Webber, *Randomly pivoted Cholesky*, CPAM 2024.
     """
     fn = "kjax.regression.krr_fit"
-    kern = c.check_kernel(fn, kernel)
-    x, y2, vec = c.check_xy(fn, x, y)
+    kern = c.check_kernel(fn, kernel, entries=False)
+    x, y2, vec = c.check_xy(fn, x, y, kern=kern)
+    ik = c.index_kernel(kern)
+    matvec_only = ik is not None and not ik.has_entries
     n = x.shape[0]
     alpha = c.check_ridge(fn, ridge, ridge_scaling, n, allow_array=True)
     jitter = c.check_jitter(fn, jitter)
@@ -184,6 +191,10 @@ def krr_fit(
     if tol is not None:
         check_positive(fn, "tol", tol, allow_zero=True)
     maxiter = PCG_MAXITER if maxiter is None else check_int(fn, "maxiter", maxiter, minimum=1)
+    if matvec_only and preconditioner_rank is not None:
+        fail(fn, "preconditioner_rank", "be None with a kjax.kernels.operator kernel (the RPCholesky "
+             "preconditioner needs kernel columns; an operator is preconditioned by Jacobi from its "
+             "`diag`, or not at all)", preconditioner_rank)
     if preconditioner_rank is None:
         rank = min(n, PCG_RANK)
     else:
@@ -194,7 +205,10 @@ def krr_fit(
         fail(fn, "solver", "be 'auto' or 'cholesky' for an array `ridge` (a ridge path is solved from "
              "one eigendecomposition; PCG takes a scalar ridge)", repr(solver))
     if solver == "auto":
-        solver = "cholesky" if path or n <= PCG_MIN_N else "pcg"
+        solver = "cholesky" if path or (n <= PCG_MIN_N and not matvec_only) else "pcg"
+    if matvec_only and solver == "cholesky":
+        c.require_entries(fn, ik, "solver='cholesky' or a ridge path (use solver='pcg' with a scalar "
+                          "ridge)")
     if solver == "cholesky":
         coef, status, resid = _krr_core(kern, x, y2, alpha, path, jitter, block_size, mesh, mesh_axis)
         iters = jnp.asarray(0, jnp.int32)
@@ -203,7 +217,7 @@ def krr_fit(
         if tol is None:
             tol = 1e-10 if dt == jnp.float64 else 1e-5
         key = jax.random.key(0) if key is None else key
-        dense = mesh is None and n * n * dt.itemsize <= PCG_DENSE_BYTES
+        dense = mesh is None and n * n * dt.itemsize <= PCG_DENSE_BYTES and not matvec_only
         coef, status, resid, iters = _pcg_solve(kern, x, y2, alpha, key, rank, float(tol), maxiter, dense,
                                                 block_size, mesh, mesh_axis)
     return KRRState(x, coef, alpha.astype(coef.dtype), status, kern, c.Layout(vec, path), resid, iters)
@@ -271,14 +285,38 @@ def _pcg_preconditioner(kern, x, key, rank, alpha):
     return nystrom_preconditioner(f, alpha), status
 
 
+class _JacobiPreconditioner(NamedTuple):
+    """``diag(1 / (diag K + alpha))`` (ones without a diagonal): the preconditioner of a
+    :func:`kjax.kernels.operator`, which has no columns for RPCholesky."""
+
+    inv: Float[Array, " n"]
+
+    def __call__(self, x):
+        return self.inv[:, None] * x if x.ndim == 2 else self.inv * x
+
+
+@c.kernel_jit()
+def _jacobi_preconditioner(kern, x, alpha):
+    ik = c.index_kernel(kern)
+    dt = dtypes.gram_dtype(x)
+    if ik.diag_values is None:
+        return _JacobiPreconditioner(jnp.ones(x.shape[0], dt)), st.as_status(Status.OK)
+    d = kernels.kernel_diag(kern, x).astype(dt) + alpha.astype(dt)
+    return _JacobiPreconditioner(1.0 / d), st.as_status(Status.OK)
+
+
 def _pcg_solve(kern, x, y2, alpha, key, rank, tol, maxiter, dense, block_size, mesh, mesh_axis):
-    pre, rp_status = _pcg_preconditioner(kern, x, key, rank, alpha)
+    ik = c.index_kernel(kern)
+    if ik is not None and not ik.has_entries:
+        pre, rp_status = _jacobi_preconditioner(kern, x, alpha)
+    else:
+        pre, rp_status = _pcg_preconditioner(kern, x, key, rank, alpha)
     return _pcg_core(kern, x, y2, alpha, pre, rp_status, tol, maxiter, dense, block_size, mesh, mesh_axis)
 
 
 @c.kernel_jit(static_argnums=(6, 7, 8, 9, 10, 11))
 def _pcg_core(kern, x, y2, alpha, pre, rp_status, tol, maxiter, dense, block_size, mesh, mesh_axis):
-    dt = pre.f.dtype
+    dt = pre.f.dtype if isinstance(pre, _NystromPreconditioner) else pre.inv.dtype
     a = alpha.astype(dt)
     yk = y2.astype(dt)
     if dense:
@@ -336,7 +374,7 @@ def krr_predict(
       Scholkopf & Smola, *Learning with Kernels*, 2002 (the representer theorem).
     """
     fn = "kjax.regression.krr_predict"
-    x_new = c.check_x_new(fn, x_new, state.x)
+    x_new = c.check_x_new(fn, x_new, state.x, state.kernel)
     block_size = c.check_block_size(fn, block_size)
     mesh_axis = c.check_mesh(fn, mesh, mesh_axis)
     if x_new.shape[0] == 0:
@@ -468,7 +506,7 @@ def spectral_fit(
                       stacklevel=2)
         ridge = reg
     kern = c.check_kernel(fn, kernel)
-    x, y2, vec = c.check_xy(fn, x, y)
+    x, y2, vec = c.check_xy(fn, x, y, kern=kern)
     n = x.shape[0]
     alpha = c.check_ridge(fn, ridge, ridge_scaling, n, allow_array=True)
     block_size = c.check_block_size(fn, block_size)

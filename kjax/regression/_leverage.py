@@ -81,7 +81,7 @@ def ridge_leverage_scores(
     """
     fn = "kjax.regression.ridge_leverage_scores"
     kern = c.check_kernel(fn, kernel)
-    x = c.check_x(fn, "x", x)
+    x = c.check_x(fn, "x", x, kern)
     jitter = c.check_jitter(fn, jitter)
     alpha = c.check_ridge(fn, ridge, ridge_scaling, x.shape[0])
     scores, status = exact_scores(kern, x, alpha.astype(dtypes.gram_dtype(x)), jitter)
@@ -130,7 +130,7 @@ def effective_dimension(
     """
     fn = "kjax.regression.effective_dimension"
     kern = c.check_kernel(fn, kernel)
-    x = c.check_x(fn, "x", x)
+    x = c.check_x(fn, "x", x, kern)
     alpha = c.check_ridge(fn, ridge, ridge_scaling, x.shape[0], allow_array=True)
     deff, status = _deff_core(kern, x, alpha)
     raise_if_failed(fn, status)
@@ -358,7 +358,7 @@ def dictionary(fn, key, kernel, x, *, ridge, ridge_scaling, method, oversampling
     if not c.is_concrete(x, key):
         fail(fn, "x", "be a concrete array (this function runs a host loop, not under jit)",
              "a traced value")
-    x = c.check_x(fn, "x", x)
+    x = c.check_x(fn, "x", x, kern)
     check_positive(fn, "oversampling", oversampling)
     chunk = check_int(fn, "chunk_size", chunk_size, minimum=1)
     jitter = c.check_jitter(fn, jitter)

@@ -140,7 +140,7 @@ def falkon_logistic_fit(
     """
     fn = "kjax.regression.falkon_logistic_fit"
     kern = c.check_kernel(fn, kernel)
-    x, y2, vec = c.check_xy(fn, x, y)
+    x, y2, vec = c.check_xy(fn, x, y, kern=kern)
     if not vec:
         fail(fn, "y", "be [n] binary labels (one output; multiclass is not supported)",
              f"shape {y2.shape}")
@@ -322,7 +322,7 @@ def falkon_logistic_predict_proba(
 
 
 def _predict(fn, state, x_new, block_size, mesh, mesh_axis):
-    x_new = c.check_x_new(fn, x_new, state.centers)
+    x_new = c.check_x_new(fn, x_new, state.centers, state.kernel)
     block_size = c.check_block_size(fn, block_size)
     mesh_axis = c.check_mesh(fn, mesh, mesh_axis)
     if x_new.shape[0] == 0:

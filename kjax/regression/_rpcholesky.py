@@ -72,7 +72,7 @@ def rpcholesky(
     """
     fn = "kjax.regression.rpcholesky"
     kern = c.check_kernel(fn, kernel)
-    x = c.check_x(fn, "x", x)
+    x = c.check_x(fn, "x", x, kern)
     n = x.shape[0]
     m = check_int(fn, "m", m, minimum=1)
     if m > n:

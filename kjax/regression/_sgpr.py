@@ -120,8 +120,8 @@ def sgpr_fit(
     """
     fn = "kjax.regression.sgpr_fit"
     kern = c.check_kernel(fn, kernel)
-    x, y2, vec = c.check_xy(fn, x, y)
-    z = c.check_x(fn, "centers", centers)
+    x, y2, vec = c.check_xy(fn, x, y, kern=kern)
+    z = c.check_x(fn, "centers", centers, kern)
     check_same_dim(fn, "x", x, "centers", z, -1, what="the feature dimension d")
     if ridge is None:
         fail(fn, "ridge", "be given (the noise variance, > 0)", None)
@@ -211,7 +211,7 @@ def sgpr_predict(
       Titsias, AISTATS 2009.
     """
     fn = "kjax.regression.sgpr_predict"
-    x_new = c.check_x_new(fn, x_new, state.centers)
+    x_new = c.check_x_new(fn, x_new, state.centers, state.kernel)
     if block_size is not None:
         block_size = check_int(fn, "block_size", block_size, minimum=1)
     if x_new.shape[0] == 0:
