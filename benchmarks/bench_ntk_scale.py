@@ -295,7 +295,7 @@ def main(argv=None) -> int:
     p.add_argument("--centers", type=int, default=None, help="Falkon centres (a: 5000, b/c: 2000)")
     p.add_argument("--exact-n", type=int, default=10_000, help="(a) the exact-KRR subset")
     p.add_argument("--ridge", type=float, default=1e-6, help="lambda (Falkon's n-scaled penalty)")
-    p.add_argument("--maxiter", type=int, default=30)
+    p.add_argument("--maxiter", type=int, default=None, help="Falkon's CG iterations (a: 30, b/c: 100)")
     p.add_argument("--block-size", type=int, default=None)
     p.add_argument("--progress", action="store_true")
     p.add_argument("--direct", action="store_true",
@@ -309,6 +309,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     args.n = args.n or (60_000 if args.run == "a" else 50_000)
     args.centers = args.centers or (5000 if args.run == "a" else 2000)
+    args.maxiter = args.maxiter or (30 if args.run == "a" else 100)
     if args.run == "c-worker":
         worker_c(args)
         return 0
