@@ -133,6 +133,56 @@ def solve_triangular(low: jax.Array, b: jax.Array, *, transpose: bool = False,
 #: above this many right-hand sides, LAPACK's triangular solve (compute-bound) is used as it is
 FEW_RHS = 64
 
+#: rows of the diagonal blocks that :func:`unit_lower_inverse` inverts by substitution
+UNIT_LOWER_BLOCK = 16
+
+
+def unit_lower_inverse(strict: Float[Array, "*batch c c"], *, block: int = UNIT_LOWER_BLOCK
+                       ) -> Float[Array, "*batch c c"]:
+    """``(I + strict)^-1`` for a batch of strictly lower-triangular ``strict: [..., c, c]``, by matrix
+    products only (no LAPACK call).
+
+    Why not ``jax.lax.linalg.triangular_solve``: on the CPU backend a batched triangular solve is
+    jaxlib's LAPACK kernel, which splits the batch over XLA's intra-op thread pool and waits for
+    the parts; when two such solves run at once (XLA runs independent operations concurrently, e.g.
+    a forward and a backward solve of the chunked delta rule) on a pool of two threads, both
+    threads wait for parts that no thread is left to run, and the program hangs (observed with
+    jax 0.10.2 on a 2-core machine: gdb showed both pool threads in ``ParallelBatchMap`` of
+    ``TriMatrixEquationSolver`` and every other thread idle).
+
+    Method: the ``block x block`` diagonal blocks are inverted by forward substitution, one row at
+    a time (``block`` steps, vectorised over the batch and the blocks), and the off-diagonal blocks
+    follow from ``T_ij = -T_ii sum_{j <= k < i} N_ik T_kj``. Stable like substitution (no power
+    series); differentiable; the cost is ``O(c^3)`` per matrix, small next to the chunk's other
+    products for the chunk sizes of linear attention (``c <= 128``).
+    """
+    c = strict.shape[-1]
+    hi = jax.lax.Precision.HIGHEST
+    bs = max(1, min(block, c))
+    nb = -(-c // bs)
+    cp = nb * bs
+    if cp != c:
+        pad = [(0, 0)] * (strict.ndim - 2) + [(0, cp - c), (0, cp - c)]
+        strict = jnp.pad(strict, pad)
+    eye = jnp.eye(bs, dtype=strict.dtype)
+    blk = lambda i, j: strict[..., i * bs:(i + 1) * bs, j * bs:(j + 1) * bs]
+    diag = jnp.stack([blk(i, i) for i in range(nb)], axis=-3)          # [..., nb, bs, bs]
+    rows = [jnp.broadcast_to(eye[0], diag.shape[:-2] + (bs,))]
+    for r in range(1, bs):
+        done = jnp.stack(rows, axis=-2)                                   # [..., nb, r, bs]
+        rows.append(eye[r] - jnp.einsum("...j,...jk->...k", diag[..., r, :r], done, precision=hi))
+    dinv = jnp.stack(rows, axis=-2)                                       # [..., nb, bs, bs]
+    t = [[None] * nb for _ in range(nb)]
+    for i in range(nb):
+        t[i][i] = dinv[..., i, :, :]
+        for j in range(i - 1, -1, -1):
+            acc = sum(jnp.matmul(blk(i, k), t[k][j], precision=hi) for k in range(j, i))
+            t[i][j] = -jnp.matmul(t[i][i], acc, precision=hi)
+    zero = jnp.zeros_like(t[0][0])
+    full = jnp.concatenate([jnp.concatenate([t[i][j] if j <= i else zero for j in range(nb)], axis=-1)
+                            for i in range(nb)], axis=-2)
+    return full[..., :c, :c]
+
 
 def cho_solve(low: jax.Array, b: jax.Array) -> jax.Array:
     """``(low low^T)^-1 b`` from a lower Cholesky factor: two :func:`solve_triangular` calls for a

@@ -40,6 +40,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from kjax._src.linalg import unit_lower_inverse
 from kjax.attention._reference import pad_time, to_chunks
 
 #: tokens per sub-chunk of the per-feature (GLA) form
@@ -243,10 +244,12 @@ def _delta_core(q, k, v, beta, g, state, runs, seq, *, c: int):
     kk = jnp.einsum("nbhcm,nbhsm->nbhcs", kc, kc)
     if gc is not None:
         kk = kk * gam
-    lower = jnp.where(strict, bc[..., :, None] * kk, 0) + jnp.eye(c, dtype=q.dtype)
+    # (I + N)^-1 by matrix products: a batched LAPACK triangular solve can hang XLA:CPU (see
+    # kjax._src.linalg.unit_lower_inverse)
+    t_inv = unit_lower_inverse(jnp.where(strict, bc[..., :, None] * kk, 0))
     kin = kc if ein is None else kc * ein[..., None]
     rhs = bc[..., None] * jnp.concatenate([vc, kin], axis=-1)
-    w = jax.lax.linalg.triangular_solve(lower, rhs, left_side=True, lower=True, unit_diagonal=True)
+    w = jnp.einsum("nbhcs,nbhsx->nbhcx", t_inv, rhs, precision=jax.lax.Precision.HIGHEST)
     wv, wk = w[..., :dv], w[..., dv:]
     qk = jnp.einsum("nbhcm,nbhsm->nbhcs", qc, kc)
     qk = jnp.where(gam, qk, 0) if gc is None else qk * gam

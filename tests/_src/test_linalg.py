@@ -105,3 +105,23 @@ def test_psd_eigh_and_pseudo_inverse_solves():
     solve = jax.jit(lambda m, r: linalg.psd_solve(linalg.psd_factor(m), r))
     assert_close(solve(jnp.asarray(k), jnp.asarray(b)), np.linalg.pinv(k, rcond=1e-10) @ b, 1e-9)
     assert_close(solve(jnp.asarray(spd), jnp.asarray(b)), np.linalg.solve(spd, b), 1e-12)
+
+
+@pytest.mark.parametrize("c", [5, 40])
+def test_unit_lower_inverse_equals_numpy(c):
+    # the delta rule's (I + N)^-1 with N = tril(diag(beta) K K^T, -1), unit keys, beta in [0, 2]
+    k = RNG.normal(size=(2, 3, c, 8))
+    k /= np.linalg.norm(k, axis=-1, keepdims=True)
+    n = np.tril(RNG.uniform(0, 2, size=(2, 3, c, 1)) * (k @ np.swapaxes(k, -1, -2)), -1)
+    want = np.linalg.inv(np.eye(c) + n)
+    inv = jax.jit(linalg.unit_lower_inverse)
+    assert_close(inv(jnp.asarray(n)), want, 1e-13)
+    # worst case for power series (all ones below the diagonal): still exact in float32
+    ones = np.tril(np.ones((c, c)), -1)
+    got = inv(jnp.asarray(ones, jnp.float32))
+    assert np.array_equal(np.asarray(got), np.linalg.inv(np.eye(c) + ones).astype(np.float32))
+
+
+def test_unit_lower_inverse_gradients():
+    n = jnp.asarray(np.tril(RNG.normal(size=(20, 20)), -1) * 0.3)
+    check_grads(jax.jit(linalg.unit_lower_inverse), (n,), order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
