@@ -209,7 +209,8 @@ def test_unknown_get_and_keyword_errors():
             r".*'shape1'.*; got 'nngps'", kernel_fn, x, None, "nngps")
     _raises(r"kernel_fn: `diagonal_spatial` must be None or False: a layer of serial mixes "
             r"spatial positions", kernel_fn, x, None, diagonal_spatial=True)
-    _raises(r"kernel_fn: `mask_constant` must be None", kernel_fn, x, None, mask_constant=0.0)
+    _raises(r"kernel_fn: `mask_constant` must be None or a real scalar", kernel_fn, x, None,
+            mask_constant=[0.0])
     _raises(r"kernel_fn: `diagonal_batch` must be None, True or False", kernel_fn, x, None,
             diagonal_batch="no")
     _raises(r"kernel_fn: `x2` must be None when a Kernel is given", kernel_fn,

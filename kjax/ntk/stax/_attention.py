@@ -24,11 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from kjax._src.errors import check_int, check_positive, fail
+from kjax.ntk.stax import _kernel as K
 from kjax.ntk.stax._core import STAX, Layer, axis_arg, check_axes, make_layer, single_branch
-from kjax.ntk.stax._dot import _unzip, _zip
+from kjax.ntk.stax._dot import unzip_pairs, zip_pairs
 from kjax.ntk.stax._requirements import AttentionMechanism, PositionalEmbedding
 
 _HI = jax.lax.Precision.HIGHEST
+#: neural-tangents' stand-in for -inf in a masked softmax (softmax of all -inf is NaN)
+_NEG_INF = -1e20
 _MECH = {"SOFTMAX": lambda x: jax.nn.softmax(x, axis=-1), "IDENTITY": lambda x: x,
          "ABS": jnp.abs, "RELU": lambda x: jnp.maximum(x, 0.0)}
 
@@ -185,7 +188,7 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
                                                                          n_chan_key))
         return out_shape, (queries, keys, vals, W_out, bias, pos_emb)
 
-    def apply_fn(params, inputs, **kwargs):
+    def apply_fn(params, inputs, mask=None, **kwargs):
         query_m, key_m, val_m, W_out, bias, pos_emb = params
         nd = inputs.ndim
         b, c = layout("apply_fn", nd)
@@ -204,6 +207,8 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
                 k = len(spatial)
                 pos_emb = jnp.tensordot(L, pos_emb, (tuple(range(k, 2 * k)), spatial_axes))
                 pos_emb = jnp.moveaxis(pos_emb, tuple(range(k)), spatial_axes)
+            if mask is not None:  # NT: no positional embedding at masked entries
+                pos_emb = jnp.where(mask, jnp.zeros((), pos_emb.dtype), pos_emb)
             pos_emb = pos_emb * W_pos_emb_std
             if pe == "SUM":
                 inputs_val = None if val_pos_emb else inputs
@@ -233,6 +238,10 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
         queries = keys if linear_scaling else heads_dot(query_m, inputs)
         G = jnp.matmul(queries, jnp.swapaxes(keys, -1, -2), precision=_HI)
         G = G * (QK_std / (inputs.shape[-1] * n_chan_key ** (1 if linear_scaling else 0.5)))
+        if mask is not None:  # masked positions are not attended to (as keys)
+            km = jnp.moveaxis(jnp.all(mask, axis=c, keepdims=True), (b, c), (0, -1))
+            km = km.reshape((1, km.shape[0], 1, -1))
+            G = jnp.where(km, jnp.asarray(_NEG_INF if mech == "SOFTMAX" else 0.0, G.dtype), G)
         G = _MECH[mech](G)
         heads = jnp.matmul(G, values, precision=_HI)  # [heads, n, S, n_chan_val]
         heads = jnp.moveaxis(heads, 0, -1)
@@ -261,13 +270,17 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
         S = math.prod(spatial)
 
         def flat(mat):
-            return _unzip(mat).reshape((N, N, S, S))
+            return unzip_pairs(mat).reshape((N, N, S, S))
 
         def unflat(mat):
-            return _zip(mat.reshape((N, N) + spatial + spatial))
+            return zip_pairs(mat.reshape((N, N) + spatial + spatial))
 
         nngp, ntk = flat(st.nngp), flat(st.ntk)
         R = None
+        pair_masked = None
+        if st.mask is not None and pe != "NONE":
+            # NT masks the positional covariance between entries of which one is masked
+            pair_masked = flat(K.pair_mask(K.spatial_mask(kfn, st), False))
         kw, pw = 1.0, W_pos_emb_std**2
         if pe != "NONE":
             R = _pos_emb_cov(spatial, pos_emb_p_norm, pos_emb_decay_fn).astype(nngp.dtype)
@@ -279,11 +292,20 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
                 n_pos(st.shape1[-1], "kernel_fn")
 
         def interp(mat):
-            return mat if R is None else kw * mat + pw * R[None, None]
+            if R is None:
+                return mat
+            Rm = R[None, None]
+            if pair_masked is not None:
+                Rm = jnp.where(pair_masked, jnp.zeros((), mat.dtype), Rm)
+            return kw * mat + pw * Rm
 
         if linear_scaling:
             ni = interp(nngp)
             cov = ni[jnp.arange(N), jnp.arange(N)]  # [N, S, S]: each example with itself
+            if st.mask is not None:  # masked keys get no attention (NT's _get_weighting)
+                km = jnp.all(st.mask, axis=-1).reshape((N, 1, S))
+                cov = jnp.where(km, jnp.asarray(_NEG_INF if mech == "SOFTMAX" else 0.0,
+                                                cov.dtype), cov)
             G = _MECH[mech](QK_std * cov)
 
             def weigh(mat):
@@ -310,6 +332,10 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
                           shape1=st.shape1[:-1] + (n_chan_out,),
                           shape2=st.shape2[:-1] + (n_chan_out,))
 
+    def mask_fn(mask, input_shape):
+        return jnp.all(mask, axis=channel_axis, keepdims=True)
+
     return make_layer(init_fn, apply_fn, transform, f"GlobalSelfAttention({n_chan_out})",
                       needs_full=True, reqs={"batch_axis": batch_axis,
-                                             "channel_axis": channel_axis})
+                                             "channel_axis": channel_axis},
+                      mask_fn=mask_fn, remask=True)

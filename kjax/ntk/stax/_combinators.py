@@ -12,7 +12,15 @@ import jax
 import jax.numpy as jnp
 
 from kjax._src.errors import KjaxError, check_int, fail
-from kjax.ntk.stax._core import STAX, KernelFn, Layer, make_layer, merge_reqs, single_branch
+from kjax.ntk.stax._core import (
+    STAX,
+    KernelFn,
+    Layer,
+    MaskedArray,
+    make_layer,
+    merge_reqs,
+    single_branch,
+)
 from kjax.ntk.stax._kernel import State
 
 
@@ -61,7 +69,8 @@ def serial(*layers: Layer) -> Layer:
         return st
 
     return make_layer(init_fn, apply_fn, transform, "serial",
-                      needs_full=any(kf.needs_full for kf in kernel_fns), reqs=merge_reqs(kernel_fns))
+                      needs_full=any(kf.needs_full for kf in kernel_fns), reqs=merge_reqs(kernel_fns),
+                      masking=False)
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -115,7 +124,8 @@ def parallel(*layers: Layer) -> Layer:
         return [kf.transform(s) for kf, s in zip(kernel_fns, sts, strict=True)]
 
     return make_layer(init_fn, apply_fn, transform, "parallel",
-                      needs_full=any(kf.needs_full for kf in kernel_fns), reqs=merge_reqs(kernel_fns))
+                      needs_full=any(kf.needs_full for kf in kernel_fns), reqs=merge_reqs(kernel_fns),
+                      masking=False)
 
 
 def _check_layers(fn, layers):
@@ -159,7 +169,7 @@ def FanOut(num: int) -> Layer:
         st = single_branch(f"{STAX}.FanOut", st)
         return [st] * num
 
-    return make_layer(init_fn, apply_fn, transform, f"FanOut({num})")
+    return make_layer(init_fn, apply_fn, transform, f"FanOut({num})", masking=False)
 
 
 def _check_branches(fn, sts):
@@ -211,7 +221,7 @@ def FanInSum() -> Layer:
         return sts[0].replace(nngp=sum(s.nngp for s in sts), ntk=sum(s.ntk for s in sts),
                               is_gaussian=True)
 
-    return make_layer(init_fn, apply_fn, transform, "FanInSum")
+    return make_layer(init_fn, apply_fn, transform, "FanInSum", mask_fn=_and_masks)
 
 
 def FanInConcat(axis: int = -1) -> Layer:
@@ -319,7 +329,10 @@ def FanInConcat(axis: int = -1) -> Layer:
                               is_gaussian=all(s.is_gaussian for s in sts),
                               shape1=grow(sts[0].shape1), shape2=grow(sts[0].shape2))
 
-    return make_layer(init_fn, apply_fn, transform, "FanInConcat")
+    def mask_fn(masks, input_shapes):
+        return _concat_masks(masks, input_shapes, axis)
+
+    return make_layer(init_fn, apply_fn, transform, "FanInConcat", mask_fn=mask_fn)
 
 
 def FanInProd() -> Layer:
@@ -370,7 +383,7 @@ def FanInProd() -> Layer:
         return sts[0].replace(nngp=nngp, ntk=ntk,
                               is_gaussian=len(sts) == 1 and sts[0].is_gaussian)
 
-    return make_layer(init_fn, apply_fn, transform, "FanInProd")
+    return make_layer(init_fn, apply_fn, transform, "FanInProd", mask_fn=_and_masks)
 
 
 def repeat(layer: Layer, n: int) -> Layer:
@@ -424,6 +437,12 @@ def repeat(layer: Layer, n: int) -> Layer:
         return out_shape, params
 
     def apply_fn(params, inputs, **kwargs):
+        if kwargs.get("mask_constant") is not None or isinstance(inputs, MaskedArray):
+            # the mask's shape may change after the first layer (channels collapse): unrolled
+            for i in range(n):
+                inputs = apply_one(jax.tree.map(lambda p, i=i: p[i], params), inputs, **kwargs)
+            return inputs
+
         def body(x, p):
             return apply_one(p, x, **kwargs), None
 
@@ -452,4 +471,35 @@ def repeat(layer: Layer, n: int) -> Layer:
         return st.replace(nngp=nngp, ntk=ntk)
 
     return make_layer(init_fn, apply_fn, transform, f"repeat({kf.name}, {n})",
-                      needs_full=kf.needs_full, reqs=kf.reqs)
+                      needs_full=kf.needs_full, reqs=kf.reqs, masking=False)
+
+
+def _and_masks(masks, input_shapes):
+    """A position of a sum / product of branches is masked iff it is masked in every branch
+    (neural-tangents' ``_sum_masks``)."""
+    out = None
+    for m in masks:
+        out = m if out is None else (out if m is None else out & m)
+    return out
+
+
+def _concat_masks(masks, input_shapes, axis):
+    """The mask of the concatenation along ``axis`` (neural-tangents' ``_concat_masks``): each
+    mask broadcast to its branch's size along ``axis``, missing masks all False."""
+    if all(m is None for m in masks):
+        return None
+    a = axis % len(input_shapes[0])
+    masks = [None if m is None else jnp.broadcast_to(
+        m, m.shape[:a] + tuple(input_shapes[i][a:a + 1]) + m.shape[a + 1:])
+        for i, m in enumerate(masks)]
+    shapes = [m.shape for m in masks if m is not None]
+    big = tuple(max(d) for d in zip(*shapes, strict=True))
+    out = []
+    for i, m in enumerate(masks):
+        if m is None:
+            small = tuple(min(x, y) for x, y in zip(big, input_shapes[i], strict=True))
+            out.append(jnp.zeros(small[:a] + tuple(input_shapes[i][a:a + 1]) + small[a + 1:],
+                                 bool))
+        else:
+            out.append(jnp.broadcast_to(m, big[:a] + m.shape[a:a + 1] + big[a + 1:]))
+    return jnp.concatenate(out, axis=a)

@@ -9,6 +9,7 @@ program's estimated peak memory fits (:mod:`kjax.ntk._memory`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -44,7 +45,15 @@ class KernelFn:
     ``diagonal_spatial=True`` keeps only the spatial diagonal of every covariance (``nngp: [n1,
     n2, H, W]``; refused when a layer mixes positions, e.g. pooling), ``False`` the full one, and
     None the cheapest that gives the result. ``diagonal_batch=False`` returns the full ``cov1:
-    [n1, n1, ...]``. ``mask_constant`` must be None (kjax.ntk.stax has no masking). Other keyword
+    [n1, n1, ...]``. ``mask_constant`` (a real scalar; NaN matches NaN) masks the input entries
+    equal to it, as neural-tangents does for padding: they are zeroed, their masks travel in the
+    kernels (``Kernel.mask1`` / ``mask2``, True where masked; a Dense / Conv / attention layer
+    masks a position when all its channels are masked, a Conv / pooling output takes its window
+    centre's mask), the layers that mix positions (``GlobalAvgPool``, ``LayerNorm`` over spatial
+    axes, ``GlobalSelfAttention``) average or attend over unmasked positions only, and affine
+    layers, pooling and the nonlinearities that don't keep zero at zero zero the kernels between
+    masked positions. Pooling layers (and ``LayerNorm``) refuse masks that differ between channels
+    (a ``NotImplementedError``, as NT's); put a Dense / Conv first. Other keyword
     arguments are accepted and ignored, as neural-tangents' layers do with what they don't use,
     except ``pattern=(pattern1, pattern2)``, the graphs of :func:`~kjax.ntk.stax.Aggregate` layers
     (``pattern2`` for ``x2``; ``pattern1`` alone is used when ``x2`` is None).
@@ -72,15 +81,15 @@ class KernelFn:
                                                                              "diagonal_batch"))
         self._estimates: dict[Any, tuple[float, tuple]] = {}
 
-    def _states(self, x1, x2, diag, extra=None):
-        states = self._states_no_extra(x1, x2, diag)
+    def _states(self, x1, x2, diag, extra=None, mask_constant=None):
+        states = self._states_no_extra(x1, x2, diag, mask_constant)
         if extra is None:
             return states
         if isinstance(states, list):
             return [s.replace(extra=extra) for s in states]
         return states.replace(extra=extra)
 
-    def _states_no_extra(self, x1, x2, diag):
+    def _states_no_extra(self, x1, x2, diag, mask_constant=None):
         fn = self.fn_name
         b, c = self.reqs.get("batch_axis", 0), self.reqs.get("channel_axis", -1)
         nd = min(jnp.ndim(x) for x in (x1 if isinstance(x1, list | tuple) else [x1]))
@@ -88,21 +97,24 @@ class KernelFn:
             b, c = 0, -1  # inputs of the wrong rank: the first layer's rank check names it
         if isinstance(x1, list | tuple):
             x2 = [None] * len(x1) if x2 is None else x2
-            return [K.input_state(fn, a, z, diag=diag, batch_axis=b, channel_axis=c)
+            return [K.input_state(fn, a, z, diag=diag, batch_axis=b, channel_axis=c,
+                                  mask_constant=mask_constant)
                     for a, z in zip(x1, x2, strict=True)]
-        return K.input_state(fn, x1, x2, diag=diag, batch_axis=b, channel_axis=c)
+        return K.input_state(fn, x1, x2, diag=diag, batch_axis=b, channel_axis=c,
+                             mask_constant=mask_constant)
 
-    def _compute(self, x1, x2, names, diagonal_spatial, diagonal_batch, extra=None):
+    def _compute(self, x1, x2, names, diagonal_spatial, diagonal_batch, extra=None,
+                 mask_constant=None):
         out = None
         ndim = min(jnp.ndim(x) for x in (x1 if isinstance(x1, list | tuple) else [x1]))
         if diagonal_spatial or (diagonal_spatial is None and not self.needs_full and ndim > 2):
             # NT's diagonal_spatial: valid when the output has no spatial axes left (Flatten);
             # otherwise trace again with the full covariance (the unused trace is dead code)
-            out = self.transform(self._states(x1, x2, True, extra))
+            out = self.transform(self._states(x1, x2, True, extra, mask_constant))
             if not diagonal_spatial and not _all_flat(out):
                 out = None
         if out is None:
-            out = self.transform(self._states(x1, x2, False, extra))
+            out = self.transform(self._states(x1, x2, False, extra, mask_constant))
         return _to_kernels(out, diagonal_batch, names)
 
     def _compute_kernel(self, k, names, diagonal_batch, extra=None):
@@ -176,8 +188,12 @@ class KernelFn:
                 fail(fn, arg, "be None, True or False", repr(v))
         extra = _extra(fn, kwargs)
         if mask_constant is not None:
-            fail(fn, "mask_constant", "be None (kjax.ntk.stax has no masking; zero-pad the inputs "
-                 "and use equal lengths instead)", repr(mask_constant))
+            if isinstance(mask_constant, bool) or not (
+                    isinstance(mask_constant, int | float | np.number)
+                    or (isinstance(mask_constant, np.ndarray | jax.Array)
+                        and np.ndim(mask_constant) == 0)):
+                fail(fn, "mask_constant", "be None or a real scalar (inputs equal to it are "
+                     "masked; NaN masks NaNs)", repr(mask_constant))
         if diagonal_spatial and self.needs_full:
             fail(fn, "diagonal_spatial", f"be None or False: a layer of {self.name} mixes spatial "
                  "positions (pooling), which needs the full spatial covariance", "True")
@@ -200,11 +216,13 @@ class KernelFn:
             if x2 is not None:
                 x2 = [K.check_input(fn, f"x2[{i}]", K.to_float(fn, f"x2[{i}]", a))
                       for i, a in enumerate(x2)]
-            return _select(fn, self._jitted(x1, x2, extra=extra, **kw), get)
+            return _select(fn, self._jitted(x1, x2, extra=extra, mask_constant=mask_constant, **kw),
+                           get)
         x1 = K.check_input(fn, "x1", K.to_float(fn, "x1", x1))
         x2 = None if x2 is None else K.check_input(fn, "x2", K.to_float(fn, "x2", x2))
         self.check_memory(fn, x1, x2, names, 2 if names is None else len(names))
-        return _select(fn, self._jitted(x1, x2, extra=extra, **kw), get)
+        return _select(fn, self._jitted(x1, x2, extra=extra, mask_constant=mask_constant, **kw),
+                       get)
 
     def __repr__(self) -> str:
         return f"<kernel_fn of {self.name}>"
@@ -240,11 +258,119 @@ def _select(fn, out, get):
     return [_select(fn, o, get) for o in out]
 
 
-def make_layer(init_fn, apply_fn, transform, name, needs_full=False, reqs=None) -> Layer:
+def make_layer(init_fn, apply_fn, transform, name, needs_full=False, reqs=None, *,
+               mask_fn: Callable | None = None, remask: bool = False,
+               masking: bool = True, kernel_mask: bool = True) -> Layer:
     """The ``(init_fn, apply_fn, kernel_fn)`` triple of a layer named ``name``; ``reqs`` are the
-    layout it needs of its input (``batch_axis``, ``channel_axis``)."""
+    layout it needs of its input (``batch_axis``, ``channel_axis``).
+
+    Masking (neural-tangents' ``supports_masking``): ``mask_fn(mask, input_shape)`` moves a boolean
+    mask of the layer's input (in the activations' own layout; lists for layers with branches) to
+    its output (None: unchanged); ``remask`` zeroes the output kernels between entries of which one
+    is masked. ``apply_fn`` gains ``mask_constant=`` (and takes :class:`MaskedArray` inputs): its
+    own ``apply_fn`` then gets the zeroed inputs and ``mask=``. ``masking=False`` is for
+    combinators, whose layers do this themselves; ``kernel_mask=False`` for layers whose
+    ``transform`` sets the state's mask itself (``mask_fn`` then serves ``apply_fn`` only).
+    """
+    if masking:
+        mfn = mask_fn or (lambda mask, input_shape: mask)
+        apply_fn = _masked_apply(apply_fn, mfn)
+        transform = _masked_transform(transform, mfn if kernel_mask else None, remask,
+                                      f"{STAX}.{name} kernel_fn")
     init_fn.__name__ = apply_fn.__name__ = name
     return init_fn, apply_fn, KernelFn(transform, name, needs_full, reqs)
+
+
+# --------------------------------------------------------------------------------------------
+# masking
+
+
+@dataclasses.dataclass
+class MaskedArray:
+    """An array (or pytree) with a boolean mask (``True``: masked), as an ``apply_fn`` returns
+    when given ``mask_constant``.
+
+    Attributes:
+      masked_value: the values, with masked entries zeroed.
+      mask: boolean, same structure and broadcastable shapes (the channel axis may have size 1).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from kjax.ntk import stax
+      >>> stax.MaskedArray(jnp.ones(2), jnp.array([False, True])).mask.tolist()
+      [False, True]
+    """
+
+    masked_value: Any
+    mask: Any
+
+
+jax.tree_util.register_dataclass(MaskedArray, data_fields=["masked_value", "mask"], meta_fields=[])
+
+
+def masked(x, mask_constant) -> MaskedArray:
+    """``x`` as a :class:`MaskedArray`: entries equal to ``mask_constant`` (NaN matches NaN)
+    masked and zeroed; a :class:`MaskedArray` passes through (its masked entries zeroed)."""
+    if isinstance(x, MaskedArray):
+        x, mask = x.masked_value, x.mask
+    elif x is None or mask_constant is None:
+        mask = None
+    else:
+        x = jnp.asarray(x)
+        mc = jnp.asarray(mask_constant, x.dtype if jnp.issubdtype(x.dtype, jnp.inexact)
+                         else jnp.result_type(float))
+        mask = jnp.where(jnp.isnan(mc), jnp.isnan(x), x == mc)
+    if mask is not None:
+        x = jnp.where(mask, jnp.zeros((), x.dtype), x)
+    return MaskedArray(x, mask)
+
+
+def _is_array_leaf(x) -> bool:
+    return isinstance(x, jax.Array | np.ndarray | MaskedArray)
+
+
+def _masked_apply(apply_fn, mask_fn):
+    def apply_masked(params, inputs, *, mask_constant=None, **kwargs):
+        leaves = jax.tree.leaves(inputs, is_leaf=lambda x: isinstance(x, MaskedArray))
+        if mask_constant is None and not any(isinstance(x, MaskedArray) for x in leaves):
+            return apply_fn(params, inputs, **kwargs)
+        mk = jax.tree.map(lambda x: masked(x, mask_constant), inputs, is_leaf=_is_array_leaf)
+
+        def leaf(x):
+            return isinstance(x, MaskedArray)
+
+        values = jax.tree.map(lambda m: m.masked_value, mk, is_leaf=leaf)
+        mask = jax.tree.map(lambda m: m.mask, mk, is_leaf=leaf)
+        out = apply_fn(params, values, mask=mask, **kwargs)
+        shapes = (values.shape if hasattr(values, "shape")
+                  else [jnp.shape(v) for v in values])
+        out_mask = None if mask is None else mask_fn(mask, shapes)
+        return out if out_mask is None else MaskedArray(out, out_mask)
+
+    return apply_masked
+
+
+def _masked_transform(transform, mask_fn, remask, fn):
+    def masked_transform(st):
+        many = not isinstance(st, State)
+        sts = list(st) if many else [st]
+        if all(s.mask is None for s in sts):
+            return transform(st)
+        out = transform(st)
+        if mask_fn is None:
+            return K.remask(fn, out) if remask else out
+        masks = [None if s.mask is None else K.from_canonical(s.mask, *s.axes()) for s in sts]
+        shapes = [K.logical_shape((s.nngp.shape[0],) + tuple(s.shape1[1:]), *s.axes())
+                  for s in sts]
+        m = mask_fn(masks if many else masks[0], shapes if many else shapes[0])
+        if m is not None:
+            m = jnp.asarray(m, bool)
+            b, c = out.axes()
+            m = K.to_canonical(m, b, c) if m.ndim == len(out.shape1) and m.ndim >= 2 else m
+        out = out.replace(mask=m)
+        return K.remask(fn, out) if remask else out
+
+    return masked_transform
 
 
 def merge_reqs(kernel_fns) -> dict:

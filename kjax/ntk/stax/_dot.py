@@ -29,13 +29,13 @@ from kjax.ntk.stax._requirements import AggregateImplementation
 _HI = jax.lax.Precision.HIGHEST
 
 
-def _unzip(mat: jax.Array) -> jax.Array:
+def unzip_pairs(mat: jax.Array) -> jax.Array:
     """``[N, N', X, X', Y, Y'] -> [N, N', X, Y, X', Y']``."""
     return jnp.transpose(mat, (0, 1, *range(2, mat.ndim, 2), *range(3, mat.ndim, 2)))
 
 
-def _zip(mat: jax.Array) -> jax.Array:
-    """Inverse of :func:`_unzip`."""
+def zip_pairs(mat: jax.Array) -> jax.Array:
+    """Inverse of :func:`unzip_pairs`."""
     nsp = (mat.ndim - 2) // 2
     perm = [0, 1]
     for d in range(nsp):
@@ -181,7 +181,7 @@ def DotGeneral(*, lhs: jax.Array | float | None = None, rhs: jax.Array | float |
 
         def full(mat):
             N, N2 = mat.shape[:2]
-            u = _unzip(mat)  # [N, N', S..., S'...]
+            u = unzip_pairs(mat)  # [N, N', S..., S'...]
             nsp = (u.ndim - 2) // 2
             sp = u.shape[2:2 + nsp]
             u = jnp.moveaxis(u, 1, 1 + nsp)  # [N, S..., N', S'...]
@@ -194,7 +194,7 @@ def DotGeneral(*, lhs: jax.Array | float | None = None, rhs: jax.Array | float |
             z = z.reshape((N2, *so, N, *so))
             z = jnp.moveaxis(z, 1 + len(so), 0)  # [N, N', So'..., So...]
             nso = len(so)
-            return _zip(jnp.transpose(z, (0, 1, *range(2 + nso, 2 + 2 * nso), *range(2, 2 + nso))))
+            return zip_pairs(jnp.transpose(z, (0, 1, *range(2 + nso, 2 + 2 * nso), *range(2, 2 + nso))))
 
         def diag(mat):
             # no spatial contraction: each output position comes from one input position, times
@@ -209,14 +209,29 @@ def DotGeneral(*, lhs: jax.Array | float | None = None, rhs: jax.Array | float |
                  "axis, which needs the full spatial covariance", "True")
         nngp, ntk = op(st.nngp), op(st.ntk)
         so = nngp.shape[2:] if st.diag else nngp.shape[2::2]
+        mask = st.mask
+        if mask is not None:  # NT's mask_fn ~dot(~mask): masked iff no unmasked entry reaches it
+            m = jnp.broadcast_to(mask, (st.nngp.shape[0], *st.shape1[1:-1], mask.shape[-1]))
+            y = jax.lax.dot_general(*(K.from_canonical(~m, b, c).astype(jnp.float32),
+                                      (oth != 0).astype(jnp.float32))[::(-1 if is_lhs else 1)],
+                                    dn)
+            mask = K.to_canonical(y <= 0, ob, oc)
         return st.replace(nngp=nngp, ntk=ntk, shape1=(st.shape1[0], *so, st.shape1[-1]),
                           shape2=(st.shape2[0], *so, st.shape2[-1]),
-                          batch_axis=ob, channel_axis=oc)
+                          batch_axis=ob, channel_axis=oc, mask=mask)
+
+    def mask_fn(mask, input_shape):
+        if identity:
+            return mask
+        shape = list(input_shape)
+        shape[channel_axis] = mask.shape[channel_axis]
+        m = (~jnp.broadcast_to(mask, tuple(shape))).astype(jnp.float32)
+        return dot_fn(m, (other != 0).astype(jnp.float32)) <= 0
 
     needs_full = bool(in_cs) and set(in_cs) != {batch_axis}
     return make_layer(init_fn, apply_fn, transform, "DotGeneral", needs_full=needs_full,
                       reqs={"batch_axis": batch_axis, "channel_axis": channel_axis,
-                            "_reset": True})
+                            "_reset": True}, mask_fn=mask_fn, kernel_mask=False)
 
 
 _RESIZE = {"nearest": "nearest", "linear": "linear", "bilinear": "linear",
@@ -334,9 +349,18 @@ def ImageResize(shape: Sequence[int], method: str | jax.image.ResizeMethod, anti
                           shape1=(st.shape1[0], *out_sp, st.shape1[-1]),
                           shape2=(st.shape2[0], *out_sp, st.shape2[-1]))
 
+    def mask_fn(mask, input_shape):
+        # NT: resize the unmasked indicator, so an output is masked only if every input that
+        # reaches it is masked (content wins over the mask)
+        new = tuple(mask.shape[i] if i in (b_ax, c_ax) else d
+                    for i, d in enumerate(out_shape(tuple(input_shape))))
+        return ~jax.image.resize(~mask, new, method=method, antialias=antialias,
+                                 precision=precision).astype(bool)
+
     needs_full = any(shape[a] != -1 for a in spatial)
     return make_layer(init_fn, apply_fn, transform, f"ImageResize({shape})", needs_full=needs_full,
-                      reqs={"batch_axis": batch_axis, "channel_axis": channel_axis})
+                      reqs={"batch_axis": batch_axis, "channel_axis": channel_axis},
+                      mask_fn=mask_fn, remask=True)
 
 
 def _agg_axes(fn, aggregate_axis, nd, b, c):
@@ -539,4 +563,4 @@ def Aggregate(aggregate_axis: int | Sequence[int] | None = None, batch_axis: int
         return st.replace(nngp=agg_mat(st.nngp), ntk=agg_mat(st.ntk))
 
     return make_layer(init_fn, apply_fn, transform, "Aggregate", needs_full=True,
-                      reqs={"batch_axis": batch_axis, "channel_axis": channel_axis})
+                      reqs={"batch_axis": batch_axis, "channel_axis": channel_axis}, remask=True)

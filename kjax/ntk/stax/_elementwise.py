@@ -40,7 +40,14 @@ def _elementwise(fn_name: str, f: Callable, kernel_map: Callable) -> Layer:
         nngp, ntk = kernel_map(st.nngp, st.ntk, v, st.diag)
         return st.replace(nngp=nngp, ntk=ntk, is_gaussian=False)
 
-    return make_layer(init_fn, apply_fn, transform, fn_name.rsplit(".", 1)[-1])
+    short = fn_name.rsplit(".", 1)[-1]
+    # neural-tangents' remask_kernel: zero the kernels at masked positions after the nonlinearities
+    # that don't map zero covariance to zero
+    return make_layer(init_fn, apply_fn, transform, short, remask=short.split("(")[0] in _REMASK)
+
+
+_REMASK = {"Erf", "Sin", "Cos", "Rbf", "Exp", "Gaussian", "ExpNormalized", "Hermite",
+           "Elementwise", "ElementwiseNumerical", "Sigmoid_like"}
 
 
 @jax.custom_jvp

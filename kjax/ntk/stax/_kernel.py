@@ -59,8 +59,10 @@ class Kernel:
       shape2: the same for ``x2``.
       batch_axis: batch axis of the activations.
       channel_axis: channel axis of the activations (the one taken to infinity).
-      mask1: None (kjax.ntk.stax has no masking).
-      mask2: None.
+      mask1: boolean ``[n1, ...]`` mask of the activations for ``x1`` (True: masked, e.g.
+        padding), in the activations' layout with a channel axis of size 1 or ``C``; None without
+        ``mask_constant``.
+      mask2: the same for ``x2`` (None when ``x2`` is None).
 
     Example:
       >>> import jax.numpy as jnp
@@ -146,6 +148,8 @@ class State:
     x1_is_x2: Any = None
     # kernel_fn keyword arrays a layer reads (Aggregate's ``pattern``: (pattern1, pattern2))
     extra: Any = None
+    # boolean mask of the activations of [x1; x2], canonical [N, *spatial, C or 1] (True: masked)
+    mask: Any = None
 
     def replace(self, **kw) -> State:
         return dataclasses.replace(self, **kw)
@@ -208,8 +212,16 @@ def check_input(fn: str, arg: str, x: jax.Array) -> jax.Array:
     return x
 
 
+def input_mask(x: jax.Array, mask_constant: Any) -> tuple[jax.Array, jax.Array]:
+    """``(x with masked entries zeroed, mask)``: entries equal to ``mask_constant`` (NaN matches
+    NaN) are masked, as neural-tangents' ``_get_masked_array``."""
+    mc = jnp.asarray(mask_constant, x.dtype)
+    mask = jnp.where(jnp.isnan(mc), jnp.isnan(x), x == mc)
+    return jnp.where(mask, jnp.zeros((), x.dtype), x), mask
+
+
 def input_state(fn: str, x1: Any, x2: Any, diag: bool = False, batch_axis: int = 0,
-                channel_axis: int = -1) -> State:
+                channel_axis: int = -1, mask_constant: Any = None) -> State:
     """NT's input kernel: ``nngp = x x'^T / C`` over the channel axis; ``ntk = 0``.
 
     With ``diag`` only the spatial diagonal (same position in both inputs) is kept, which is all
@@ -226,11 +238,18 @@ def input_state(fn: str, x1: Any, x2: Any, diag: bool = False, batch_axis: int =
     if b == c:
         fail(fn, "channel_axis", "differ from `batch_axis`", f"both {b}")
     x1 = to_canonical(x1, b, c)
+    mask = None
+    if mask_constant is not None:
+        x1, mask = input_mask(x1, mask_constant)
     if x2 is not None:
         x2 = to_float(fn, "x2", x2)
         if x2.ndim != nd:
             fail(fn, "x2", f"have the rank of `x1` ({nd})", f"shape {x2.shape}")
         x2 = to_canonical(x2, b, c)
+        if mask_constant is not None:
+            x2, mask2 = input_mask(x2, mask_constant)
+            if x2.shape[1:] == x1.shape[1:]:
+                mask = jnp.concatenate([mask, mask2], axis=0)
         if x2.shape[1:] != x1.shape[1:]:
             fail(fn, "x2", f"have the same non-batch shape as `x1` ({x1.shape[1:]})", f"shape {x2.shape}")
         x = jnp.concatenate([x1, x2.astype(x1.dtype)], axis=0)
@@ -251,7 +270,8 @@ def input_state(fn: str, x1: Any, x2: Any, diag: bool = False, batch_axis: int =
                       precision=jax.lax.Precision.HIGHEST) / x.shape[-1]
     return State(nngp=nngp, ntk=jnp.zeros_like(nngp), n1=x1.shape[0], has_x2=x2 is not None,
                  shape1=tuple(x1.shape), shape2=tuple((x2 if x2 is not None else x1).shape),
-                 is_gaussian=False, diag=diag, batch_axis=b, channel_axis=c, x1_is_x2=x1_is_x2)
+                 is_gaussian=False, diag=diag, batch_axis=b, channel_axis=c, x1_is_x2=x1_is_x2,
+                 mask=mask)
 
 
 def _batch_diagonal(mat: jax.Array) -> jax.Array:
@@ -283,6 +303,10 @@ def to_kernel(st: State, diagonal_batch: bool = True, names: tuple[str, ...] | N
         return _batch_diagonal(block) if diagonal_batch else block
 
     b, c = st.axes()
+    mask1 = mask2 = None
+    if st.mask is not None:
+        mask1 = from_canonical(st.mask[r1], b, c)
+        mask2 = from_canonical(st.mask[r2], b, c) if st.has_x2 else None
     return Kernel(
         nngp=st.nngp[r1, r2] if want("nngp") else None,
         ntk=st.ntk[r1, r2] if want("ntk") else None,
@@ -292,7 +316,7 @@ def to_kernel(st: State, diagonal_batch: bool = True, names: tuple[str, ...] | N
         is_gaussian=st.is_gaussian, is_reversed=False, is_input=False,
         diagonal_batch=diagonal_batch, diagonal_spatial=st.diag and len(st.shape1) > 2,
         shape1=logical_shape(st.shape1, b, c), shape2=logical_shape(st.shape2, b, c),
-        batch_axis=b, channel_axis=c)
+        batch_axis=b, channel_axis=c, mask1=mask1, mask2=mask2)
 
 
 def from_kernel(fn: str, k: Kernel) -> State:
@@ -313,12 +337,27 @@ def from_kernel(fn: str, k: Kernel) -> State:
     nngp = jnp.asarray(k.nngp)
     ntk = jnp.zeros_like(nngp) if k.ntk is None else jnp.broadcast_to(jnp.asarray(k.ntk, nngp.dtype),
                                                                       nngp.shape)
+    mask = None
     if k.mask1 is not None or k.mask2 is not None:
-        fail(fn, "x1_or_kernel", "carry no masks (kjax.ntk.stax has no masking)", "mask1 / mask2")
+        def canon_mask(m, shape):
+            if m is None:
+                return jnp.zeros((shape[0],) + (1,) * (len(shape) - 1), bool)
+            m = jnp.asarray(m, bool)
+            if m.ndim != nd:
+                fail(fn, "x1_or_kernel", f"carry masks of rank {nd} like its activations",
+                     f"mask of shape {m.shape}")
+            return to_canonical(m, b, c)
+        m1 = canon_mask(k.mask1, shape1)
+        mask = m1
+        if k.cov2 is not None:
+            m2 = canon_mask(k.mask2, shape2)
+            full = np.broadcast_shapes(m1.shape[1:], m2.shape[1:])
+            mask = jnp.concatenate([jnp.broadcast_to(m1, m1.shape[:1] + full),
+                                    jnp.broadcast_to(m2, m2.shape[:1] + full)], axis=0)
     if k.cov2 is None:
         return State(nngp=nngp, ntk=ntk, n1=nngp.shape[0], has_x2=False, shape1=shape1,
                      shape2=shape2, is_gaussian=bool(k.is_gaussian), diag=diag, batch_axis=b,
-                     channel_axis=c, x1_is_x2=k.x1_is_x2)
+                     channel_axis=c, x1_is_x2=k.x1_is_x2, mask=mask)
 
     def block(cov):
         cov = jnp.asarray(cov, nngp.dtype)
@@ -336,7 +375,7 @@ def from_kernel(fn: str, k: Kernel) -> State:
                                 jnp.concatenate([_swap_pairs(ntk, diag), z2], axis=1)], axis=0)
     return State(nngp=full, ntk=full_ntk, n1=nngp.shape[0], has_x2=True, shape1=shape1,
                  shape2=shape2, is_gaussian=bool(k.is_gaussian), diag=diag, batch_axis=b,
-                 channel_axis=c, x1_is_x2=k.x1_is_x2)
+                 channel_axis=c, x1_is_x2=k.x1_is_x2, mask=mask)
 
 
 def variances(mat: jax.Array, n_spatial: int, diag: bool = False) -> jax.Array:
@@ -479,3 +518,54 @@ def check_gaussian(fn: str, st: State) -> None:
         raise KjaxError(
             f"{fn}: the input of a nonlinearity must be Gaussian (the output of a `Dense` or `Conv` "
             "layer, or a sum of them); put an affine layer before it.")
+
+
+# --------------------------------------------------------------------------------------------
+# masking (neural-tangents' ``mask_constant``): masks travel in the state, canonical
+# ``[N, *spatial, C or 1]``; layers move them (``mask_fn``) and may zero the kernels they reach
+
+
+class MaskingNotImplementedError(KjaxError, NotImplementedError):
+    """A masking case neural-tangents does not implement either (channel-wise masks where a layer
+    needs one mask per position); both a ``KjaxError`` and a ``NotImplementedError`` as NT's."""
+
+
+def spatial_mask(fn: str, st: State) -> jax.Array:
+    """``[N, *spatial]``: the state's mask with its channel axis (of size 1) dropped."""
+    m = st.mask
+    if m.shape[-1] != 1:
+        raise MaskingNotImplementedError(
+            f"{fn}: masks that differ between channels (mask shape {m.shape} in [n, ..., C] "
+            "layout) are not supported here, as in neural-tangents: put a Dense / Conv layer "
+            "before, which masks a position when all its channels are masked.")
+    return jnp.broadcast_to(m[..., 0], (st.nngp.shape[0],) + tuple(st.shape1[1:-1]))
+
+
+def pair_mask(m: jax.Array, diag: bool) -> jax.Array:
+    """``m[i, x] | m[j, x']`` in the zipped layout (``m[i, x] | m[j, x]`` with ``diag``)."""
+    return outer(m, jnp.logical_or, diag)
+
+
+def remask(fn: str, st: State) -> State:
+    """Zero the covariances between entries of which at least one is masked (NT's
+    ``Kernel.mask``)."""
+    if st.mask is None:
+        return st
+    pm = pair_mask(spatial_mask(fn, st), st.diag)
+    zero = jnp.zeros((), st.nngp.dtype)
+    return st.replace(nngp=jnp.where(pm, zero, st.nngp), ntk=jnp.where(pm, zero, st.ntk))
+
+
+def pool_mask(mask: jax.Array, window: tuple[int, ...], strides: tuple[int, ...], padding: str,
+              spatial_axes: tuple[int, ...]) -> jax.Array:
+    """The mask after a window layer (NT's ``_pool_mask``): each output position takes the mask of
+    its window's centre input position (strided), whatever the other positions are."""
+    idx: list[Any] = [slice(None)] * mask.ndim
+    for ax, w, s in zip(spatial_axes, window, strides, strict=True):
+        length = mask.shape[ax]
+        count = out_length(length, w, s, "VALID" if padding == "VALID" else "SAME")
+        lo = 0 if padding == "VALID" else same_padding(length, w, s)[0]
+        start = -lo + (w - 1) // 2
+        idx[ax] = slice(start, start + 1 + (count - 1) * s, s)
+    out = mask[tuple(idx)]
+    return out

@@ -138,8 +138,13 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
         return st.replace(nngp=new_nngp, ntk=new_ntk, is_gaussian=True,
                           shape1=st.shape1[:-1] + (width_out,), shape2=st.shape2[:-1] + (width_out,))
 
+    def mask_fn(mask, input_shape):
+        # one affine map per position: a position is masked iff all its channels are
+        return jnp.all(mask, axis=channel_axis, keepdims=True)
+
     return make_layer(init_fn, apply_fn, transform, f"Dense({out_dim})",
-                      reqs={"batch_axis": batch_axis, "channel_axis": channel_axis})
+                      reqs={"batch_axis": batch_axis, "channel_axis": channel_axis},
+                      mask_fn=mask_fn, remask=True)
 
 
 
@@ -295,7 +300,10 @@ def _conv(name, shared, out_chan, filter_shape, strides, padding, W_std, b_std, 
     filter_shape = tuple(filter_shape)  # () is a convolution over no spatial axes (NT allows it)
     filter_shape = tuple_of_ints(fn, "filter_shape", filter_shape) if filter_shape else ()
     nsp = len(filter_shape)
-    strides = (1,) * nsp if strides is None else tuple_of_ints(fn, "strides", strides, nsp)
+    if strides is None or (nsp == 0 and isinstance(strides, tuple | list) and not strides):
+        strides = (1,) * nsp  # () is the strides of a convolution over no spatial axes
+    else:
+        strides = tuple_of_ints(fn, "strides", strides, nsp)
     padding = canonical_padding(fn, padding)
     check_std(fn, W_std, b_std)
     param = check_parameterization(fn, parameterization)
@@ -429,8 +437,25 @@ def _conv(name, shared, out_chan, filter_shape, strides, padding, W_std, b_std, 
         return st.replace(nngp=nngp, ntk=ntk, is_gaussian=True, shape1=shape1, shape2=shape2,
                           batch_axis=b_out, channel_axis=c_out)
 
+    def mask_fn(mask, input_shape):
+        # NT's Conv mask_fn: a position is masked iff all its channels are; an output position
+        # takes the mask of its window's centre (transposed: masked if any masked input reaches it)
+        mask = jnp.all(mask, axis=c_ax, keepdims=True)
+        m = K.to_canonical(jnp.broadcast_to(mask, tuple(
+            1 if i == c_ax else d for i, d in enumerate(input_shape))), b_ax, c_ax)
+        if transpose:
+            sp = "ABDEFGHJKLM"[:nsp]
+            ones = jnp.ones(f_k + (1, 1), jnp.float32)
+            m = jax.lax.conv_transpose(m.astype(jnp.float32), ones, s_k, padding,
+                                       dimension_numbers=("N" + sp + "C", sp + "IO",
+                                                          "N" + sp + "C")) > 0
+        else:
+            m = K.pool_mask(m, f_k, s_k, padding, tuple(range(1, 1 + nsp)))
+        return K.from_canonical(m, b_out, c_out)
+
     return make_layer(init_fn, apply_fn, transform, f"{name}({out_chan}, {filter_shape})",
-                      reqs={"batch_axis": b_ax, "channel_axis": c_ax, "_reset": True})
+                      reqs={"batch_axis": b_ax, "channel_axis": c_ax, "_reset": True},
+                      mask_fn=mask_fn, remask=True)
 
 
 def _conv_transpose_axes(mat: jax.Array, axes: tuple[int, ...], filt: jax.Array, stride: int,

@@ -64,10 +64,16 @@ def LayerNorm(axis: int | Sequence[int] = -1, eps: float = 1e-12, batch_axis: in
     def init_fn(rng, input_shape):
         return tuple(input_shape), ()
 
-    def apply_fn(params, inputs, **kwargs):
+    def apply_fn(params, inputs, mask=None, **kwargs):
         ax = tuple(canon(inputs.ndim, f"{fn} apply_fn"))
-        mean = jnp.mean(inputs, ax, keepdims=True)
-        var = jnp.var(inputs, ax, keepdims=True)
+        if mask is None:
+            mean = jnp.mean(inputs, ax, keepdims=True)
+            var = jnp.var(inputs, ax, keepdims=True)
+        else:  # NT's mean_and_var: divide by the number of unmasked entries (masked ones are 0)
+            size = jnp.sum(~jnp.broadcast_to(mask, inputs.shape), ax, keepdims=True)
+            size = jnp.maximum(size, 1).astype(inputs.dtype)
+            mean = jnp.sum(inputs, ax, keepdims=True) / size
+            var = jnp.sum((inputs - mean) ** 2, ax, keepdims=True) / size
         return (inputs - mean) / jnp.sqrt(eps + var)
 
     def transform(st):
@@ -89,9 +95,15 @@ def LayerNorm(axis: int | Sequence[int] = -1, eps: float = 1e-12, batch_axis: in
         # axis a of the activations is spatial axis number (its rank among the spatial axes) of v
         spatial_axes = [i for i in range(ndim) if i not in (b, c)]
         spatial = tuple(1 + spatial_axes.index(a) for a in ax if a not in (b, c))
-        if spatial:
+        v = eps + v
+        if st.mask is not None:
+            m = K.spatial_mask(f"{fn} kernel_fn", st)  # NT: masks must not differ per channel
+            if spatial:  # NT's masked mean of eps + var over the unmasked positions
+                count = jnp.sum(~m, spatial, keepdims=True)
+                v = jnp.sum(v, spatial, keepdims=True) / jnp.maximum(count, 1).astype(v.dtype)
+        elif spatial:
             v = jnp.mean(v, spatial, keepdims=True)
-        denom = jnp.sqrt(K.outer(eps + v, diag=st.diag))
+        denom = jnp.sqrt(K.outer(v, diag=st.diag))
         return st.replace(nngp=st.nngp / denom, ntk=st.ntk / denom)
 
     return make_layer(init_fn, apply_fn, transform, "LayerNorm",

@@ -95,8 +95,13 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> Layer:
                           is_gaussian=False, diag=False, shape1=flat1, shape2=flat2,
                           batch_axis=batch_axis_out, channel_axis=1 - batch_axis_out)
 
+    def mask_fn(mask, input_shape):
+        mask = jnp.broadcast_to(mask, tuple(input_shape))
+        return jnp.moveaxis(mask, batch_axis, -batch_axis_out).reshape(
+            out_shape(mask.shape, "kernel_fn"))
+
     return make_layer(init_fn, apply_fn, transform, "Flatten",
-                      reqs={"batch_axis": batch_axis, "_reset": True})
+                      reqs={"batch_axis": batch_axis, "_reset": True}, mask_fn=mask_fn)
 
 
 def _global_pool(name: str, batch_axis: int, channel_axis: int, summed: bool) -> Layer:
@@ -120,10 +125,14 @@ def _global_pool(name: str, batch_axis: int, channel_axis: int, summed: bool) ->
     def init_fn(rng, input_shape):
         return out_shape(tuple(input_shape), "init_fn"), ()
 
-    def apply_fn(params, inputs, **kwargs):
+    def apply_fn(params, inputs, mask=None, **kwargs):
         b, c = axes(inputs.ndim, "apply_fn")
         spatial = tuple(i for i in range(inputs.ndim) if i not in (b, c))
-        return (jnp.sum if summed else jnp.mean)(inputs, axis=spatial)
+        if summed or mask is None:
+            return (jnp.sum if summed else jnp.mean)(inputs, axis=spatial)
+        # NT's mean_and_var: the mean over the unmasked positions (inputs are zero where masked)
+        unmasked = jnp.sum(~jnp.broadcast_to(mask, inputs.shape), axis=spatial)
+        return jnp.sum(inputs, axis=spatial) / jnp.maximum(unmasked, 1).astype(inputs.dtype)
 
     def transform(st):
         st = single_branch(fn, st)
@@ -133,12 +142,28 @@ def _global_pool(name: str, batch_axis: int, channel_axis: int, summed: bool) ->
         if st.diag:  # only reachable with an explicit diagonal_spatial=True, refused before
             raise KjaxError(f"{fn} kernel_fn: needs the full spatial covariance.")
         b, c = st.axes()
+        if st.mask is not None and not summed:
+            # the kernels are zero between masked positions (re-masked before): average over
+            # the pairs of unmasked positions
+            pairs = ~K.pair_mask(K.spatial_mask(f"{fn} kernel_fn", st), False)
+            count = jnp.maximum(jnp.sum(pairs, axes_k), 1).astype(st.nngp.dtype)
+            return st.replace(nngp=jnp.sum(st.nngp, axes_k) / count,
+                              ntk=jnp.sum(st.ntk, axes_k) / count,
+                              shape1=(st.shape1[0], st.shape1[-1]),
+                              shape2=(st.shape2[0], st.shape2[-1]),
+                              batch_axis=0 if b < c else 1, channel_axis=1 if b < c else 0)
         return st.replace(nngp=scale * jnp.mean(st.nngp, axes_k), ntk=scale * jnp.mean(st.ntk, axes_k),
                           shape1=(st.shape1[0], st.shape1[-1]), shape2=(st.shape2[0], st.shape2[-1]),
                           batch_axis=0 if b < c else 1, channel_axis=1 if b < c else 0)
 
+    def mask_fn(mask, input_shape):
+        b, c = axes(mask.ndim, "kernel_fn")
+        _check_mask_channels(fn, mask, c)
+        return jnp.all(mask, axis=tuple(i for i in range(mask.ndim) if i not in (b, c)))
+
     return make_layer(init_fn, apply_fn, transform, name, needs_full=True,
-                      reqs={"batch_axis": batch_axis, "channel_axis": channel_axis, "_reset": True})
+                      reqs={"batch_axis": batch_axis, "channel_axis": channel_axis, "_reset": True},
+                      mask_fn=mask_fn)
 
 
 def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> Layer:
@@ -254,8 +279,25 @@ def _pool(name: str, window_shape, strides, padding, normalize_edges, batch_axis
         shape1, shape2 = out_shape(st.shape1, "kernel_fn"), out_shape(st.shape2, "kernel_fn")
         return st.replace(nngp=pool(st.nngp), ntk=pool(st.ntk), shape1=shape1, shape2=shape2)
 
+    def mask_fn(mask, input_shape):
+        nd = mask.ndim
+        _check_mask_channels(fn, mask, channel_axis % nd)
+        spatial = tuple(i for i in range(nd) if i not in (batch_axis % nd, channel_axis % nd))
+        m = jnp.broadcast_to(mask, tuple(d if i in spatial else mask.shape[i]
+                                         for i, d in enumerate(input_shape)))
+        return K.pool_mask(m, window_shape, strides, padding, spatial)
+
     return make_layer(init_fn, apply_fn, transform, f"{name}({window_shape})", needs_full=True,
-                      reqs={"batch_axis": batch_axis, "channel_axis": channel_axis})
+                      reqs={"batch_axis": batch_axis, "channel_axis": channel_axis},
+                      mask_fn=mask_fn, remask=True)
+
+
+def _check_mask_channels(fn: str, mask, channel_axis: int) -> None:
+    if mask.shape[channel_axis] != 1:
+        raise K.MaskingNotImplementedError(
+            f"{fn}: masks that differ between channels (mask shape {mask.shape}) are not "
+            "supported by pooling layers, as in neural-tangents: put a Dense / Conv layer before "
+            "the pooling, which masks a position when all its channels are masked.")
 
 
 def AvgPool(window_shape: Sequence[int], strides: Sequence[int] | None = None,

@@ -23,7 +23,8 @@ import numpy as np
 
 from kjax._src.errors import KjaxError, fail
 from kjax.ntk.stax import _kernel as K
-from kjax.ntk.stax._core import STAX, KernelFn, Layer, make_layer
+from kjax.ntk.stax._core import STAX, KernelFn, Layer, MaskedArray, make_layer
+from kjax.ntk.stax._core import masked as _masked
 
 _INPUT_REQ = "input_req"
 
@@ -255,53 +256,22 @@ def layer(layer_fn: Callable[..., tuple]) -> Callable[..., Layer]:
             if isinstance(out, K.Kernel) and not many:
                 s1, s2 = shapes_after(st)
                 out = out.replace(shape1=s1 or out.shape1, shape2=s2 or out.shape2)
+            # the masks are moved by make_layer's mask_fn, not by the layer's kernel_fn
             if isinstance(out, K.Kernel):
-                return K.from_kernel(fn, out)
+                return K.from_kernel(fn, out.replace(mask1=None, mask2=None))
             if isinstance(out, list | tuple) and all(isinstance(o, K.Kernel) for o in out):
-                return [K.from_kernel(fn, o) for o in out]
+                return [K.from_kernel(fn, o.replace(mask1=None, mask2=None)) for o in out]
             raise KjaxError(f"{fn}: the layer's kernel_fn must return a Kernel or a list of "
                             f"Kernels; got {type(out).__name__}.")
 
+        masking = getattr(apply_fn, "_kjax_masking", None)
+        if masking is not None:
+            raw_apply, mask_fn, remask = masking
+            return make_layer(init_fn, raw_apply, transform, name, needs_full=needs_full,
+                              reqs=axes, mask_fn=mask_fn, remask=remask)
         return make_layer(init_fn, apply_fn, transform, name, needs_full=needs_full, reqs=axes)
 
     return make
-
-
-@dataclasses.dataclass
-class MaskedArray:
-    """An array (or pytree) with a boolean mask (``True``: masked), as an ``apply_fn`` made with
-    :func:`supports_masking` returns when given ``mask_constant``.
-
-    Attributes:
-      masked_value: the values, with masked entries zeroed.
-      mask: boolean, same structure and broadcastable shapes.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from kjax.ntk import stax
-      >>> stax.MaskedArray(jnp.ones(2), jnp.array([False, True])).mask.tolist()
-      [False, True]
-    """
-
-    masked_value: Any
-    mask: Any
-
-
-jax.tree_util.register_dataclass(MaskedArray, data_fields=["masked_value", "mask"], meta_fields=[])
-
-
-def _masked(x, mask_constant) -> MaskedArray:
-    if isinstance(x, MaskedArray):
-        x, mask = x.masked_value, x.mask
-    elif x is None or mask_constant is None:
-        mask = None
-    else:
-        x = jnp.asarray(x)
-        mc = jnp.asarray(mask_constant, x.dtype)
-        mask = jnp.where(jnp.isnan(mc), jnp.isnan(x), x == mc)
-    if mask is not None:
-        x = jnp.where(mask, jnp.zeros((), x.dtype), x)
-    return MaskedArray(x, mask)
 
 
 def supports_masking(remask_kernel: bool) -> Callable:
@@ -312,11 +282,12 @@ def supports_masking(remask_kernel: bool) -> Callable:
     input_shape)`` says how the layer moves the mask (identity when absent). The new
     ``apply_fn(params, x, *, mask_constant=None, **kwargs)`` masks the entries of ``x`` equal to
     ``mask_constant`` (NaN allowed), zeroes them, and returns a :class:`MaskedArray` when masking.
-    Apply it before :func:`layer`. ``kernel_fn`` is unchanged: kjax's kernels carry no masks, so
-    ``remask_kernel`` has nothing to zero.
+    Apply it before :func:`layer`, which then also moves the masks of ``kernel_fn``'s kernels
+    (``Kernel.mask1`` / ``mask2``) with ``mask_fn`` and, with ``remask_kernel``, zeroes the
+    covariances between entries of which one is masked.
 
     Args:
-      remask_kernel: neural-tangents' flag (whether the kernel is re-masked after the layer).
+      remask_kernel: whether the kernels are re-masked (zeroed where masked) after the layer.
 
     Returns:
       A decorator of layer functions.
@@ -369,6 +340,8 @@ def supports_masking(remask_kernel: bool) -> Callable:
                           else [v.shape for v in values])
                 out_mask = mask_fn(mask, shapes)
                 return out if out_mask is None else MaskedArray(out, out_mask)
+            # what `layer` needs to give the kernel_fn masks too
+            apply_masked._kjax_masking = (apply_fn, user_mask_fn, bool(remask_kernel))
 
             if hasattr(kernel_fn, _INPUT_REQ):
                 reqs = getattr(kernel_fn, _INPUT_REQ)

@@ -137,11 +137,22 @@ def Index(idx: Any, batch_axis: int = 0, channel_axis: int = -1) -> Layer:
         removed = [i for i in range(nd) if i not in (b, c) and not isinstance(items[i], slice)]
         nb = b - sum(i < b for i in removed)
         nc = c - sum(i < c for i in removed)
+        mask = st.mask
+        if mask is not None:  # NT's mask_fn, mask[idx], on the rows of x1 and of x2
+            rows = np.concatenate([rows1, n1 + rows2]) if st.has_x2 else rows1
+            mask = jnp.broadcast_to(mask, (st.nngp.shape[0], *st.shape1[1:-1], mask.shape[-1]))
+            mask = mask[(rows, *spatial, slice(None))]
         return st.replace(nngp=take(nngp), ntk=take(ntk), n1=rows1.size, shape1=shape1,
-                          shape2=shape2, batch_axis=nb, channel_axis=nc)
+                          shape2=shape2, batch_axis=nb, channel_axis=nc, mask=mask)
+
+    def mask_fn(mask, input_shape):
+        return jnp.broadcast_to(mask, tuple(
+            d if i != channel_axis % len(input_shape) else mask.shape[i]
+            for i, d in enumerate(input_shape)))[idx]
 
     return make_layer(init_fn, apply_fn, transform, f"Index({idx!r})",
-                      reqs={"batch_axis": batch_axis, "channel_axis": channel_axis, "_reset": True})
+                      reqs={"batch_axis": batch_axis, "channel_axis": channel_axis, "_reset": True},
+                      mask_fn=mask_fn, kernel_mask=False)
 
 
 def Dropout(rate: float, mode: str = "train") -> Layer:
