@@ -23,7 +23,8 @@ Rule*, ICLR 2025, sec. 4 and their recall experiments): the gated delta rule ret
 script trains each model with the same budget and seed(s), prints the accuracy table and whether
 the claim held at this (small, CPU) scale, and saves experiments/figures/mqar.png.
 
-    .venv/bin/python experiments/mqar.py           # full run (a few minutes on 2 CPU cores)
+    .venv/bin/python experiments/mqar.py           # full run: 24 pairs, state 4 x 8 x 8 (~8 min, 2 cores)
+    .venv/bin/python experiments/mqar.py --pairs 8 --heads 2 --steps 300   # the easy setting
     .venv/bin/python experiments/mqar.py --quick   # smoke run (~1 minute)
 """
 
@@ -176,11 +177,25 @@ def train(rule: str, cfg: dict, seed: int):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a ~1 minute smoke run (fewer steps, one seed)")
+    p.add_argument("--pairs", type=int, default=None, help="key-value pairs per sequence (default 24)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default 1500)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 1)")
+    p.add_argument("--heads", type=int, default=None,
+                   help="heads of the width-32 mixer (default 4: state 4 x 8 x 8; 2: 2 x 16 x 16)")
     args = p.parse_args(argv)
-    cfg = dict(vocab=32, d=32, heads=2, pairs=8, batch=32, eval_batch=256, lr=1e-2, chunk=8,
-               steps=300, seeds=(0,), log_every=20)
+    cfg = dict(vocab=96, d=32, heads=4, pairs=24, batch=32, eval_batch=256, lr=1e-2, chunk=8,
+               steps=1500, seeds=(0,), log_every=50)
     if args.quick:
-        cfg.update(steps=60, pairs=4, log_every=10)
+        cfg.update(steps=60, pairs=4, heads=2, vocab=32, log_every=10)
+    if args.pairs:
+        cfg["pairs"] = args.pairs
+        cfg["vocab"] = max(32, 4 * args.pairs)  # keys and values from halves with room to spare
+    if args.steps:
+        cfg["steps"] = args.steps
+    if args.seeds:
+        cfg["seeds"] = tuple(range(args.seeds))
+    if args.heads:
+        cfg["heads"] = args.heads
     dk = cfg["d"] // cfg["heads"]
     print(f"MQAR: {cfg['pairs']} key-value pairs per sequence (T = {3 * cfg['pairs']}), vocabulary "
           f"{cfg['vocab']}; 2-layer models of width {cfg['d']}, {cfg['heads']} heads, state "
