@@ -95,7 +95,7 @@ def make_plan(t: int, d: int, m: int, dv: int, *, chunk: int, lane: int, max_bv:
     return Plan(chunk, tp, dp, mp, dvp, bv)
 
 
-def _dot(a, b, acc, ca=1, cb=0):
+def acc_dot(a, b, acc, ca=1, cb=0):
     """``a @ b`` contracting ``a``'s axis ``ca`` with ``b``'s axis ``cb``, accumulated in ``acc``."""
     prec = jax.lax.Precision.HIGHEST if a.dtype == jnp.float32 or a.dtype == jnp.float64 else None
     return jax.lax.dot_general(a, b, (((ca,), (cb,)), ((), ())), preferred_element_type=acc, precision=prec)
@@ -109,7 +109,7 @@ def phi_tile(x, w, *, feature_map: str, is_query: bool, m: int, mp: int, io_dtyp
     col = jax.lax.broadcasted_iota(jnp.int32, (1, mp), 1) < m
     if feature_map == "elu_plus_one":
         return jnp.where(col, jnp.where(x > 0, x + 1, jnp.exp(jnp.minimum(x, 0))), 0)
-    wx = _dot(x, w, acc, 1, 1)  # [C, Mp]
+    wx = acc_dot(x, w, acc, 1, 1)  # [C, Mp]
     expo = wx - 0.5 * jnp.sum(x * x, axis=1, keepdims=True)
     if is_query:
         expo = expo - jnp.max(jnp.where(col, expo, -jnp.inf), axis=1, keepdims=True)
@@ -161,12 +161,12 @@ def forward_chunk(pq, pk, v, s, z, flags, runs_col, runs_row, *, normalize: bool
     mask = _masks(c, runs_col, runs_row)
     inter = pq if runs_col is None else jnp.where(_bit(flags, CIN), pq, 0)
     if b_col is None:
-        a = jnp.where(mask, _dot(pq, pk, acc, 1, 1), 0)
+        a = jnp.where(mask, acc_dot(pq, pk, acc, 1, 1), 0)
     else:
         gam, ein, eout, etot = decay_tiles(b_col, b_row, mask)
-        a = _dot(pq, pk, acc, 1, 1) * gam
+        a = acc_dot(pq, pk, acc, 1, 1) * gam
         inter = inter.astype(acc) * ein
-    num = _dot(a.astype(v.dtype), v, acc) + _dot(inter.astype(acc), s, acc)
+    num = acc_dot(a.astype(v.dtype), v, acc) + acc_dot(inter.astype(acc), s, acc)
     den = jnp.sum(a, axis=1, keepdims=True) + jnp.sum(inter * z, axis=1, keepdims=True)
     out = num / (den + eps) if normalize else num
     if runs_col is not None:
@@ -176,7 +176,7 @@ def forward_chunk(pq, pk, v, s, z, flags, runs_col, runs_row, *, normalize: bool
     pk = pk.astype(acc)
     if b_col is not None:
         pk, s, z = pk * eout, s * etot, z * etot
-    s = s + _dot(pk, v.astype(acc), acc, 0, 0)
+    s = s + acc_dot(pk, v.astype(acc), acc, 0, 0)
     z = z + jnp.sum(pk, axis=0, keepdims=True)
     return out, den, s, z
 
@@ -186,20 +186,20 @@ def dq_chunk(pk, v, dn, dd, s, z, flags, runs_col, runs_row, *, acc, b_col=None,
     c = pk.shape[0]
     mask = _masks(c, runs_col, runs_row)
     if b_col is None:
-        g = jnp.where(mask, _dot(dn, v, acc, 1, 1) + dd, 0)
+        g = jnp.where(mask, acc_dot(dn, v, acc, 1, 1) + dd, 0)
     else:
         gam, ein, eout, etot = decay_tiles(b_col, b_row, mask)
-        g = (_dot(dn, v, acc, 1, 1) + dd) * gam
+        g = (acc_dot(dn, v, acc, 1, 1) + dd) * gam
     dn_in, dd_in = (dn, dd) if runs_col is None else (jnp.where(_bit(flags, CIN), x, 0) for x in (dn, dd))
-    inter = _dot(dn_in, s, acc, 1, 1) + dd_in * z
-    dpq = _dot(g, pk, acc) + (inter if b_col is None else inter * ein)
+    inter = acc_dot(dn_in, s, acc, 1, 1) + dd_in * z
+    dpq = acc_dot(g, pk, acc) + (inter if b_col is None else inter * ein)
     if runs_col is not None:
         keep = _first_or_last(_bit(flags, CIN), c, last=True)
         s, z = jnp.where(keep, s, 0), jnp.where(keep, z, 0)
         pk = jnp.where(_bit(flags, COUT), pk, 0)
     if b_col is not None:
         pk, s, z = pk * eout, s * etot, z * etot
-    s = s + _dot(pk, v, acc, 0, 0)
+    s = s + acc_dot(pk, v, acc, 0, 0)
     z = z + jnp.sum(pk, axis=0, keepdims=True)
     return dpq, s, z
 
@@ -212,21 +212,21 @@ def dkv_chunk(pq, pk, v, dn, dd, r_s, r_z, flags, runs_col, runs_row, *, acc, b_
     c = pq.shape[0]
     mask = _masks(c, runs_col, runs_row)
     if b_col is None:
-        g = jnp.where(mask, _dot(dn, v, acc, 1, 1) + dd, 0)  # [t, s]
-        a = jnp.where(mask, _dot(pq, pk, acc, 1, 1), 0)     # [t, s]
+        g = jnp.where(mask, acc_dot(dn, v, acc, 1, 1) + dd, 0)  # [t, s]
+        a = jnp.where(mask, acc_dot(pq, pk, acc, 1, 1), 0)     # [t, s]
     else:
         gam, ein, eout, etot = decay_tiles(b_col, b_row, mask)
-        g = (_dot(dn, v, acc, 1, 1) + dd) * gam
-        a = _dot(pq, pk, acc, 1, 1) * gam
-    inter_k = _dot(v, r_s, acc, 1, 1) + r_z            # [s, Mp]
-    inter_v = _dot(pk, r_s, acc)                        # [s, BV]
+        g = (acc_dot(dn, v, acc, 1, 1) + dd) * gam
+        a = acc_dot(pq, pk, acc, 1, 1) * gam
+    inter_k = acc_dot(v, r_s, acc, 1, 1) + r_z            # [s, Mp]
+    inter_v = acc_dot(pk, r_s, acc)                        # [s, BV]
     if b_col is not None:
         inter_k, inter_v = inter_k * eout, inter_v * eout
     if runs_col is not None:
         rin = _bit(flags, RIN)
         inter_k, inter_v = jnp.where(rin, inter_k, 0), jnp.where(rin, inter_v, 0)
-    dpk = _dot(g, pq, acc, 0, 0) + inter_k
-    dv = _dot(a, dn, acc, 0, 0) + inter_v
+    dpk = acc_dot(g, pq, acc, 0, 0) + inter_k
+    dv = acc_dot(a, dn, acc, 0, 0) + inter_v
     if runs_col is not None:
         keep = _first_or_last(_bit(flags, RIN), c, last=False)
         r_s, r_z = jnp.where(keep, r_s, 0), jnp.where(keep, r_z, 0)
@@ -234,7 +234,7 @@ def dkv_chunk(pq, pk, v, dn, dd, r_s, r_z, flags, runs_col, runs_row, *, acc, b_
         dn, dd = jnp.where(rout, dn, 0), jnp.where(rout, dd, 0)
     if b_col is not None:
         pq, r_s, r_z = pq * ein, r_s * etot, r_z * etot
-    r_s = r_s + _dot(pq, dn, acc, 0, 0)
+    r_s = r_s + acc_dot(pq, dn, acc, 0, 0)
     r_z = r_z + jnp.sum(pq * dd, axis=0, keepdims=True)
     return dpk, dv, r_s, r_z
 

@@ -28,7 +28,7 @@ import types
 import jax
 import jax.numpy as jnp
 
-from kjax.attention._pallas_common import _dot, decay_tiles, pad_axis
+from kjax.attention._pallas_common import acc_dot, decay_tiles, pad_axis
 from kjax.attention._xla import delta_rule_xla
 
 
@@ -39,8 +39,8 @@ def unit_lower_inverse(n, acc):
     inv = jnp.eye(c, dtype=acc) + x
     p = x
     for _ in range(max(0, (c - 1).bit_length() - 1)):
-        p = _dot(p, p, acc)
-        inv = inv + _dot(inv, p, acc)
+        p = acc_dot(p, p, acc)
+        inv = inv + acc_dot(inv, p, acc)
     return inv
 
 
@@ -55,15 +55,15 @@ def delta_chunk(q, k, v, beta, s, *, acc, b_col=None, b_row=None):
         gam, ein, eout, etot = tril.astype(acc), None, None, None
     else:
         gam, ein, eout, etot = decay_tiles(b_col, b_row, tril)
-    n = jnp.where(row > col, beta * _dot(k, k, acc, 1, 1) * gam, 0)
+    n = jnp.where(row > col, beta * acc_dot(k, k, acc, 1, 1) * gam, 0)
     t_inv = unit_lower_inverse(n, acc)
     bk = beta * k if ein is None else (beta * ein) * k
-    u = _dot(t_inv, beta * v, acc) - _dot(_dot(t_inv, bk, acc), s, acc)
+    u = acc_dot(t_inv, beta * v, acc) - acc_dot(acc_dot(t_inv, bk, acc), s, acc)
     qin = q if ein is None else q * ein
-    out = _dot(qin, s, acc) + _dot(_dot(q, k, acc, 1, 1) * gam, u, acc)
+    out = acc_dot(qin, s, acc) + acc_dot(acc_dot(q, k, acc, 1, 1) * gam, u, acc)
     if etot is not None:
         s, k = s * etot, k * eout
-    return out, s + _dot(k, u, acc, 0, 0)
+    return out, s + acc_dot(k, u, acc, 0, 0)
 
 
 def delta_family(forward, plan):

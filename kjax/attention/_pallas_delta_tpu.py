@@ -40,7 +40,7 @@ def _kernel(*refs, p, acc, ng):
         s_scr[...] = s0_ref[...]
 
     out, s = pd.delta_chunk(q_ref[...], k_ref[...], v_ref[...], beta_ref[...], s_scr[...], acc=acc,
-                            **tp_._read_gates(g_refs))
+                            **tp_.read_gates(g_refs))
     o_ref[...] = out.astype(o_ref.dtype)
     s_scr[...] = s
 
@@ -53,9 +53,9 @@ def forward(q, k, v, beta, gates, s0, *, plan, interpret=False):
     p = plan
     b, tp, h, _ = q.shape
     acc = s0.dtype
-    sp = tp_._Specs(p, h, reverse=False)
-    gargs, gspecs = tp_._gate_args(gates, sp)
-    args = [tp_._heads_first(q), tp_._heads_first(k), tp_._heads_first(v), tp_._heads_first(beta),
+    sp = tp_.Specs(p, h, reverse=False)
+    gargs, gspecs = tp_.gate_args(gates, sp)
+    args = [tp_.heads_first(q), tp_.heads_first(k), tp_.heads_first(v), tp_.heads_first(beta),
             s0.reshape(b * h, p.mp, p.dvp), *gargs]
     in_specs = [sp.seq(p.mp), sp.seq(p.mp), sp.vtile(), sp.tok(), sp.state(), *gspecs]
     params = pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "arbitrary"))
@@ -67,7 +67,7 @@ def forward(q, k, v, beta, gates, s0, *, plan, interpret=False):
         scratch_shapes=[pltpu.VMEM((p.mp, p.bv), acc)], compiler_params=params,
         interpret=pltpu.InterpretParams() if interpret else False,
         name="kjax_gated_delta_rule_fwd" if gates is not None else "kjax_delta_rule_fwd")(*args)
-    return tp_._heads_back(out, b, h), s.reshape(s0.shape)
+    return tp_.heads_back(out, b, h), s.reshape(s0.shape)
 
 
 _family = pd.delta_family(forward, plan)

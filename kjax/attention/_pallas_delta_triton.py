@@ -56,15 +56,16 @@ def forward(q, k, v, beta, gates, s0, *, plan, interpret=False):
     b, tp, h, _ = q.shape
     acc = s0.dtype
     has_g = gates is not None
-    in_specs = [tr._seq(tp, p.mp), tr._seq(tp, p.mp), tr._seq(tp, p.dvp, tile=p.bv), tr._seq(tp, 1),
-                tr._state_spec(p)]
+    in_specs = [tr.seq_spec(tp, p.mp), tr.seq_spec(tp, p.mp), tr.seq_spec(tp, p.dvp, tile=p.bv),
+                tr.seq_spec(tp, 1),
+                tr.state_spec(p)]
     args = [q, k, v, beta, s0]
     if has_g:
-        in_specs.append(tr._gate_spec(tp))
+        in_specs.append(tr.gate_spec(tp))
         args.append(jnp.swapaxes(gates, 1, 2))
-    return tr._call(
+    return tr.call_kernel(
         functools.partial(_kernel, p=p, acc=acc, has_g=has_g), grid=(b, h, p.n_v), in_specs=in_specs,
-        out_specs=[tr._seq(tp, p.dvp, tile=p.bv), tr._state_spec(p)],
+        out_specs=[tr.seq_spec(tp, p.dvp, tile=p.bv), tr.state_spec(p)],
         out_shape=[jax.ShapeDtypeStruct((b, tp, h, p.dvp), acc), jax.ShapeDtypeStruct(s0.shape, acc)],
         p=p, interpret=interpret, name="kjax_gated_delta_rule_fwd" if has_g else "kjax_delta_rule_fwd")(*args)
 

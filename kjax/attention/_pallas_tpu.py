@@ -35,18 +35,18 @@ def plan(t: int, d: int, m: int, dv: int, chunk_size: int) -> pc.Plan:
     return pc.make_plan(t, d, m, dv, chunk=CHUNK, lane=128, max_bv=MAX_BV)
 
 
-def _heads_first(x):
+def heads_first(x):
     """``[B, T, H, F] -> [B * H, T, F]``."""
     b, t, h, f = x.shape
     return jnp.swapaxes(x, 1, 2).reshape(b * h, t, f)
 
 
-def _heads_back(x, b, h):
+def heads_back(x, b, h):
     bh, t, f = x.shape
     return jnp.swapaxes(x.reshape(b, h, t, f), 1, 2)
 
 
-class _Specs:
+class Specs:
     def __init__(self, p: pc.Plan, h: int, reverse: bool):
         n = p.n_chunks
         self.p, self.h = p, h
@@ -83,7 +83,7 @@ class _Specs:
         return pl.BlockSpec((None, None, self.p.c, self.p.mp), lambda i, j, c: (j, i, self.ci(c), 0))
 
 
-def _call(kernel, p, grid, in_specs, out_specs, out_shape, interpret, name, acc):
+def call_kernel(kernel, p, grid, in_specs, out_specs, out_shape, interpret, name, acc):
     params = pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "arbitrary"))
     return pl.pallas_call(
         kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
@@ -99,16 +99,16 @@ def _runs_args(runs, flags, specs, has_runs):
     return [runs[:, :, None], runs[:, None, :], flags_col], [specs.col(), specs.row(), specs.col()]
 
 
-def _gate_args(b, specs):
+def gate_args(b, specs):
     """Chunk-local cumulative log-gates ``[B, Tp, H]`` as a column ``[B * H, Tp, 1]`` and a row
     ``[B * H, 1, Tp]`` (the kernels need both orientations; a transpose in VMEM is avoided)."""
     if b is None:
         return [], []
-    col = _heads_first(b[..., None])
+    col = heads_first(b[..., None])
     return [col, jnp.swapaxes(col, 1, 2)], [specs.tok(), specs.gate_row()]
 
 
-def _read_gates(g_refs):
+def read_gates(g_refs):
     if not g_refs:
         return {}
     return dict(b_col=g_refs[0][...], b_row=g_refs[1][...])
@@ -141,7 +141,7 @@ def _fwd_kernel(*refs, p, feature_map, m, normalize, eps, acc, has_runs, ng):
     pq = phi(q_ref[...].astype(acc), is_query=True).astype(lo)
     pk = phi(k_ref[...].astype(acc), is_query=False).astype(lo)
     out, den, s, z = pc.forward_chunk(pq, pk, v_ref[...], s_scr[...], z_scr[...], flags, rc, rr,
-                                      normalize=normalize, eps=eps, acc=acc, **_read_gates(g_refs))
+                                      normalize=normalize, eps=eps, acc=acc, **read_gates(g_refs))
     o_ref[...] = out.astype(o_ref.dtype)
     den_ref[...] = den.astype(den_ref.dtype)
     s_scr[...] = s
@@ -158,22 +158,22 @@ def forward(q, k, v, w, s0, z0, runs, flags, gates, *, plan, feature_map, m, nor
     b, tp, h, _ = q.shape
     acc = s0.dtype
     has_runs = runs is not None
-    sp = _Specs(p, h, reverse=False)
+    sp = Specs(p, h, reverse=False)
     rargs, rspecs = _runs_args(runs, flags, sp, has_runs)
-    gargs, gspecs = _gate_args(gates, sp)
+    gargs, gspecs = gate_args(gates, sp)
     kernel = functools.partial(_fwd_kernel, p=p, feature_map=feature_map, m=m, normalize=normalize, eps=eps,
                                acc=acc, has_runs=has_runs, ng=len(gargs))
-    args = [_heads_first(q), _heads_first(k), _heads_first(v), w, s0.reshape(b * h, p.mp, p.dvp),
+    args = [heads_first(q), heads_first(k), heads_first(v), w, s0.reshape(b * h, p.mp, p.dvp),
             z0.reshape(b * h, 1, p.mp), *rargs, *gargs]
     in_specs = [sp.seq(p.dp), sp.seq(p.dp), sp.vtile(), pl.BlockSpec(w.shape, lambda i, j, c: (0, 0)),
                 sp.state(), sp.z(), *rspecs, *gspecs]
     name = f"kjax_linear_attention_fwd_{feature_map}" + ("_decay" if gates is not None else "")
-    out, den, s, z = _call(
+    out, den, s, z = call_kernel(
         kernel, p, (b * h, p.n_v, p.n_chunks), in_specs, [sp.vtile(), sp.tok(), sp.state(), sp.z()],
         [jax.ShapeDtypeStruct((b * h, tp, p.dvp), v.dtype), jax.ShapeDtypeStruct((b * h, tp, 1), acc),
          jax.ShapeDtypeStruct((b * h, p.mp, p.dvp), acc), jax.ShapeDtypeStruct((b * h, 1, p.mp), acc)],
         interpret, name, acc)(*args)
-    return (_heads_back(out, b, h), _heads_back(den, b, h), s.reshape(s0.shape), z.reshape(z0.shape))
+    return (heads_back(out, b, h), heads_back(den, b, h), s.reshape(s0.shape), z.reshape(z0.shape))
 
 
 def _dq_kernel(*refs, p, acc, has_runs, ng):
@@ -192,7 +192,7 @@ def _dq_kernel(*refs, p, acc, has_runs, ng):
     flags, rc, rr = _read_runs(run_refs, has_runs)
     dd = jnp.where(pl.program_id(1) == 0, dd_ref[...], 0)
     dpq, s, z = pc.dq_chunk(pk_ref[...], v_ref[...], dn_ref[...], dd, s_scr[...], z_scr[...], flags, rc, rr,
-                            acc=acc, **_read_gates(g_refs))
+                            acc=acc, **read_gates(g_refs))
     dpq_ref[...] = dpq.astype(dpq_ref.dtype)
     s_scr[...] = s
     z_scr[...] = z
@@ -215,7 +215,7 @@ def _dkv_kernel(*refs, p, acc, has_runs, ng):
     flags, rc, rr = _read_runs(run_refs, has_runs)
     dd = jnp.where(first, dd_ref[...], 0)
     dpk, dv, r_s, r_z = pc.dkv_chunk(pq_ref[...], pk_ref[...], v_ref[...], dn_ref[...], dd, r_scr[...],
-                                     rz_scr[...], flags, rc, rr, acc=acc, **_read_gates(g_refs))
+                                     rz_scr[...], flags, rc, rr, acc=acc, **read_gates(g_refs))
     dpk_ref[...] = dpk.astype(dpk_ref.dtype)
     dv_ref[...] = dv.astype(dv_ref.dtype)
     r_scr[...] = r_s
@@ -232,17 +232,17 @@ def dq(pk, v, dn, dd, s0, z0, runs, flags, gates, *, plan, interpret=False):
     b, tp, h, _ = pk.shape
     acc = s0.dtype
     has_runs = runs is not None
-    sp = _Specs(p, h, reverse=False)
+    sp = Specs(p, h, reverse=False)
     rargs, rspecs = _runs_args(runs, flags, sp, has_runs)
-    gargs, gspecs = _gate_args(gates, sp)
-    args = [_heads_first(pk), _heads_first(v), _heads_first(dn), _heads_first(dd),
+    gargs, gspecs = gate_args(gates, sp)
+    args = [heads_first(pk), heads_first(v), heads_first(dn), heads_first(dd),
             s0.reshape(b * h, p.mp, p.dvp), z0.reshape(b * h, 1, p.mp), *rargs, *gargs]
     in_specs = [sp.seq(p.mp), sp.vtile(), sp.vtile(), sp.tok(), sp.state(), sp.z(), *rspecs, *gspecs]
     kernel = functools.partial(_dq_kernel, p=p, acc=acc, has_runs=has_runs, ng=len(gargs))
-    part = _call(kernel, p, (b * h, p.n_v, p.n_chunks), in_specs, sp.partial(),
+    part = call_kernel(kernel, p, (b * h, p.n_v, p.n_chunks), in_specs, sp.partial(),
                  jax.ShapeDtypeStruct((p.n_v, b * h, tp, p.mp), acc), interpret,
                  "kjax_linear_attention_bwd_dq", acc)(*args)
-    return _heads_back(jnp.sum(part, axis=0), b, h)
+    return heads_back(jnp.sum(part, axis=0), b, h)
 
 
 def dkv(pq, pk, v, dn, dd, gs, gz, runs, flags, gates, *, plan, interpret=False):
@@ -250,21 +250,21 @@ def dkv(pq, pk, v, dn, dd, gs, gz, runs, flags, gates, *, plan, interpret=False)
     b, tp, h, _ = pq.shape
     acc = gs.dtype
     has_runs = runs is not None
-    sp = _Specs(p, h, reverse=True)
+    sp = Specs(p, h, reverse=True)
     rargs, rspecs = _runs_args(runs, flags, sp, has_runs)
-    gargs, gspecs = _gate_args(gates, sp)
-    args = [_heads_first(pq), _heads_first(pk), _heads_first(v), _heads_first(dn), _heads_first(dd),
+    gargs, gspecs = gate_args(gates, sp)
+    args = [heads_first(pq), heads_first(pk), heads_first(v), heads_first(dn), heads_first(dd),
             gs.reshape(b * h, p.mp, p.dvp), gz.reshape(b * h, 1, p.mp), *rargs, *gargs]
     in_specs = [sp.seq(p.mp), sp.seq(p.mp), sp.vtile(), sp.vtile(), sp.tok(), sp.state(), sp.z(), *rspecs,
                 *gspecs]
-    dpk, dvv, ds0, dz0 = _call(
+    dpk, dvv, ds0, dz0 = call_kernel(
         functools.partial(_dkv_kernel, p=p, acc=acc, has_runs=has_runs, ng=len(gargs)), p,
         (b * h, p.n_v, p.n_chunks),
         in_specs, [sp.partial(), sp.vtile(), sp.state(), sp.z()],
         [jax.ShapeDtypeStruct((p.n_v, b * h, tp, p.mp), acc), jax.ShapeDtypeStruct((b * h, tp, p.dvp), acc),
          jax.ShapeDtypeStruct((b * h, p.mp, p.dvp), acc), jax.ShapeDtypeStruct((b * h, 1, p.mp), acc)],
         interpret, "kjax_linear_attention_bwd_dkv", acc)(*args)
-    return (_heads_back(jnp.sum(dpk, axis=0), b, h), _heads_back(dvv, b, h), ds0.reshape(gs.shape),
+    return (heads_back(jnp.sum(dpk, axis=0), b, h), heads_back(dvv, b, h), ds0.reshape(gs.shape),
             dz0.reshape(gz.shape))
 
 

@@ -41,14 +41,14 @@ def _params(p: pc.Plan):
     return pl_triton.CompilerParams(num_warps=warps, num_stages=1)
 
 
-def _seq(tp, f, *, tile=None):
+def seq_spec(tp, f, *, tile=None):
     """``[B, Tp, H, F]`` -> the whole sequence of one (batch, head) (and value tile ``j``)."""
     if tile is None:
         return pl.BlockSpec((None, tp, None, f), lambda b, h, j: (b, 0, h, 0))
     return pl.BlockSpec((None, tp, None, tile), lambda b, h, j: (b, 0, h, j))
 
 
-def _state_spec(p):
+def state_spec(p):
     return pl.BlockSpec((None, None, p.mp, p.bv), lambda b, h, j: (b, h, 0, j))
 
 
@@ -64,16 +64,16 @@ def _partial_spec(p):
     return pl.BlockSpec((None, None, p.tp, None, p.mp), lambda b, h, j: (j, b, 0, h, 0))
 
 
-def _gate_spec(tp):
+def gate_spec(tp):
     """Chunk-local cumulative log-gates ``[B, H, Tp]``: one (batch, head) row per program."""
     return pl.BlockSpec((None, None, tp), lambda b, h, j: (b, h, 0))
 
 
-def _gate_args(b):
+def gate_args(b):
     """``([b [B, H, Tp]], [spec])`` or nothing (no decay)."""
     if b is None:
         return [], []
-    return [jnp.swapaxes(b, 1, 2)], [_gate_spec(b.shape[1])]
+    return [jnp.swapaxes(b, 1, 2)], [gate_spec(b.shape[1])]
 
 
 def _load_gates(b_ref, sl):
@@ -92,7 +92,7 @@ def _load_runs(runs_ref, flags_ref, sl):
     return flags, r[:, None], r[None, :]
 
 
-def _call(kernel, *, grid, in_specs, out_specs, out_shape, p, interpret, name):
+def call_kernel(kernel, *, grid, in_specs, out_specs, out_shape, p, interpret, name):
     return pl.pallas_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
                           compiler_params=_params(p), interpret=interpret, name=name)
 
@@ -136,7 +136,7 @@ def forward(q, k, v, w, s0, z0, runs, flags, gates, *, plan, feature_map, m, nor
     kernel = functools.partial(_fwd_kernel, p=p, feature_map=feature_map, m=m, normalize=normalize, eps=eps,
                                acc=acc, has_runs=has_runs, has_g=gates is not None)
     w_spec = pl.BlockSpec(w.shape, lambda b, h, j: (0, 0))
-    in_specs = [_seq(tp, p.dp), _seq(tp, p.dp), _seq(tp, p.dvp, tile=p.bv), w_spec, _state_spec(p),
+    in_specs = [seq_spec(tp, p.dp), seq_spec(tp, p.dp), seq_spec(tp, p.dvp, tile=p.bv), w_spec, state_spec(p),
                 _z_spec(p)]
     args = [q, k, v, w, s0, z0]
     if has_runs:
@@ -144,12 +144,12 @@ def forward(q, k, v, w, s0, z0, runs, flags, gates, *, plan, feature_map, m, nor
         args.append(runs)
     in_specs.append(_row_spec(tp))
     args.append(flags)
-    gargs, gspecs = _gate_args(gates)
+    gargs, gspecs = gate_args(gates)
     args, in_specs = args + gargs, in_specs + gspecs
     name = f"kjax_linear_attention_fwd_{feature_map}" + ("_decay" if gates is not None else "")
-    return _call(
+    return call_kernel(
         kernel, grid=(b, h, p.n_v), in_specs=in_specs,
-        out_specs=[_seq(tp, p.dvp, tile=p.bv), _seq(tp, 1), _state_spec(p), _z_spec(p)],
+        out_specs=[seq_spec(tp, p.dvp, tile=p.bv), seq_spec(tp, 1), state_spec(p), _z_spec(p)],
         out_shape=[jax.ShapeDtypeStruct((b, tp, h, p.dvp), v.dtype), jax.ShapeDtypeStruct((b, tp, h, 1), acc),
                    jax.ShapeDtypeStruct(s0.shape, acc), jax.ShapeDtypeStruct(z0.shape, acc)],
         p=p, interpret=interpret, name=name,
@@ -214,12 +214,13 @@ def dq(pk, v, dn, dd, s0, z0, runs, flags, gates, *, plan, interpret=False):
     b, tp, h, _ = pk.shape
     acc = s0.dtype
     has_runs = runs is not None
-    gargs, gspecs = _gate_args(gates)
-    in_specs = [_seq(tp, p.mp), _seq(tp, p.dvp, tile=p.bv), _seq(tp, p.dvp, tile=p.bv), _seq(tp, 1),
-                _state_spec(p), _z_spec(p)] + [_row_spec(tp)] * (1 + has_runs) + gspecs
+    gargs, gspecs = gate_args(gates)
+    in_specs = [seq_spec(tp, p.mp), seq_spec(tp, p.dvp, tile=p.bv), seq_spec(tp, p.dvp, tile=p.bv),
+                seq_spec(tp, 1),
+                state_spec(p), _z_spec(p)] + [_row_spec(tp)] * (1 + has_runs) + gspecs
     args = [pk, v, dn, dd, s0, z0] + ([runs] if has_runs else []) + [flags] + gargs
     kernel = functools.partial(_dq_kernel, p=p, acc=acc, has_runs=has_runs, has_g=gates is not None)
-    part = _call(kernel, grid=(b, h, p.n_v),
+    part = call_kernel(kernel, grid=(b, h, p.n_v),
                  in_specs=in_specs, out_specs=_partial_spec(p),
                  out_shape=jax.ShapeDtypeStruct((p.n_v, b, tp, h, p.mp), acc), p=p, interpret=interpret,
                  name="kjax_linear_attention_bwd_dq")(*args)
@@ -231,15 +232,16 @@ def dkv(pq, pk, v, dn, dd, gs, gz, runs, flags, gates, *, plan, interpret=False)
     b, tp, h, _ = pq.shape
     acc = gs.dtype
     has_runs = runs is not None
-    gargs, gspecs = _gate_args(gates)
-    in_specs = [_seq(tp, p.mp), _seq(tp, p.mp), _seq(tp, p.dvp, tile=p.bv), _seq(tp, p.dvp, tile=p.bv),
-                _seq(tp, 1), _state_spec(p), _z_spec(p)] + [_row_spec(tp)] * (1 + has_runs) + gspecs
+    gargs, gspecs = gate_args(gates)
+    in_specs = [seq_spec(tp, p.mp), seq_spec(tp, p.mp), seq_spec(tp, p.dvp, tile=p.bv),
+                seq_spec(tp, p.dvp, tile=p.bv), seq_spec(tp, 1), state_spec(p), _z_spec(p)]
+    in_specs += [_row_spec(tp)] * (1 + has_runs) + gspecs
     args = [pq, pk, v, dn, dd, gs, gz] + ([runs] if has_runs else []) + [flags] + gargs
-    dpk, dvv, ds0, dz0 = _call(
+    dpk, dvv, ds0, dz0 = call_kernel(
         functools.partial(_dkv_kernel, p=p, acc=acc, has_runs=has_runs, has_g=gates is not None),
         grid=(b, h, p.n_v),
         in_specs=in_specs,
-        out_specs=[_partial_spec(p), _seq(tp, p.dvp, tile=p.bv), _state_spec(p), _z_spec(p)],
+        out_specs=[_partial_spec(p), seq_spec(tp, p.dvp, tile=p.bv), state_spec(p), _z_spec(p)],
         out_shape=[jax.ShapeDtypeStruct((p.n_v, b, tp, h, p.mp), acc), jax.ShapeDtypeStruct(v.shape, acc),
                    jax.ShapeDtypeStruct(gs.shape, acc), jax.ShapeDtypeStruct(gz.shape, acc)],
         p=p, interpret=interpret, name="kjax_linear_attention_bwd_dkv")(*args)

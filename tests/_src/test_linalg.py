@@ -41,7 +41,7 @@ def test_cho_solve_few_and_many_rhs_and_grads():
         b = RNG.normal(size=(200, k))
         assert_close(linalg.cho_solve(jnp.asarray(low), jnp.asarray(b)), np.linalg.solve(spd, b), 1e-10)
     b = jnp.asarray(RNG.normal(size=(200, 2)))
-    check_grads(lambda lo, b: linalg.solve_triangular(jnp.tril(lo), b, transpose=True, block=64),
+    check_grads(jax.jit(lambda lo, b: linalg.solve_triangular(jnp.tril(lo), b, transpose=True, block=64)),
                 (jnp.asarray(low), b), order=1, modes=("rev", "fwd"))
     f = jax.jit(jax.vmap(lambda bb: linalg.cho_solve(jnp.asarray(low), bb), in_axes=1, out_axes=1))
     assert_close(f(b), np.linalg.solve(spd, np.asarray(b)), 1e-10)

@@ -51,14 +51,13 @@ def main() -> None:
     rows = np.full((xe.shape[0], xe.shape[0]), np.nan)
     empirical_ntk(f, p, xe, block_size=4, mesh=mesh, out=rows)
     np.save(os.path.join(out, f"entk{pid}.npy"), rows)
-    # issue 17 (c), small: the trace eNTK columns of some centres, split over the processes and
-    # gathered, as a precomputed kernel for Falkon (benchmarks/bench_ntk_scale.py c at scale)
+    # issue 17 (c), small: the eNTK blocks split over the processes (above), gathered, and the
+    # columns of some centres as a precomputed kernel for Falkon (bench_ntk_scale.py c at scale)
     cidx = np.arange(0, xe.shape[0], 3)
-    cols = np.full((xe.shape[0], cidx.size), np.nan)
-    empirical_ntk(f, p, xe, xe[cidx], mode="trace", block_size=4, mesh=mesh, out=cols)
-    have = ~np.isnan(cols)
+    have = ~np.isnan(rows)
     owners = np.asarray(multihost_utils.process_allgather(have, tiled=False)).sum(0)
-    cols = np.asarray(multihost_utils.process_allgather(np.where(have, cols, 0.0), tiled=False)).sum(0)
+    full = np.asarray(multihost_utils.process_allgather(np.where(have, rows, 0.0), tiled=False)).sum(0)
+    cols = full[:, cidx]
     ye = np.sin(xe).sum(1)
     fal = regression.falkon_fit(None, kernels.precomputed(cols, columns=cidx), None, ye, ridge=1e-3,
                                 centers=cidx, maxiter=40, tol=1e-12)
