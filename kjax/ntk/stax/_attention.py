@@ -25,7 +25,15 @@ import numpy as np
 
 from kjax._src.errors import check_int, check_positive, fail
 from kjax.ntk.stax import _kernel as K
-from kjax.ntk.stax._core import STAX, Layer, axis_arg, check_axes, make_layer, single_branch
+from kjax.ntk.stax._core import (
+    STAX,
+    Layer,
+    axis_arg,
+    batch_channel_axes,
+    check_axes,
+    make_layer,
+    single_branch,
+)
 from kjax.ntk.stax._dot import unzip_pairs, zip_pairs
 from kjax.ntk.stax._requirements import AttentionMechanism, PositionalEmbedding
 
@@ -145,12 +153,7 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
     b2 = 0.0 if b_std is None else b_std**2
 
     def layout(where, nd):
-        for arg, a in (("batch_axis", batch_axis), ("channel_axis", channel_axis)):
-            if not -nd <= a < nd:
-                fail(f"{fn} {where}", arg, f"be in [-{nd}, {nd}) for inputs of rank {nd}", repr(a))
-        b, c = batch_axis % nd, channel_axis % nd
-        if b == c:
-            fail(f"{fn} {where}", "channel_axis", "differ from `batch_axis`", repr(channel_axis))
+        b, c = batch_channel_axes(f"{fn} {where}", batch_axis, channel_axis, nd)
         return b, c
 
     def n_pos(c_in, where):

@@ -408,6 +408,18 @@ def axis_arg(fn: str, arg: str, value) -> int:
     return int(value)
 
 
+def batch_channel_axes(fn: str, batch_axis: int, channel_axis: int, nd: int) -> tuple[int, int]:
+    """``(batch_axis, channel_axis)`` as non-negative axes of rank-``nd`` inputs, checked: both
+    in ``[-nd, nd)`` and different (errors name ``fn`` and the argument)."""
+    for arg, a in (("batch_axis", batch_axis), ("channel_axis", channel_axis)):
+        if not -nd <= a < nd:
+            fail(fn, arg, f"be in [-{nd}, {nd}) for inputs of rank {nd}", repr(a))
+    b, c = batch_axis % nd, channel_axis % nd
+    if b == c:
+        fail(fn, "channel_axis", "differ from `batch_axis`", repr(channel_axis))
+    return b, c
+
+
 def check_std(fn: str, W_std, b_std) -> None:
     check_positive(fn, "W_std", W_std, allow_zero=True)
     check_positive(fn, "b_std", b_std, allow_zero=True)

@@ -23,7 +23,15 @@ import numpy as np
 
 from kjax._src.errors import check_in, fail
 from kjax.ntk.stax import _kernel as K
-from kjax.ntk.stax._core import STAX, Layer, axis_arg, check_axes, make_layer, single_branch
+from kjax.ntk.stax._core import (
+    STAX,
+    Layer,
+    axis_arg,
+    batch_channel_axes,
+    check_axes,
+    make_layer,
+    single_branch,
+)
 from kjax.ntk.stax._requirements import AggregateImplementation
 
 _HI = jax.lax.Precision.HIGHEST
@@ -473,12 +481,7 @@ def Aggregate(aggregate_axis: int | Sequence[int] | None = None, batch_axis: int
         fail(fn, "to_dense", "be a function (pattern -> dense adjacency)", repr(to_dense))
 
     def layout(where, nd):
-        for arg, a in (("batch_axis", batch_axis), ("channel_axis", channel_axis)):
-            if not -nd <= a < nd:
-                fail(f"{fn} {where}", arg, f"be in [-{nd}, {nd}) for inputs of rank {nd}", repr(a))
-        b, c = batch_axis % nd, channel_axis % nd
-        if b == c:
-            fail(f"{fn} {where}", "channel_axis", "differ from `batch_axis`", repr(channel_axis))
+        b, c = batch_channel_axes(f"{fn} {where}", batch_axis, channel_axis, nd)
         return b, c, _agg_axes(f"{fn} {where}", aggregate_axis, nd, b, c)
 
     def dense_of(where, arg, pattern, n, agg_shape):

@@ -19,6 +19,7 @@ from kjax.ntk.stax._core import (
     STAX,
     Layer,
     axis_arg,
+    batch_channel_axes,
     canonical_padding,
     check_axes,
     check_spatial_rank,
@@ -110,12 +111,7 @@ def _global_pool(name: str, batch_axis: int, channel_axis: int, summed: bool) ->
     channel_axis = axis_arg(fn, "channel_axis", channel_axis)
 
     def axes(nd, where):
-        for arg, a in (("batch_axis", batch_axis), ("channel_axis", channel_axis)):
-            if not -nd <= a < nd:
-                fail(f"{fn} {where}", arg, f"be in [-{nd}, {nd}) for inputs of rank {nd}", repr(a))
-        b, c = batch_axis % nd, channel_axis % nd
-        if b == c:
-            fail(f"{fn} {where}", "channel_axis", "differ from `batch_axis`", repr(channel_axis))
+        b, c = batch_channel_axes(f"{fn} {where}", batch_axis, channel_axis, nd)
         return b, c
 
     def out_shape(shape, where):
