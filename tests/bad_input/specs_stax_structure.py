@@ -36,7 +36,6 @@ _AXES = {"batch_axis": axis(("out-of-range", 5), ("float", 0.5)),
 
 _FILTER_TOO_LARGE = Custom("filter-larger-than-input", lambda v: replace(v, filter_shape=(5, 5), padding="VALID"),
                            names=("filter_shape", "x1", "inputs", "input"))
-_CIRCULAR = Custom("circular-not-implemented", lambda v: replace(v, padding="CIRCULAR"), names=("padding",))
 
 
 def _conv_spec(name, custom=(_FILTER_TOO_LARGE,)):
@@ -57,7 +56,7 @@ def _conv_spec(name, custom=(_FILTER_TOO_LARGE,)):
 SPECS = [
     _conv_spec("Conv"),
     _conv_spec("ConvLocal"),
-    _conv_spec("ConvTranspose", custom=(_CIRCULAR,)),
+    _conv_spec("ConvTranspose", custom=()),
     Spec(
         name="kjax.ntk.stax.SumPool",
         make=lambda: _img_values(window_shape=(2, 2), strides=None, padding="VALID", x2=None),

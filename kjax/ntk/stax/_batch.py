@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from kjax._src.blockwise import blockwise_gram
+from kjax._src.blockwise import blockwise_gram, leading_dim
 from kjax._src.errors import check_int, fail
 from kjax._src.sharding import check_mesh
 from kjax.ntk import _memory
@@ -43,9 +43,14 @@ def batch(kernel_fn: Callable, batch_size: int = 1024, *, mesh: Mesh | None = No
       progress: show a tqdm bar (host loop).
 
     Returns:
-      ``batched(x1, x2=None, get="nngp", *, out=None)``: ``[n1, n2, *spatial pairs]`` for a
-      string ``get``, a namedtuple for a tuple of ``"nngp"`` / ``"ntk"``; values equal to
-      ``kernel_fn(x1, x2, get)``.
+      ``batched(x1, x2=None, get="nngp", *, pattern=None, mask_constant=None, out=None)``:
+      ``[n1, n2, *spatial pairs]`` for a string ``get``, a namedtuple for a tuple of ``"nngp"`` /
+      ``"ntk"``; values equal to ``kernel_fn(x1, x2, get, pattern=pattern,
+      mask_constant=mask_constant)``. ``pattern=(pattern1, pattern2)`` (the graphs of
+      :func:`~kjax.ntk.stax.Aggregate` layers: arrays or pytrees with a leading axis ``n1`` /
+      ``n2``) is split into blocks with the rows of ``x1`` / ``x2``; with ``x2=None``,
+      ``pattern1`` serves both sides (``pattern2`` may be None). ``mask_constant`` (a real scalar;
+      NaN matches NaN) masks the input entries equal to it, as in ``kernel_fn``.
 
     Before anything runs, the peak memory of one block (the live set of ``kernel_fn``'s program
     on a block, see :class:`kjax.ntk.stax.KernelFn`) and of the assembled result is estimated from
@@ -55,7 +60,10 @@ def batch(kernel_fn: Callable, batch_size: int = 1024, *, mesh: Mesh | None = No
     Raises:
       KjaxError: a ``get`` other than ``"nngp"``, ``"ntk"`` or a tuple of them (``cov1`` /
         ``cov2`` are per-example: call ``kernel_fn`` on the rows you need), a bad
-        ``batch_size``, an empty ``x1`` / ``x2``, ``mesh_axis`` missing for a multi-axis mesh.
+        ``batch_size``, an empty ``x1`` / ``x2``, ``mesh_axis`` missing for a multi-axis mesh,
+        a ``pattern`` that is not a pair, gives only one of ``pattern1`` / ``pattern2`` when
+        ``x2`` is given, or whose leading axes are not ``n1`` / ``n2``, a ``mask_constant`` that
+        is not a real scalar.
       MemoryError: (``kjax.ntk._memory.KjaxMemoryError``, also a ``KjaxError``) one block and
         the result are estimated to exceed the free memory; the message names what fits.
 
@@ -73,7 +81,8 @@ def batch(kernel_fn: Callable, batch_size: int = 1024, *, mesh: Mesh | None = No
     """
     batch_size = check_int(_FN, "batch_size", batch_size, minimum=1)
 
-    def batched(x1, x2=None, get="nngp", *, out: np.ndarray | None = None):
+    def batched(x1, x2=None, get="nngp", *, pattern=None, mask_constant=None,
+                out: np.ndarray | None = None):
         single, names = K.canonical_get(_FN, get)
         if names is None or any(n not in ("nngp", "ntk") for n in names):
             fail(_FN, "get", "be 'nngp', 'ntk' or a tuple of them", repr(get))
@@ -86,12 +95,22 @@ def batch(kernel_fn: Callable, batch_size: int = 1024, *, mesh: Mesh | None = No
             fail(_FN, "out", "be used with a single `get` string", repr(get))
         if mesh is not None:
             check_mesh(_FN, mesh, mesh_axis)
+        _check_mask_constant(mask_constant)
+        p1, p2 = _split_pattern(pattern, x1, x2)
         if isinstance(kernel_fn, KernelFn):
             _check_fits(kernel_fn, x1, x2, names, batch_size, streamed=out is not None or progress)
 
         def block(xa, xb):
-            res = kernel_fn(xa, xb, names)
+            kw = {} if mask_constant is None else {"mask_constant": mask_constant}
+            if p1 is not None:  # (rows, their patterns): each block gets its rows' graphs
+                (xa, pa), (xb, pb) = xa, xb
+                kw["pattern"] = (pa, pb)
+            res = kernel_fn(xa, xb, names, **kw)
             return jnp.stack([getattr(res, n) for n in names], axis=-1)
+
+        if p1 is not None:
+            x1 = (x1, p1)
+            x2 = None if x2 is None else (x2, p2)
 
         def transpose(b):
             # [ba, bb, *spatial pairs, names]: swap the rows, and the two axes of each pair
@@ -110,6 +129,47 @@ def batch(kernel_fn: Callable, batch_size: int = 1024, *, mesh: Mesh | None = No
         return K.namedtuple_for(names)(*(res[..., i] for i in range(len(names))))
 
     return batched
+
+
+def _check_mask_constant(mask_constant) -> None:
+    """``mask_constant``: None or a real scalar, as ``kernel_fn`` takes it."""
+    if mask_constant is None:
+        return
+    ok = not isinstance(mask_constant, bool | np.bool_) and (
+        isinstance(mask_constant, int | float | np.integer | np.floating)
+        or (isinstance(mask_constant, np.ndarray | jax.Array) and np.ndim(mask_constant) == 0
+            and (np.issubdtype(mask_constant.dtype, np.integer)
+                 or np.issubdtype(mask_constant.dtype, np.floating))))
+    if not ok:
+        fail(_FN, "mask_constant", "be None or a real scalar (inputs equal to it are masked; NaN "
+             "masks NaNs)", repr(mask_constant))
+
+
+def _split_pattern(pattern, x1, x2):
+    """``(pattern1, pattern2)`` checked against the rows of ``x1`` / ``x2``: ``(None, None)``
+    without patterns; with ``x2=None``, ``pattern1`` serves both sides."""
+    if pattern is None:
+        return None, None
+    if not isinstance(pattern, tuple | list) or len(pattern) != 2:
+        fail(_FN, "pattern", "be None or a pair (pattern1, pattern2) (pattern2 for x2; "
+             "(pattern1, pattern1) or (pattern1, None) when x2 is None)",
+             type(pattern).__name__ if not isinstance(pattern, tuple | list)
+             else f"a sequence of length {len(pattern)}")
+    p1, p2 = pattern
+    if x2 is None:
+        p2 = p1
+    if p1 is None and p2 is None:
+        return None, None
+    if p1 is None or p2 is None:
+        fail(_FN, "pattern", "give both pattern1 and pattern2 (or neither) when x2 is given",
+             "(None, pattern2)" if p1 is None else "(pattern1, None)")
+    sides = [("pattern1", p1, "x1", x1)] + ([] if x2 is None else [("pattern2", p2, "x2", x2)])
+    for which, p, arg, x in sides:
+        rows = leading_dim(_FN, "pattern", p)
+        if rows != x.shape[0]:
+            fail(_FN, "pattern", f"have {which} with one row per example of `{arg}` "
+                 f"(leading axis {x.shape[0]})", f"{which} with leading axis {rows}")
+    return p1, p2
 
 
 def _check_fits(kernel_fn: KernelFn, x1, x2, names, batch_size: int, streamed: bool) -> None:

@@ -256,17 +256,21 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int], strides: Sequence[
     r"""Transposed convolution (``jax.lax.conv_transpose``): upsamples by ``strides``.
 
     Each output position gathers the input positions and filter taps that reach it,
-    :math:`y_p = \frac{\sigma_W}{\sqrt{C |w|}} \sum_{i, k:\, s i + k = p} W_k x_i`, so with
+    :math:`y_p = \frac{\sigma_W}{\sqrt{C |w|}} \sum_{i, k:\, s i + w - 1 - k = p} W_k x_i`, so with
     shared taps the kernels map as :math:`K'_{p p'} = \frac{\sigma_W^2}{|w|} \sum_{k}
     \sum_{i, i':\, s i + k = p,\, s i' + k = p'} K_{i i'} + \sigma_b^2` (the transposed
     convolution of each covariance pair with the identity filter ``eye(w) / |w|``).
+    ``"CIRCULAR"`` is neural-tangents' periodic transposed convolution: the ``"VALID"`` output
+    (length :math:`M = L s + \max(w - s, 0)`) is folded onto :math:`L s` positions,
+    :math:`y_p = \sum_{j \equiv p + \lfloor (M - L s) / 2 \rfloor \pmod{L s}} y^{valid}_j`,
+    and the kernels fold both axes of each pair the same way.
 
     Args:
       out_chan: output channels of the finite network.
       filter_shape: spatial filter shape.
       strides: spatial strides (the upsampling factors); default ones.
-      padding: ``"VALID"`` (output ``(L - 1) s + w``) or ``"SAME"`` (output ``L s``);
-        ``"CIRCULAR"`` is not implemented.
+      padding: ``"VALID"`` (output ``L s + max(w - s, 0)``), ``"SAME"`` or ``"CIRCULAR"``
+        (output ``L s``).
       W_std: weight standard deviation (>= 0).
       b_std: bias standard deviation (>= 0) or None.
       dimension_numbers: as in :func:`Conv`.
@@ -277,7 +281,7 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int], strides: Sequence[
       ``(init_fn, apply_fn, kernel_fn)``; params as :func:`Conv`'s.
 
     Raises:
-      KjaxError: as :func:`Conv`, and ``padding="CIRCULAR"``.
+      KjaxError: as :func:`Conv`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -285,6 +289,9 @@ def ConvTranspose(out_chan: int, filter_shape: Sequence[int], strides: Sequence[
       >>> _, _, kernel_fn = stax.ConvTranspose(4, (3,), strides=(2,))
       >>> kernel_fn(jnp.ones((2, 4, 3)), get="nngp").shape
       (2, 2, 9, 9)
+      >>> _, _, kernel_fn = stax.ConvTranspose(4, (3,), strides=(2,), padding="CIRCULAR")
+      >>> kernel_fn(jnp.ones((2, 4, 3)), get="nngp").shape
+      (2, 2, 8, 8)
 
     References:
       Novak et al. Neural Tangents. ICLR 2020 (ConvTranspose layer).
@@ -307,9 +314,6 @@ def _conv(name, shared, out_chan, filter_shape, strides, padding, W_std, b_std, 
     padding = canonical_padding(fn, padding)
     check_std(fn, W_std, b_std)
     param = check_parameterization(fn, parameterization)
-    if transpose and padding == "CIRCULAR":
-        fail(fn, "padding", "be 'VALID' or 'SAME' ('CIRCULAR' is not implemented for transposed "
-             "convolutions in kjax)", repr(padding))
     lhs, rhs, out = conv_dimension_numbers(fn, dimension_numbers, nsp)
     width_out = out_chan if param == "ntk" else out_chan * s[1]
     dn = (lhs, rhs, out)
@@ -323,8 +327,8 @@ def _conv(name, shared, out_chan, filter_shape, strides, padding, W_std, b_std, 
     s_k = tuple(strides[rhs_sp.index(c)] for c in lhs_sp)
 
     def out_shape_of(shape, where):
-        if transpose:
-            spatial = tuple(L * st if padding == "SAME" else (L - 1) * st + w
+        if transpose:  # lax.conv_transpose's VALID length is L s + max(w - s, 0)
+            spatial = tuple(L * st if padding != "VALID" else L * st + max(w - st, 0)
                             for L, w, st in zip(shape[1:-1], f_k, s_k, strict=True))
         else:
             spatial = spatial_out_shape(f"{fn} {where}", "filter_shape", shape, f_k, s_k, padding)
@@ -366,7 +370,9 @@ def _conv(name, shared, out_chan, filter_shape, strides, padding, W_std, b_std, 
             fail(f"{fn} apply_fn", "inputs", f"have {w_in} channels (W's input channels)",
                  f"shape {inputs.shape}")
         x, pad = inputs, padding
-        if padding == "CIRCULAR":
+        if padding == "CIRCULAR" and transpose:
+            pad = "VALID"  # NT: VALID transposed convolution, then fold (below)
+        elif padding == "CIRCULAR":
             widths = [(0, 0)] * inputs.ndim
             for i, c in enumerate(lhs_sp):
                 ax = lhs.index(c)
@@ -375,6 +381,9 @@ def _conv(name, shared, out_chan, filter_shape, strides, padding, W_std, b_std, 
         if transpose:
             y = jax.lax.conv_transpose(x, W, strides, pad, dimension_numbers=dn,
                                        precision=jax.lax.Precision.HIGHEST)
+            if padding == "CIRCULAR":
+                for i, c in enumerate(lhs_sp):
+                    y = _circular_fold(y, out.index(c), inputs.shape[lhs.index(c)] * s_k[i])
         elif shared:
             y = jax.lax.conv_general_dilated(x, W, strides, pad, dimension_numbers=dn,
                                              precision=jax.lax.Precision.HIGHEST)
@@ -394,14 +403,22 @@ def _conv(name, shared, out_chan, filter_shape, strides, padding, W_std, b_std, 
 
     def conv(mat, diag):
         if transpose:
+            # CIRCULAR: the VALID transposed convolution, then each axis folded onto L s
+            # positions (exact on the diagonal too: outputs L s apart share no tap)
+            pad = "VALID" if padding == "CIRCULAR" else padding
             for d in range(nsp):
                 w = f_k[d]
+                axes = (2 + d,) if diag else (2 + 2 * d, 3 + 2 * d)
+                n_out = mat.shape[axes[0]] * s_k[d]
                 if diag:  # same tap on both sides: a window sum of the diagonal
-                    mat = _conv_transpose_axes(mat, (2 + d,), jnp.ones((w,), mat.dtype) / w,
-                                               s_k[d], padding)
+                    mat = _conv_transpose_axes(mat, axes, jnp.ones((w,), mat.dtype) / w,
+                                               s_k[d], pad)
                 else:
-                    mat = _conv_transpose_axes(mat, (2 + 2 * d, 3 + 2 * d),
-                                               jnp.eye(w, dtype=mat.dtype) / w, s_k[d], padding)
+                    mat = _conv_transpose_axes(mat, axes, jnp.eye(w, dtype=mat.dtype) / w,
+                                               s_k[d], pad)
+                if padding == "CIRCULAR":
+                    for ax in axes:
+                        mat = _circular_fold(mat, ax, n_out)
             return mat
         if not shared and not diag:  # independent positions: only the diagonal survives
             return _embed_diagonal(conv(_spatial_diagonal(mat, nsp), True))
@@ -446,7 +463,8 @@ def _conv(name, shared, out_chan, filter_shape, strides, padding, W_std, b_std, 
         if transpose:
             sp = "ABDEFGHJKLM"[:nsp]
             ones = jnp.ones(f_k + (1, 1), jnp.float32)
-            m = jax.lax.conv_transpose(m.astype(jnp.float32), ones, s_k, padding,
+            m = jax.lax.conv_transpose(m.astype(jnp.float32), ones, s_k,
+                                       "SAME" if padding == "CIRCULAR" else padding,
                                        dimension_numbers=("N" + sp + "C", sp + "IO",
                                                           "N" + sp + "C")) > 0
         else:
@@ -472,6 +490,20 @@ def _conv_transpose_axes(mat: jax.Array, axes: tuple[int, ...], filt: jax.Array,
                                precision=jax.lax.Precision.HIGHEST)
     y = y.reshape(lead + y.shape[1:-1])
     return jnp.moveaxis(y, tuple(range(-k, 0)), axes)
+
+
+def _circular_fold(x: jax.Array, axis: int, n: int) -> jax.Array:
+    """NT's ``_same_pad_for_filter_shape_transpose`` on one axis: the ``M >= n`` entries of a
+    VALID transposed convolution summed onto ``n`` periodic positions, entry ``j`` onto
+    ``(j - (M - n) // 2) mod n`` (the adjoint of circular padding)."""
+    m = x.shape[axis]
+    r = (-((m - n) // 2)) % n  # front zeros so that entry j lands on (j + r) mod n
+    total = -(-(m + r) // n) * n
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (r, total - m - r)
+    x = jnp.moveaxis(jnp.pad(x, widths), axis, -1)
+    x = x.reshape(x.shape[:-1] + (total // n, n)).sum(axis=-2)
+    return jnp.moveaxis(x, -1, axis)
 
 
 def _spatial_diagonal(mat: jax.Array, nsp: int) -> jax.Array:
