@@ -49,6 +49,8 @@ DEFAULT_GRAM_BLOCK = 1024
 DEFAULT_MATVEC_BLOCK = (256, 4096)
 #: column blocks per unrolled step of the matvec scan
 MATVEC_UNROLL = 16
+#: square block of :func:`blockwise_symmetric_matvec`
+SYMMETRIC_MATVEC_BLOCK = 1024
 #: target size of one ``[rows, m]`` block of the fused normal-equations product (about 320 KB in
 #: float32, so a block stays in cache between its two products; ``benchmarks/cpu_limits.py`` times
 #: several row counts)
@@ -441,6 +443,77 @@ def blockwise_matvec(
         res = shard_map_rows(summed, mesh, mesh_axis, (rep, col, P(mesh_axis)), P(),
                              (xb1, xb2, vb))
     res = res.reshape(nb1 * b1, -1)[:n1]
+    return res[:, 0] if vec else res
+
+
+def blockwise_symmetric_matvec(
+    fn: BlockFn,
+    x: PyTree,
+    v: jax.Array,
+    *,
+    block_size: int | tuple[int, int] | None = None,
+    mesh: Mesh | None = None,
+    mesh_axis: str | None = None,
+    fn_name: str = "kjax.blockwise_symmetric_matvec",
+) -> jax.Array:
+    """``F(x, x) @ v`` for a symmetric ``F`` (``fn(xb, xa) = fn(xa, xb)^T``), each off-diagonal
+    block evaluated once: half the kernel evaluations of :func:`blockwise_matvec`.
+
+    Square ``b x b`` blocks (``block_size``: an int, or the smaller of a pair; default
+    ``SYMMETRIC_MATVEC_BLOCK``); the pairs ``a <= b`` of block indices are scanned, and the block
+    ``F_ab`` adds ``F_ab v_b`` to rows ``a`` and ``F_ab^T v_a`` to rows ``b``. With ``mesh`` the pairs
+    are split over the devices, each accumulates a full-length partial result, and one ``psum`` of
+    ``[n, k]`` sums them (the result is replicated).
+    """
+    x, v = replicate_explicit((x, v))
+    n = leading_dim(fn_name, "x", x)
+    v = jnp.asarray(v)
+    if v.ndim not in (1, 2):
+        fail(fn_name, "v", "have shape [n] or [n, k]", f"shape {v.shape}")
+    if v.shape[0] != n:
+        fail(fn_name, "v", f"have {n} rows to match x", f"shape {v.shape}")
+    vec = v.ndim == 1
+    v2 = v[:, None] if vec else v
+    b = min(block_sizes(fn_name, block_size, n, n, SYMMETRIC_MATVEC_BLOCK))
+    nb = math.ceil(n / b)
+    acc = dtypes.accum_dtype(jnp.result_type(v2.dtype, *jax.tree.leaves(x)))
+    xb = jax.tree.map(lambda a: a.reshape(nb, b, *a.shape[1:]), pad_rows(x, nb * b))
+    vb = jnp.zeros((nb * b, v2.shape[1]), acc).at[:n].set(v2.astype(acc)).reshape(nb, b, -1)
+    pairs = block_pairs(nb, nb, True)
+    ndev = 1
+    if mesh is not None:
+        mesh, mesh_axis = check_mesh(fn_name, mesh, mesh_axis)
+        ndev = mesh.shape[mesh_axis]
+    # padding pairs carry weight 0 (they add nothing); the diagonal blocks' mirror has weight 0
+    npairs = math.ceil(len(pairs) / ndev) * ndev
+    weights = np.zeros((npairs, 2), np.float64)
+    weights[:len(pairs), 0] = 1.0
+    weights[:len(pairs), 1] = pairs[:, 0] != pairs[:, 1]
+    pairs = np.concatenate([pairs, np.zeros((npairs - len(pairs), 2), np.int32)])
+    hi = jax.lax.Precision.HIGHEST
+
+    def local(xb, vb, ps, ws):
+        @jax.checkpoint
+        def step(out, pw):
+            (i, j), w = pw
+            k = fn(jax.tree.map(lambda a: a[i], xb), jax.tree.map(lambda a: a[j], xb)).astype(acc)
+            out = out.at[i].add(w[0] * jnp.matmul(k, vb[j], precision=hi))
+            return out.at[j].add(w[1] * jnp.matmul(k.T, vb[i], precision=hi)), None
+
+        out, _ = jax.lax.scan(step, jnp.zeros_like(vb), (ps, ws.astype(acc)))
+        return out
+
+    ps, ws = jnp.asarray(pairs), jnp.asarray(weights)
+    if mesh is None:
+        res = local(xb, vb, ps, ws)
+    else:
+        def summed(*args):
+            return jax.lax.psum(local(*args), mesh_axis)
+
+        rep = jax.tree.map(lambda _: P(), xb)
+        res = shard_map_rows(summed, mesh, mesh_axis, (rep, P(), P(mesh_axis), P(mesh_axis)), P(),
+                             (xb, vb, ps, ws))
+    res = res.reshape(nb * b, -1)[:n]
     return res[:, 0] if vec else res
 
 

@@ -78,6 +78,15 @@ def _converged(r, bnorm, tol, atol):
     return rn <= jnp.maximum(tol * bnorm, atol)
 
 
+def _stop(r, rz, bnorm, tol, atol):
+    """(converged, indefinite) per column: the residual test, or ``r = 0`` / ``0 < r^T z <= tiny``
+    (nothing left to reduce); ``r^T z <= 0`` with ``r != 0`` means an indefinite preconditioner."""
+    zero = _colsum(r, r) == 0
+    tiny = jnp.finfo(rz.dtype).tiny
+    done = _converged(r, bnorm, tol, atol) | zero | ((rz > 0) & (rz <= tiny))
+    return done, (rz <= 0) & ~zero
+
+
 def _relative(r, bnorm):
     rn = jnp.sqrt(_colsum(r, r))
     return jnp.max(rn / jnp.where(bnorm > 0, bnorm, 1.0))
@@ -101,9 +110,8 @@ def cg_init(matvec: Matvec, b: Float[Array, "n k"], *, x0: Float[Array, "n k"] |
     bnorm = jnp.sqrt(_colsum(b, b))
     rz = _colsum(r, z)
     nan = jnp.full((maxiter,), jnp.nan, dt)
-    converged = _converged(r, bnorm, tol, atol) | (rz <= jnp.finfo(dt).tiny)
-    return CGState(x, r, z, rz, bnorm, converged, jnp.zeros_like(converged), jnp.asarray(0, jnp.int32),
-                   nan, nan)
+    done, indefinite = _stop(r, rz, bnorm, tol, atol)
+    return CGState(x, r, z, rz, bnorm, done, indefinite & ~done, jnp.asarray(0, jnp.int32), nan, nan)
 
 
 def cg_step(s: CGState, matvec: Matvec, *, preconditioner: Matvec | None = None, tol: float = 1e-5,
@@ -122,7 +130,11 @@ def cg_step(s: CGState, matvec: Matvec, *, preconditioner: Matvec | None = None,
     z = r if preconditioner is None else preconditioner(r).astype(dt)
     rz_new = jnp.where(go, _colsum(r, z), s.rz)
     tiny = jnp.finfo(dt).tiny
-    converged = s.converged | (go & (_converged(r, s.bnorm, tol, atol) | (rz_new <= tiny)))
+    done, indefinite = _stop(r, rz_new, s.bnorm, tol, atol)
+    converged = s.converged | (go & done)
+    # r^T M r <= 0 with r != 0: the preconditioner is not positive definite (in floating point),
+    # and the iteration cannot go on; it stops there as NOT_PSD, never as converged
+    broken = broken | (go & indefinite & ~done)
     beta = jnp.where(go, rz_new / jnp.where(s.rz > tiny, s.rz, 1.0), 0.0)
     p = jnp.where(go, z + beta * s.p, s.p)
     k = s.iteration

@@ -148,12 +148,18 @@ def kernel_matvec(
     backward pass, so the gradient keeps the same memory bound). With ``mesh`` the row blocks (or,
     when ``x1`` is short, the column blocks) are split over the devices.
 
+    ``x2=None`` takes :math:`K(x_1, x_1)` as symmetric (as :func:`gram` does) and evaluates each
+    off-diagonal ``b x b`` block once (``b`` = ``block_size``, the smaller of a pair, default
+    1024), adding :math:`K_{ab} v_b` to rows ``a`` and :math:`K_{ab}^\top v_a` to rows ``b``: half
+    the kernel evaluations of ``x2=x1``, for the products inside full-KRR conjugate gradients. With
+    ``mesh`` the block pairs are split over the devices and one ``[n1, k]`` ``psum`` adds them.
+
     Args:
       kernel: ``k(x1, x2) -> [n1, n2]``.
       x1: ``[n1, d]`` points.
-      x2: ``[n2, d]`` points, or None for ``x1``.
+      x2: ``[n2, d]`` points, or None for ``x1`` (a symmetric product, above).
       v: ``[n2]`` or ``[n2, k]``.
-      block_size: int or ``(rows, cols)``.
+      block_size: int or ``(rows, cols)`` (one square block size for ``x2=None``).
       mesh: optional ``jax.sharding.Mesh``.
       mesh_axis: the mesh axis to use (default: the mesh's only axis).
 
@@ -175,12 +181,16 @@ def kernel_matvec(
     """
     fn = "kjax.kernels.kernel_matvec"
     x1, x2 = _inputs(fn, kernel, x1, x2)
+    same = x2 is None
     x2 = x1 if x2 is None else x2
     v = dtypes.as_float_array(fn, "v", v)
     ik = index_kernel(kernel)
     if ik is not None and (mesh is None or not ik.has_entries):
         _check_v(fn, v, x2.shape[0], "n2")
         return ik.matvec(x1, x2, v)
+    if same:
+        return blockwise.blockwise_symmetric_matvec(kernel, x1, v, block_size=block_size, mesh=mesh,
+                                                    mesh_axis=mesh_axis, fn_name=fn)
     return blockwise.blockwise_matvec(kernel, x1, x2, v, block_size=block_size, mesh=mesh,
                                       mesh_axis=mesh_axis, fn_name=fn)
 

@@ -48,9 +48,10 @@ class KRRState(NamedTuple):
       layout: static shape facts used by :func:`krr_predict`.
       residual: the relative residual reached,
         :math:`\max_j \lVert (K + \alpha I) c_j - y_j\rVert / \lVert y_j\rVert` over the outputs
-        (and the ridge path): from the CG recurrence for ``solver="pcg"``, computed from ``K`` for
-        the direct solvers; NaN for :func:`spectral_fit` filters other than ``"tikhonov"``, which
-        do not solve this system.
+        (and the ridge path): recomputed from one more product with ``K`` after the iterations
+        for ``solver="pcg"`` (not the CG recurrence's estimate, which drifts in float32),
+        computed from ``K`` for the direct solvers; NaN for :func:`spectral_fit` filters other
+        than ``"tikhonov"``, which do not solve this system.
       iterations: CG iterations run (``0`` for the direct solvers).
     """
 
@@ -105,9 +106,14 @@ def krr_fit(
     formed once, when it takes at most :data:`PCG_DENSE_BYTES` (2 GiB: ``n <= 16384`` in float64)
     and no ``mesh`` is given; otherwise through :func:`kjax.kernels.kernel_matvec`, blockwise and
     split over ``mesh``, so the ``n x n`` matrix is never formed (``O(n r)`` memory; with ``mesh``
-    across processes after ``jax.distributed.initialize``). Every output column runs its own CG;
-    each stops when its relative residual is below ``tol``. The state carries the residual reached
-    and the iterations; ``status`` 4 says CG stopped at ``maxiter`` first. PCG runs a
+    across processes after ``jax.distributed.initialize``), each off-diagonal kernel block
+    evaluated once (the symmetric product of :func:`kjax.kernels.kernel_matvec`). Every output
+    column runs its own CG; each stops when its relative residual is below ``tol``. The state
+    carries the residual reached and the iterations; ``status`` 4 says CG stopped at ``maxiter``
+    first, ``3`` that it met non-positive curvature: in float32 this happens when
+    :math:`\alpha / \lambda_{\max}(K)` is near float32's epsilon (the preconditioner, whose
+    condition number is about :math:`\lambda_{\max}/\alpha`, is then indefinite in floating point):
+    take float64 inputs or a larger ridge. PCG runs a
     ``lax.while_loop``, so it is not reverse-differentiable: take ``solver="cholesky"`` under
     ``jax.grad``.
 
@@ -323,14 +329,18 @@ def _pcg_core(kern, x, y2, alpha, pre, rp_status, tol, maxiter, dense, block_siz
         k = kernels.gram(kern, x, x, block_size=block_size)
         matvec = lambda v: k @ v + a * v
     else:
-        matvec = lambda v: kernels.kernel_matvec(kern, x, x, v, block_size=block_size, mesh=mesh,
+        # x2=None: the symmetric product, each off-diagonal kernel block evaluated once
+        matvec = lambda v: kernels.kernel_matvec(kern, x, None, v, block_size=block_size, mesh=mesh,
                                                  mesh_axis=mesh_axis).astype(dt) + a * v
     coef, code, stats = solvers.cg(matvec, yk, preconditioner=pre, tol=tol, maxiter=maxiter,
                                    fn_name="kjax.regression.krr_fit")
     # a NaN preconditioner from finite input is a computed failure, not an input one
     code = jnp.where(code == Status.NONFINITE_INPUT, Status.NONFINITE_VALUES, code)
     status = st.combine(st.nonfinite_input(x, y2), rp_status, code, st.nonfinite_values(coef))
-    return coef, status, stats.residual, stats.iterations
+    # the residual reported is recomputed by one more product: CG's recurrence drifts from the true
+    # residual in finite precision (by ~eps * cond in float32: 3e-5 true against 3e-7 recurred at
+    # alpha / lambda_max(K) ~ 2e-5; tests/regression/test_solvers.py)
+    return coef, status, _relative_residual(yk - matvec(coef), yk), stats.iterations
 
 
 def krr_predict(

@@ -61,6 +61,12 @@ def test_cg_statuses_maxiter_not_psd_nonfinite_and_jit():
     ind = np.diag(np.linspace(-1.0, 1.0, 41)[np.arange(41) != 20])
     x, code, _ = solvers.cg(lambda v: jnp.asarray(ind) @ v, jnp.ones(40), tol=1e-10, maxiter=100)
     assert int(code) == Status.NOT_PSD and np.all(np.isfinite(np.asarray(x)))
+    # an indefinite preconditioner (r^T M r < 0) stops as NOT_PSD, never as converged: until
+    # 2026-12-02 r^T z <= tiny counted as convergence, and float32 PCG at a tiny ridge said "ok"
+    x, code, stats = solvers.cg(mv, b, preconditioner=lambda v: -v, tol=1e-10, maxiter=50)
+    assert int(code) == Status.NOT_PSD and float(stats.residual) > 1e-10
+    x, code, _ = solvers.cg(mv, jnp.zeros(40), preconditioner=lambda v: -v, tol=1e-10, maxiter=5)
+    assert int(code) == Status.OK and not np.any(np.asarray(x))  # b = 0: converged at once
     x, code, _ = solvers.cg(mv, b.at[3].set(jnp.nan), maxiter=10)
     assert int(code) == Status.NONFINITE_INPUT
     # under jit and vmap: same results

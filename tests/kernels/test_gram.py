@@ -84,6 +84,12 @@ def test_sharded_equals_unsharded(mesh):
         assert_close(K.kernel_matvec(KERN, X, Y, v, block_size=bs, mesh=mesh), DENSE_XY @ v, 1e-12)
     assert_close(K.kernel_matvec(KERN, X[:5], Y, v, block_size=(8, 2), mesh=mesh),
                  DENSE_XY[:5] @ v, 1e-12)
+    # x2=None: the symmetric product (each off-diagonal block once), its block pairs split over the
+    # devices; 7 blocks of 8 give 28 pairs (padded to the device count), one block gives one pair
+    w = RNG.normal(size=(53, 2))
+    for bs in [8, (16, 5), 100]:
+        assert_close(K.kernel_matvec(KERN, X, None, w, block_size=bs, mesh=mesh), DENSE_XX @ w, 1e-12)
+        assert_close(K.kernel_matvec(KERN, X, None, w[:, 0], block_size=bs), DENSE_XX @ w[:, 0], 1e-12)
 
 
 def test_inputs_already_on_the_mesh_and_set_mesh(mesh):
@@ -113,6 +119,11 @@ def test_grad_through_sharded_matvec_equals_dense(mesh):
     gd = jax.grad(dense, argnums=(0, 1))(jnp.asarray(X), 1.5)
     assert_close(gb[0], gd[0], 1e-12)
     assert_close(gb[1], gd[1], 1e-12)
+    # the symmetric product (x2=None): x enters both sides of every block
+    w = jnp.asarray(RNG.normal(size=53))
+    gs = jax.grad(lambda x: jnp.sum(K.kernel_matvec(KERN, x, None, w, block_size=16, mesh=mesh) ** 2))(
+        jnp.asarray(X))
+    assert_close(gs, jax.grad(lambda x: jnp.sum((KERN(x, x) @ w) ** 2))(jnp.asarray(X)), 1e-12)
 
 
 def test_gram_streams_to_memmap_with_progress(tmp_path, mesh):

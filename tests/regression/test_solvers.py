@@ -76,6 +76,26 @@ def test_pcg_preconditioner_reduces_iterations_and_maxiter_status(data):
     assert float(short.residual) > 1e-12 and np.isfinite(float(short.residual))
 
 
+def test_pcg_float32_reports_the_true_residual_and_a_ridge_below_its_precision():
+    """float32: the state's residual is recomputed (CG's recurrence drifts); at a ridge near
+    eps32 * lambda_max(K) the preconditioner is indefinite in floating point and the status says
+    so (it said "ok" with a relative residual of 13 before 2026-12-02)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 2)).astype(np.float32)
+    y = np.sin(x.sum(1)).astype(np.float32)
+    k = functools.partial(kernels.rbf, lengthscale=3.0)
+    kd = np.asarray(k(x.astype(np.float64)))
+    for ridge, ok in ((1e-2, True), (1e-6, False)):
+        st = R.krr_fit(k, x, y, ridge=ridge, solver="pcg", preconditioner_rank=40)
+        c = np.asarray(st.coef, np.float64)[:, 0]
+        true = np.linalg.norm(kd @ c + ridge * c - y) / np.linalg.norm(y)
+        assert (int(st.status) == 0) == ok, (ridge, R.status_name(st.status))
+        assert st.coef.dtype == np.float32
+        # computed in float32 itself, so within a factor 2 of the float64 value (the recurrence
+        # had reached tol = 1e-5; the true residual at ridge 1e-2 is 2.2e-5)
+        assert 0.5 * true <= float(st.residual) <= 2 * true, (float(st.residual), true)
+
+
 def test_pcg_nonfinite_kernel_and_input_go_to_status(data):
     x, y, _ = data
 
