@@ -49,7 +49,7 @@ DEFAULT_GRAM_BLOCK = 1024
 DEFAULT_MATVEC_BLOCK = (256, 4096)
 #: column blocks per unrolled step of the matvec scan
 MATVEC_UNROLL = 16
-#: square block of :func:`blockwise_symmetric_matvec`
+#: square block of the symmetric product (``blockwise_matvec`` with ``x2=None``)
 SYMMETRIC_MATVEC_BLOCK = 1024
 #: target size of one ``[rows, m]`` block of the fused normal-equations product (about 320 KB in
 #: float32, so a block stays in cache between its two products; ``benchmarks/cpu_limits.py`` times
@@ -363,7 +363,7 @@ def _gram_host_loop(compute, xp1, xp2, pairs, sizes, symmetric, transpose, out, 
 def blockwise_matvec(
     fn: BlockFn,
     x1: PyTree,
-    x2: PyTree,
+    x2: PyTree | None,
     v: jax.Array,
     *,
     block_size: int | tuple[int, int] | None = None,
@@ -377,10 +377,13 @@ def blockwise_matvec(
     With ``mesh`` the larger of the two block lists is split over the devices: row blocks (the
     result comes back sharded by rows) or, when ``x1`` has fewer blocks than there are devices,
     column blocks with a ``psum``.
+
+    ``x2=None``: ``F(x1, x1)`` taken as symmetric, each off-diagonal block evaluated once
+    (:func:`_symmetric_matvec`).
     """
     x1, x2, v = replicate_explicit((x1, x2, v))
     n1 = leading_dim(fn_name, "x1", x1)
-    n2 = leading_dim(fn_name, "x2", x2)
+    n2 = n1 if x2 is None else leading_dim(fn_name, "x2", x2)
     v = jnp.asarray(v)
     if v.ndim not in (1, 2):
         fail(fn_name, "v", "have shape [n2] or [n2, k]", f"shape {v.shape}")
@@ -388,9 +391,12 @@ def blockwise_matvec(
         fail(fn_name, "v", f"have {n2} rows to match x2", f"shape {v.shape}")
     vec = v.ndim == 1
     v2 = v[:, None] if vec else v
+    acc = dtypes.accum_dtype(jnp.result_type(v2.dtype, *jax.tree.leaves(x1)))
+    if x2 is None:
+        res = _symmetric_matvec(fn, x1, v2, block_size, mesh, mesh_axis, acc, fn_name)
+        return res[:, 0] if vec else res
     b1, b2 = block_sizes(fn_name, block_size, n1, n2, DEFAULT_MATVEC_BLOCK)
     nb1, nb2 = math.ceil(n1 / b1), math.ceil(n2 / b2)
-    acc = dtypes.accum_dtype(jnp.result_type(v2.dtype, *jax.tree.leaves(x1)))
 
     if mesh is not None:
         mesh, mesh_axis = check_mesh(fn_name, mesh, mesh_axis)
@@ -446,18 +452,9 @@ def blockwise_matvec(
     return res[:, 0] if vec else res
 
 
-def blockwise_symmetric_matvec(
-    fn: BlockFn,
-    x: PyTree,
-    v: jax.Array,
-    *,
-    block_size: int | tuple[int, int] | None = None,
-    mesh: Mesh | None = None,
-    mesh_axis: str | None = None,
-    fn_name: str = "kjax.blockwise_symmetric_matvec",
-) -> jax.Array:
-    """``F(x, x) @ v`` for a symmetric ``F`` (``fn(xb, xa) = fn(xa, xb)^T``), each off-diagonal
-    block evaluated once: half the kernel evaluations of :func:`blockwise_matvec`.
+def _symmetric_matvec(fn, x, v2, block_size, mesh, mesh_axis, acc, fn_name):
+    """``F(x, x) @ v2`` for a symmetric ``F`` (``fn(xb, xa) = fn(xa, xb)^T``), each off-diagonal
+    block evaluated once: half the kernel evaluations of the general product.
 
     Square ``b x b`` blocks (``block_size``: an int, or the smaller of a pair; default
     ``SYMMETRIC_MATVEC_BLOCK``); the pairs ``a <= b`` of block indices are scanned, and the block
@@ -465,18 +462,9 @@ def blockwise_symmetric_matvec(
     are split over the devices, each accumulates a full-length partial result, and one ``psum`` of
     ``[n, k]`` sums them (the result is replicated).
     """
-    x, v = replicate_explicit((x, v))
-    n = leading_dim(fn_name, "x", x)
-    v = jnp.asarray(v)
-    if v.ndim not in (1, 2):
-        fail(fn_name, "v", "have shape [n] or [n, k]", f"shape {v.shape}")
-    if v.shape[0] != n:
-        fail(fn_name, "v", f"have {n} rows to match x", f"shape {v.shape}")
-    vec = v.ndim == 1
-    v2 = v[:, None] if vec else v
+    n = v2.shape[0]
     b = min(block_sizes(fn_name, block_size, n, n, SYMMETRIC_MATVEC_BLOCK))
     nb = math.ceil(n / b)
-    acc = dtypes.accum_dtype(jnp.result_type(v2.dtype, *jax.tree.leaves(x)))
     xb = jax.tree.map(lambda a: a.reshape(nb, b, *a.shape[1:]), pad_rows(x, nb * b))
     vb = jnp.zeros((nb * b, v2.shape[1]), acc).at[:n].set(v2.astype(acc)).reshape(nb, b, -1)
     pairs = block_pairs(nb, nb, True)
@@ -513,8 +501,7 @@ def blockwise_symmetric_matvec(
         rep = jax.tree.map(lambda _: P(), xb)
         res = shard_map_rows(summed, mesh, mesh_axis, (rep, P(), P(mesh_axis), P(mesh_axis)), P(),
                              (xb, vb, ps, ws))
-    res = res.reshape(nb * b, -1)[:n]
-    return res[:, 0] if vec else res
+    return res.reshape(nb * b, -1)[:n]
 
 
 def normal_rows(fn_name: str, block_size: Any, n: int, m: int) -> int:

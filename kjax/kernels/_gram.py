@@ -188,10 +188,7 @@ def kernel_matvec(
     if ik is not None and (mesh is None or not ik.has_entries):
         _check_v(fn, v, x2.shape[0], "n2")
         return ik.matvec(x1, x2, v)
-    if same:
-        return blockwise.blockwise_symmetric_matvec(kernel, x1, v, block_size=block_size, mesh=mesh,
-                                                    mesh_axis=mesh_axis, fn_name=fn)
-    return blockwise.blockwise_matvec(kernel, x1, x2, v, block_size=block_size, mesh=mesh,
+    return blockwise.blockwise_matvec(kernel, x1, None if same else x2, v, block_size=block_size, mesh=mesh,
                                       mesh_axis=mesh_axis, fn_name=fn)
 
 
