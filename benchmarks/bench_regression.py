@@ -9,6 +9,8 @@
                                                     # the same across 2 jax.distributed processes
     python benchmarks/bench_regression.py --pcg-ranks 3000 --exact-n --falkon-n --centre-m
                                                     # PCG iterations per preconditioner rank (docs)
+    python benchmarks/bench_regression.py --pcg-mixed 10000 --exact-n --falkon-n --centre-m
+                                                    # float32-matrix CG + float64 refinement (docs)
 
 Data: a generated regression problem in d = 10 (mnist1d-style: a few smooth templates, random
 shifts and scales, noise), produced by a fixed seed; nothing is downloaded. Each exact KRR row is
@@ -225,6 +227,36 @@ def bench_pcg_ranks(n, ranks, tol):
     return rows
 
 
+def bench_pcg_mixed(n, rank, outer=4, inner_tol=1e-3):
+    """Mixed precision tried for full KRR (docs/benchmarks.md): CG on a float32 copy of ``K`` (vectors
+    and the RPCholesky preconditioner in float64), refined by float64 residuals ``y - (K + alpha I) c``.
+    Prints the relative residual after each refinement step and the float32 iterations, against
+    float64 PCG to tol 1e-8 (the timed 2.71x row)."""
+    from kjax._src import solvers
+    from kjax.regression import _krr
+
+    kern = functools.partial(kernels.rbf, lengthscale=LS)
+    x, y = make_data(n, seed=1)
+    xj, yj = jnp.asarray(x), jnp.asarray(y)[:, None]
+    a = jnp.asarray(PCG_RIDGE)
+    k = kernels.gram(kern, xj, xj)
+    k32 = k.astype(jnp.float32)
+    pre, _ = _krr._pcg_preconditioner(kern, xj, jax.random.key(0), rank, a)
+    _, _, ref = solvers.cg(lambda v: k @ v + a * v, yj, preconditioner=pre, tol=1e-8, maxiter=1000)
+    c, r, its = jnp.zeros_like(yj), yj, 0
+    hist = []
+    for _ in range(outer):
+        d, _, st = solvers.cg(lambda v: (k32 @ v.astype(jnp.float32)).astype(v.dtype) + a * v, r,
+                              preconditioner=pre, tol=inner_tol, maxiter=1000)
+        c = c + d
+        r = yj - (k @ c + a * c)
+        its += int(st.iterations)
+        hist.append(float(jnp.linalg.norm(r) / jnp.linalg.norm(yj)))
+    print(f"pcg mixed n={n} rank={rank}: float64 PCG {int(ref.iterations)} iterations to 1e-8; "
+          f"float32-matrix CG + float64 refinement: residual after each step "
+          f"{', '.join(f'{h:.1e}' for h in hist)} ({its} float32 iterations)", flush=True)
+
+
 def pcg_worker(args):
     """One of ``--pcg-mp`` processes (spawned by :func:`pcg_multiprocess`): the same data on every
     process, the blockwise matvec split over the global mesh of all processes' CPU devices."""
@@ -366,6 +398,8 @@ def main(argv=None):
     p.add_argument("--pcg-tol", type=float, default=1e-10)
     p.add_argument("--pcg-maxiter", type=int, default=1000)
     p.add_argument("--pcg-ranks", type=int, default=0, help="n of the iterations-per-rank table")
+    p.add_argument("--pcg-mixed", type=int, default=0,
+                   help="n of the mixed-precision (float32 matrix, float64 refinement) PCG experiment")
     p.add_argument("--pcg-mp", type=int, default=0, help="processes of the multi-process PCG run")
     p.add_argument("--pcg-mp-n", type=int, default=1000000)
     p.add_argument("--pcg-mp-rank", type=int, default=200)
@@ -381,6 +415,8 @@ def main(argv=None):
         rc = pcg_multiprocess(args)
         if rc:
             return rc
+    if args.pcg_mixed:
+        bench_pcg_mixed(args.pcg_mixed, args.pcg_rank)
     pcg = bench_pcg(args.pcg_n, args.pcg_rank, args.pcg_tol, args.repeats) if args.pcg_n else []
     ranks = (bench_pcg_ranks(args.pcg_ranks, [1, 100, 300, 500], args.pcg_tol)
              if args.pcg_ranks else [])
