@@ -9,6 +9,8 @@
                                                     # the same across 2 jax.distributed processes
     python benchmarks/bench_regression.py --pcg-ranks 3000 --exact-n --falkon-n --centre-m
                                                     # PCG iterations per preconditioner rank (docs)
+    python benchmarks/bench_regression.py --matvec-n 24000 --exact-n --falkon-n --centre-m
+                                                    # one K v: symmetric product per block size
     python benchmarks/bench_regression.py --pcg-mixed 10000 --exact-n --falkon-n --centre-m
                                                     # float32-matrix CG + float64 refinement (docs)
 
@@ -257,6 +259,26 @@ def bench_pcg_mixed(n, rank, outer=4, inner_tol=1e-3):
           f"{', '.join(f'{h:.1e}' for h in hist)} ({its} float32 iterations)", flush=True)
 
 
+def bench_matvec(n, blocks=(256, 384, 512, 1024), repeats=3):
+    """One product ``K v`` (RBF, d = 10, float64, over the CPU devices) at ``n``: the symmetric
+    product (``kernel_matvec(k, x, None, v)``, each off-diagonal block once) at several square block
+    sizes against the general one (``x2=x``, default blocks); values checked equal first."""
+    kern = functools.partial(kernels.rbf, lengthscale=LS)
+    mesh = jax.make_mesh((len(jax.devices()),), ("data",))
+    x, y = make_data(n, seed=1)
+    xj, v = jnp.asarray(x), jnp.asarray(y)[:, None]
+    fns = {"x2=x (general)": jax.jit(lambda a, b: kernels.kernel_matvec(kern, a, a, b, mesh=mesh))}
+    for bs in blocks:
+        fns[f"x2=None, block {bs}"] = jax.jit(functools.partial(
+            lambda a, b, bs: kernels.kernel_matvec(kern, a, None, b, mesh=mesh, block_size=bs), bs=bs))
+    ref = np.asarray(fns["x2=x (general)"](xj, v))
+    for name, f in fns.items():
+        err = float(np.max(np.abs(np.asarray(f(xj, v)) - ref)) / np.max(np.abs(ref)))
+        assert err < 1e-12, (name, err)
+        t = timed(lambda f=f: f(xj, v), repeats)
+        print(f"matvec n={n} {name}: {t:.3f} s ({t / n**2 * 1e9:.2f} ns per entry of K)", flush=True)
+
+
 def pcg_worker(args):
     """One of ``--pcg-mp`` processes (spawned by :func:`pcg_multiprocess`): the same data on every
     process, the blockwise matvec split over the global mesh of all processes' CPU devices."""
@@ -398,6 +420,8 @@ def main(argv=None):
     p.add_argument("--pcg-tol", type=float, default=1e-10)
     p.add_argument("--pcg-maxiter", type=int, default=1000)
     p.add_argument("--pcg-ranks", type=int, default=0, help="n of the iterations-per-rank table")
+    p.add_argument("--matvec-n", type=int, default=0,
+                   help="n of the symmetric-product block-size table (one K v, RBF, float64)")
     p.add_argument("--pcg-mixed", type=int, default=0,
                    help="n of the mixed-precision (float32 matrix, float64 refinement) PCG experiment")
     p.add_argument("--pcg-mp", type=int, default=0, help="processes of the multi-process PCG run")
@@ -415,6 +439,8 @@ def main(argv=None):
         rc = pcg_multiprocess(args)
         if rc:
             return rc
+    if args.matvec_n:
+        bench_matvec(args.matvec_n)
     if args.pcg_mixed:
         bench_pcg_mixed(args.pcg_mixed, args.pcg_rank)
     pcg = bench_pcg(args.pcg_n, args.pcg_rank, args.pcg_tol, args.repeats) if args.pcg_n else []

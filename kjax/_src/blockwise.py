@@ -50,7 +50,7 @@ DEFAULT_MATVEC_BLOCK = (256, 4096)
 #: column blocks per unrolled step of the matvec scan
 MATVEC_UNROLL = 16
 #: square block of the symmetric product (``blockwise_matvec`` with ``x2=None``)
-SYMMETRIC_MATVEC_BLOCK = 1024
+SYMMETRIC_MATVEC_BLOCK = 384
 #: target size of one ``[rows, m]`` block of the fused normal-equations product (about 320 KB in
 #: float32, so a block stays in cache between its two products; ``benchmarks/cpu_limits.py`` times
 #: several row counts)

@@ -150,8 +150,10 @@ def kernel_matvec(
 
     ``x2=None`` takes :math:`K(x_1, x_1)` as symmetric (as :func:`gram` does) and evaluates each
     off-diagonal ``b x b`` block once (``b`` = ``block_size``, the smaller of a pair, default
-    1024), adding :math:`K_{ab} v_b` to rows ``a`` and :math:`K_{ab}^\top v_a` to rows ``b``: half
-    the kernel evaluations of ``x2=x1``, for the products inside full-KRR conjugate gradients. With
+    384: small blocks stay in cache, see ``python benchmarks/bench_regression.py --matvec-n``
+    in docs/benchmarks.md), adding
+    :math:`K_{ab} v_b` to rows ``a`` and :math:`K_{ab}^\top v_a` to rows ``b``: half the kernel
+    evaluations of ``x2=x1``, for the products inside full-KRR conjugate gradients. With
     ``mesh`` the block pairs are split over the devices and one ``[n1, k]`` ``psum`` adds them.
 
     Args:
