@@ -87,8 +87,8 @@ def test_sharded_equals_unsharded(mesh):
     # x2=None: the symmetric product (each off-diagonal block once), its block pairs split over the
     # devices; 7 blocks of 8 give 28 pairs (padded to the device count), one block gives one pair
     w = RNG.normal(size=(53, 2))
-    for bs in [8, (16, 5), 100]:
-        assert_close(K.kernel_matvec(KERN, X, None, w, block_size=bs, mesh=mesh), DENSE_XX @ w, 1e-12)
+    assert_close(K.kernel_matvec(KERN, X, None, w, block_size=8, mesh=mesh), DENSE_XX @ w, 1e-12)
+    for bs in [(16, 5), 100]:
         assert_close(K.kernel_matvec(KERN, X, None, w[:, 0], block_size=bs), DENSE_XX @ w[:, 0], 1e-12)
 
 
