@@ -22,6 +22,11 @@ class KjaxTypeError(TypeError):
     """A wrong dtype or Python type for an argument."""
 
 
+class KjaxNotImplementedError(KjaxError, NotImplementedError):
+    """A kjax error that is also ``NotImplementedError`` (neural-tangents raises that for layers
+    without an ``apply_fn`` / ``kernel_fn`` and unsupported arguments; kjax.ntk keeps the class)."""
+
+
 class KjaxRuntimeError(RuntimeError):
     """A value that went wrong at run time (non-PSD matrix, NaN) and was reported, not propagated."""
 

@@ -21,6 +21,7 @@ from jax.sharding import Mesh
 
 from kjax._src.blockwise import blockwise_gram, leading_dim
 from kjax._src.errors import check_int, fail
+from kjax.ntk._model import all_none
 
 _FN = "kjax.ntk.batch"
 _ROW_FIELDS = ("cov1", "mask1")
@@ -40,6 +41,43 @@ def _field(path) -> str:
     return str(names[-1]) if names else ""
 
 
+def _all_kernels(x, cls) -> bool:
+    if isinstance(x, list | tuple):
+        return bool(x) and all(_all_kernels(v, cls) for v in x)
+    return isinstance(x, cls)
+
+
+def _example_pairs(kwargs: dict, n1: int, n2: int, x2_none: bool) -> dict:
+    """The keyword arguments given as NT's ``(for x1, for x2)`` pairs of per-example arrays
+    (leading axes ``n1`` / ``n2``; with ``x2=None`` the second may be None or like the first)."""
+    out = {}
+    for k, v in kwargs.items():
+        if k == "rng" or not (isinstance(v, tuple) and len(v) == 2):
+            continue
+        a, b = v
+        if x2_none and b is None:
+            b = a
+        lead = [np.shape(leaf)[:1] for leaf in jax.tree.leaves(a)] + \
+            [np.shape(leaf)[:1] for leaf in jax.tree.leaves(b)]
+        if a is not None and jax.tree.leaves(a) and jax.tree.leaves(b) and all(
+                s == (n1,) for s in lead[:len(jax.tree.leaves(a))]) and all(
+                s == ((n1,) if x2_none else (n2,)) for s in lead[len(jax.tree.leaves(a)):]):
+            out[k] = (a, b)
+    return out
+
+
+def _x1_is_x2(x1, x2) -> jax.Array:
+    """What a stax ``kernel_fn`` reports as ``x1_is_x2`` for the whole inputs: True for
+    ``x2=None``, else equal shapes and values within 1e-12 (:func:`kjax.ntk.stax` inputs)."""
+    if x2 is None:
+        return jnp.asarray(True)
+    l1, l2 = jax.tree.leaves(x1), jax.tree.leaves(x2)
+    if len(l1) != len(l2) or any(jnp.shape(a) != jnp.shape(b) for a, b in zip(l1, l2, strict=True)):
+        return jnp.asarray(False)
+    return jnp.all(jnp.stack([jnp.max(jnp.abs(jnp.asarray(a) - jnp.asarray(b))) < 1e-12
+                              for a, b in zip(l1, l2, strict=True)]))
+
+
 def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
           store_on_device: bool = True) -> Callable:
     r"""``kernel_fn`` computed over blocks of ``batch_size`` examples, in parallel over devices.
@@ -52,6 +90,9 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
     :func:`kjax.ntk.empirical_ntk_fn` / :func:`kjax.ntk.empirical_nngp_fn` (``*args`` carry
     ``get`` and ``params``) or any function of two batches whose outputs are ``[n1, n2, ...]``.
 
+    Keyword arguments given as NT's ``(for x1, for x2)`` pairs of per-example arrays (e.g.
+    ``Aggregate``'s ``pattern=(pattern1, pattern2)``) are split into the blocks with the rows of
+    ``x1`` / ``x2``; ``x2`` may be a list of Nones (NT's ``(None, None)`` for parallel inputs).
     Blocks are assembled by :func:`kjax._src.blockwise.blockwise_gram`; ``device_count`` maps onto
     a 1-D mesh over the first ``device_count`` local devices (``-1``: all of them, ``0`` or ``1``:
     one), over which block pairs are split. Unlike NT, ``n1`` and ``n2`` need not be multiples of
@@ -92,9 +133,10 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
     def batched(x1_or_kernel, x2=None, *args, **kwargs):
         from kjax.ntk.stax._kernel import Kernel
 
-        if isinstance(x1_or_kernel, Kernel):
+        if _all_kernels(x1_or_kernel, Kernel):  # a Kernel, or (nested) lists of them
             return kernel_fn(x1_or_kernel, x2, *args, **kwargs)
         x1 = x1_or_kernel
+        x2 = None if all_none(x2) else x2  # NT: (None, None) for parallel inputs is x2 = x1
         n1 = leading_dim(_FN, "x1", x1)
         n2 = n1 if x2 is None else leading_dim(_FN, "x2", x2)
         mesh = _mesh(device_count)
@@ -102,7 +144,20 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
         b1 = batch_size or math.ceil(n1 / ndev)
         b2 = batch_size or n2
         b1, b2 = min(b1, n1), min(b2, n2)
+        x1_orig, x2_orig = x1, x2
         f = lambda a, b: kernel_fn(a, b, *args, **kwargs)
+        pairs = _example_pairs(kwargs, n1, n2, x2 is None)
+        if pairs:
+            # NT's per-example keyword pairs (Aggregate's pattern=(pattern1, pattern2)): their
+            # halves travel with the rows of x1 / x2 through the blocks
+            other = {k: v for k, v in kwargs.items() if k not in pairs}
+            x1 = (x1, {k: v[0] for k, v in pairs.items()})
+            x2 = None if x2 is None else (x2, {k: v[1] for k, v in pairs.items()})
+
+            def f(a, b):
+                bb = a if b is None else b
+                return kernel_fn(a[0], None if b is None else b[0], *args, **other,
+                                 **{k: (a[1][k], bb[1][k]) for k in pairs})
         xb_ref = x1 if x2 is None else x2
         # the output's structure is that of the unbatched call (with x2=None: no cov2); blocks are
         # always computed against explicit rows of x2 (or x1) and their leaves matched by path
@@ -172,7 +227,10 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
             small = jax.tree.leaves(f(first(x1), None if x2 is None else first(x2)))
             for i, k in enumerate(kinds):
                 if k == "scalar":
-                    pieces[i] = small[i]
+                    # x1_is_x2 is a property of the whole inputs, not of their first rows (NT takes
+                    # the first block's, wrong when x2's first rows equal x1's)
+                    pieces[i] = (_x1_is_x2(x1_orig, x2_orig) if _field(paths[i]) == "x1_is_x2"
+                                 else small[i])
         return jax.tree_util.tree_unflatten(treedef, [pieces[i] for i in range(len(kinds))])
 
     return batched

@@ -47,6 +47,7 @@ from kjax.ntk._implementations import (
 from kjax.ntk._independence import rows_independent
 from kjax.ntk._model import (
     Model,
+    all_none,
     check_x_pair,
     make_model,
     out_shape_full,
@@ -195,10 +196,12 @@ def _ntk_fn_advice(fn, f, params, kw, params_filter, x1, x2, trace, diag, out_fu
 
 def per_output(fn: str, f: Callable, make: Callable) -> Callable:
     """NT's pytree outputs: when ``f`` returns a pytree of arrays, the kernel of each leaf, in the
-    output's tree structure. ``make(f_leaf)`` builds the kernel function of a single-array ``f``."""
-    single = make(f)
+    output's tree structure. ``make(f_leaf, i)`` builds the kernel function of a single-array
+    ``f`` (of output leaf ``i``; None: the only output)."""
+    single = make(f, None)
 
     def kernel(x1, x2, params, **apply_kwargs):
+        x2 = None if all_none(x2) else x2
         kw1, _ = split_kwargs(apply_kwargs)
         try:
             out = jax.eval_shape(lambda p, x: f(p, x, **kw1), params, x1)
@@ -209,9 +212,8 @@ def per_output(fn: str, f: Callable, make: Callable) -> Callable:
             return single(x1, x2, params, **apply_kwargs)
         if not leaves:
             fail(fn, "f", "return at least one array", "an empty pytree")
-        kernels = [make(lambda p, x, i=i, **kw: jax.tree.leaves(f(p, x, **kw))[i])(x1, x2, params,
-                                                                                   **apply_kwargs)
-                   for i in range(len(leaves))]
+        kernels = [make(lambda p, x, i=i, **kw: jax.tree.leaves(f(p, x, **kw))[i], i)(
+            x1, x2, params, **apply_kwargs) for i in range(len(leaves))]
         return jax.tree.unflatten(treedef, kernels)
 
     return kernel
@@ -277,8 +279,28 @@ def make_ntk_fn(fn: str, f: Callable, trace_axes, diagonal_axes, vmap_axes, impl
                 params_filter: Callable[[str], bool] | None = None) -> Callable:
     """:func:`empirical_ntk_fn` whose errors name ``fn`` (the public function the user called);
     an ``f`` returning a pytree gets one kernel per output leaf, as in NT."""
-    return per_output(fn, f, lambda g: _make_ntk_fn(fn, g, trace_axes, diagonal_axes, vmap_axes,
-                                                    implementation, params_filter=params_filter))
+    return per_output(fn, f, lambda g, i: _make_ntk_fn(
+        fn, g, trace_axes, diagonal_axes, _leaf_vmap_axes(vmap_axes, i), implementation,
+        params_filter=params_filter))
+
+
+def _leaf_vmap_axes(vmap_axes, i: int | None):
+    """NT's ``vmap_axes`` (``(in_axes, out_axes, kwargs_axes)``, or one value for both ``in_axes``
+    and ``out_axes``) for a pytree output: ``out_axes`` is a pytree like the output; the kernel of
+    output leaf ``i`` gets its leaf (``i`` None: a single output, whose ``out_axes`` may be a
+    one-leaf pytree). Returned as a triple with an int ``out_axes`` where one is found."""
+    if vmap_axes is None or isinstance(vmap_axes, int | str):
+        return vmap_axes
+    if isinstance(vmap_axes, tuple) and len(vmap_axes) == 3:
+        in_axes, out_axes, kw_axes = vmap_axes
+    else:
+        in_axes, out_axes, kw_axes = vmap_axes, vmap_axes, {}
+    if isinstance(out_axes, int):
+        return vmap_axes
+    leaves = jax.tree.leaves(out_axes)
+    if i is None:
+        return (in_axes, leaves[0], kw_axes) if len(leaves) == 1 else vmap_axes
+    return (in_axes, leaves[i], kw_axes) if i < len(leaves) else vmap_axes
 
 
 def _make_ntk_fn(fn: str, f: Callable, trace_axes, diagonal_axes, vmap_axes, implementation, *,
@@ -287,8 +309,12 @@ def _make_ntk_fn(fn: str, f: Callable, trace_axes, diagonal_axes, vmap_axes, imp
 
     def ntk(x1, x2, params, **apply_kwargs):
         kw1, kw2 = split_kwargs(apply_kwargs)
-        if kw1 != kw2 and x2 is None:
-            x2 = x1
+        if x2 is None:
+            # a pair (v1, None) means x1's value for both (NT's rng=(key, None)); other pairs
+            # give the kernel between x1 under v1 and x1 under v2 (identity: values may be arrays)
+            kw2 = {k: kw1[k] if kw2[k] is None else kw2[k] for k in kw1}
+            if any(kw1[k] is not kw2[k] for k in kw1):
+                x2 = x1
         n1, n2 = check_x_pair(fn, x1, x2)
         axes = resolve_vmap_axes(fn, f, vmap_axes, params, x1, x2, apply_kwargs)
         model1 = make_model(fn, f, params, kw1, axes, params_filter)
@@ -320,7 +346,7 @@ def _make_ntk_fn(fn: str, f: Callable, trace_axes, diagonal_axes, vmap_axes, imp
 def make_nngp_fn(fn: str, f: Callable, trace_axes, diagonal_axes) -> Callable:
     """:func:`empirical_nngp_fn` whose errors name ``fn`` (the public function the user called);
     an ``f`` returning a pytree gets one kernel per output leaf, as in NT."""
-    return per_output(fn, f, lambda g: _make_nngp_fn(fn, g, trace_axes, diagonal_axes))
+    return per_output(fn, f, lambda g, i: _make_nngp_fn(fn, g, trace_axes, diagonal_axes))
 
 
 def _make_nngp_fn(fn: str, f: Callable, trace_axes, diagonal_axes) -> Callable:
@@ -562,6 +588,7 @@ def empirical_kernel_fn(
                 fail(fn, "get", expected, repr(get))
         if len(set(gets)) < len(gets):
             fail(fn, "get", "name each kernel once", repr(get))
+        x2 = None if all_none(x2) else x2
         check_x_pair(fn, x1, x2)
         out = [fns[g](x1, x2, params, **kwargs) for g in gets]
         if not many:

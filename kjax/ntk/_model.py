@@ -165,6 +165,12 @@ def split_kwargs(kwargs: dict) -> tuple[dict, dict]:
     return k1, k2
 
 
+def all_none(x: Any) -> bool:
+    """neural-tangents' ``utils.all_none``: ``x`` is None or a (nested) list / tuple of Nones --
+    what NT's tests pass as ``x2`` for parallel inputs with ``x2 = x1`` (e.g. ``(None, None)``)."""
+    return x is None or (isinstance(x, list | tuple) and all(all_none(v) for v in x))
+
+
 def num_examples(fn: str, arg: str, x: PyTree) -> int:
     """The batch size of ``x`` (a pytree of arrays ``[n, ...]``), checked to be >= 1."""
     leaves = jax.tree.leaves(x)

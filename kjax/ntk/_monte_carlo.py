@@ -14,6 +14,7 @@ import numpy as np
 from kjax._src.errors import KjaxError, KjaxTypeError, check_int, fail
 from kjax.ntk._batching import batch
 from kjax.ntk._empirical import make_nngp_fn, make_ntk_fn
+from kjax.ntk._model import all_none
 from kjax.ntk.stax import _kernel as K
 
 _FN = "kjax.ntk.monte_carlo_kernel_fn"
@@ -114,34 +115,40 @@ def monte_carlo_kernel_fn(
                 fail(_FN, "get", "be None, 'nngp', 'ntk' (any case) or a tuple of them", repr(get))
         order = sorted(wanted)
 
-        def running(a, b):
+        def running(a, b, kwargs=kwargs):
             """The running means at each count in ``order``: one sequential scan over NT's key
             stream (``key, k = split(key)`` per sample), summed in order, so that the estimate at
             ``n`` is exactly the ``n``-sample estimate."""
             _, keys = jax.lax.scan(lambda c, _: tuple(jax.random.split(c)), key, None, length=order[-1])
-            zeros = [jnp.zeros(v.shape, v.dtype)
-                     for v in jax.eval_shape(lambda k: sample_once(a, b, k, names, kwargs), keys[0])]
+            # one kernel per name; a pytree of kernels when apply_fn returns a pytree (as in NT)
+            zeros = jax.tree.map(lambda v: jnp.zeros(v.shape, v.dtype),
+                                 jax.eval_shape(lambda k: sample_once(a, b, k, names, kwargs), keys[0]))
 
             def body(total, k):
-                return [t + v for t, v in zip(total, sample_once(a, b, k, names, kwargs), strict=True)], None
+                return jax.tree.map(jnp.add, total, sample_once(a, b, k, names, kwargs)), None
 
             total, done, means = zeros, 0, []
             for c in order:
                 total = jax.lax.scan(body, total, keys[done:c])[0]
                 done = c
-                means.append([t / c for t in total])
+                means.append(jax.tree.map(lambda t, c=c: t / c, total))
             return means
 
         batched = bool(batch_size) or device_count > 1
-        run = batch(running, batch_size, device_count, store_on_device) if batched else jax.jit(running)
+        if batched:  # kwargs through batch: NT's (for x1, for x2) pairs are split into blocks too
+            run = batch(lambda a, b, **kw: running(a, b, kw), batch_size, device_count,
+                        store_on_device)
+        else:
+            run = jax.jit(running)
         kind = K.namedtuple_for(names) if get is None else _mc_type(names)
         # the pre-0.5 (non-partitionable) threefry: the same key draws the same parameters as NT
         with jax.threefry_partitionable(False):
-            means = run(x1, x2)
+            means = run(x1, x2, **kwargs) if batched else run(x1, x2)
         for mean in means:
-            yield mean[0] if single else kind(*mean)
+            yield mean[0] if single else jax.tree.map(lambda *leaves: kind(*leaves), *mean)
 
     def kernel_fn(x1, x2=None, get=None, **apply_fn_kwargs):
+        x2 = None if all_none(x2) else x2  # NT: (None, None) for parallel inputs is x2 = x1
         for arg, x in (("x1", x1), ("x2", x2)):
             for leaf in jax.tree.leaves(x):
                 if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] == 0:

@@ -749,16 +749,20 @@ def gradient_descent_mse_ensemble(
 
     def test_kwargs(pfn, kw_tt):
         """NT's rule: a test-time keyword overrides the train-time one only for arrays (e.g. masks);
-        other values must agree."""
-        kw = dict(kw_dd)
+        other values must agree. Returns the keywords of the test-train and test-test calls: a
+        pair ``(for x1, for x2)`` of arrays (Aggregate's ``pattern``) is ``(test's first, train's
+        first)`` for the test-train kernel, as in NT."""
+        kw_td, kw = dict(kw_dd), dict(kw_dd)
         for name, v in kw_tt.items():
             v_dd = kw_dd.get(name, v)
             arrays = all(hasattr(a, "shape") for a in jax.tree.leaves((v, v_dd)))
             if not arrays and v_dd is not v and v_dd != v:
                 fail(pfn, name, f"equal its train-time value {v_dd!r} (kernel_fn keywords are shared)",
                      repr(v))
-            kw[name] = v
-        return kw
+            kw[name] = kw_td[name] = v
+            if arrays and all(isinstance(a, tuple) and len(a) == 2 for a in (v, v_dd)):
+                kw_td[name] = (v[0], v_dd[0])
+        return kw_td, kw
 
     def eig(g):
         return _cached(cache, f"eig_{g}", lambda: linalg.psd_eigh(
@@ -774,10 +778,10 @@ def gradient_descent_mse_ensemble(
         single, gets = _canonical_gets(pfn, get, ("nngp", "ntk"), ("nngp", "ntk"))
         _check_t(pfn, t)
         kdd = k_dd()
-        kw = test_kwargs(pfn, kernel_fn_test_test_kwargs)
+        kw_td, kw = test_kwargs(pfn, kernel_fn_test_test_kwargs)
         if x_test is not None:
             x_test = jax.tree.map(lambda a: _real(pfn, "x_test", a), x_test)
-        k_td = None if x_test is None else call("x_test", x_test, x_train, ("nngp", "ntk"), **kw)
+        k_td = None if x_test is None else call("x_test", x_test, x_train, ("nngp", "ntk"), **kw_td)
         nngp_tt = None
         if compute_cov:
             nngp_tt = kdd.nngp if x_test is None else call("x_test", x_test, None, "nngp", **kw)

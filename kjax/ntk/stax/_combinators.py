@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from kjax._src.errors import KjaxError, check_int, fail
+from kjax.ntk.stax import _kernel as K
 from kjax.ntk.stax._core import (
     STAX,
     KernelFn,
@@ -231,17 +232,21 @@ def FanInConcat(axis: int = -1) -> Layer:
     ``K' = sum_b C_b K_b / sum_b C_b``. Along a spatial axis the positions of the branches are
     stacked: each branch keeps its own covariance block and, as in neural-tangents, positions of
     different branches are uncorrelated (zero blocks; exact when the branches end in independent
-    affine layers).
+    affine layers). Along the batch axis the examples of the branches are stacked, ``[x1 of
+    branch 0; x1 of branch 1; ...]`` (likewise ``x2``), uncorrelated across branches: the
+    kernels are block-diagonal over the branches (neural-tangents' values; Gaussian branches
+    only).
 
     Args:
-      axis: the channel axis (``-1``, the default) or a spatial axis of the activations.
+      axis: the channel axis (``-1``, the default), a spatial axis or the batch axis of the
+        activations.
 
     Returns:
       ``(init_fn, apply_fn, kernel_fn)``.
 
     Raises:
-      KjaxError: a non-int or out-of-range ``axis``; (``kernel_fn``) the batch axis (not
-        implemented), or branches whose shapes differ off ``axis``.
+      KjaxError: a non-int or out-of-range ``axis``; (``kernel_fn``) branches whose shapes
+        differ off ``axis``; the batch axis when a branch is not Gaussian.
 
     Example:
       >>> import jax.numpy as jnp
@@ -286,8 +291,20 @@ def FanInConcat(axis: int = -1) -> Layer:
         a = ax_of(nd, "kernel_fn")
         b, c = sts[0].axes()
         if a == b:
-            fail(f"{fn} kernel_fn", "axis", f"not be the batch axis {b} (concatenating examples is "
-                 "not implemented in kjax)", repr(axis))
+            return _concat_batch(fn, sts, axis, b)
+        return _with_mask(transform_other(sts, nd, a, b, c), sts)
+
+    def _with_mask(out, sts):
+        """The mask of the concatenation (``kernel_mask=False``: set here, since along the batch
+        axis the joint ``[x1; x2]`` rows are reordered)."""
+        if all(s.mask is None for s in sts):
+            return out.replace(mask=None)
+        masks = [None if s.mask is None else K.from_canonical(s.mask, *s.axes()) for s in sts]
+        shapes = [K.logical_shape((s.nngp.shape[0],) + tuple(s.shape1[1:]), *s.axes()) for s in sts]
+        m = jnp.asarray(_concat_masks(masks, shapes, axis), bool)
+        return out.replace(mask=K.to_canonical(m, *out.axes()))
+
+    def transform_other(sts, nd, a, b, c):
         if a == c:
             if any(s.shape1[:-1] != sts[0].shape1[:-1] for s in sts):
                 fail(fn, "branches", "have shapes equal except in the channel axis",
@@ -332,7 +349,54 @@ def FanInConcat(axis: int = -1) -> Layer:
     def mask_fn(masks, input_shapes):
         return _concat_masks(masks, input_shapes, axis)
 
-    return make_layer(init_fn, apply_fn, transform, "FanInConcat", mask_fn=mask_fn)
+    return make_layer(init_fn, apply_fn, transform, "FanInConcat", mask_fn=mask_fn, kernel_mask=False)
+
+
+def _concat_batch(fn: str, sts: list[State], axis: int, b: int) -> State:
+    """``FanInConcat`` along the batch axis (neural-tangents' ``_concat_kernels`` with ``axis=0``):
+    the examples of the branches are stacked, ``[x1 of branch 0, x1 of branch 1, ...]`` (and the
+    same for ``x2``); examples of different branches are uncorrelated (zero blocks: exact for
+    independent mean-zero Gaussian branches, which NT and kjax require)."""
+    if not all(s.is_gaussian for s in sts):
+        fail(f"{fn} kernel_fn", "axis", f"not be the batch axis {b} unless every branch is Gaussian "
+             f"(ends in a Dense / Conv layer; is_gaussian={[s.is_gaussian for s in sts]})",
+             repr(axis))
+    if any(s.shape1[1:] != sts[0].shape1[1:] or s.diag != sts[0].diag
+           or s.has_x2 != sts[0].has_x2 for s in sts):
+        fail(fn, "branches", "have shapes equal except in the batch axis",
+             f"shapes {[s.shape1 for s in sts]}")
+    sizes = [s.nngp.shape[0] for s in sts]
+    offsets = [sum(sizes[:i]) for i in range(len(sts))]
+
+    def block_diag(mats):
+        rows = []
+        for i, m in enumerate(mats):
+            pads = [(0, 0)] * m.ndim
+            pads[1] = (offsets[i], sum(sizes) - offsets[i] - sizes[i])
+            rows.append(jnp.pad(m, pads))
+        return jnp.concatenate(rows, axis=0)
+
+    # joint rows ordered [x1 rows of every branch; x2 rows of every branch]
+    perm = [o + i for o, s in zip(offsets, sts, strict=True) for i in range(s.n1)]
+    perm += [o + i for o, s, n in zip(offsets, sts, sizes, strict=True) for i in range(s.n1, n)]
+    perm = jnp.asarray(perm)
+
+    def reorder(m):
+        return jnp.take(jnp.take(m, perm, axis=0), perm, axis=1)
+
+    mask = None
+    if any(s.mask is not None for s in sts):
+        full = tuple(max(d) for d in zip(*[s.mask.shape[1:] for s in sts if s.mask is not None],
+                                          strict=True))
+        ms = [jnp.zeros((n, *full), bool) if s.mask is None else
+              jnp.broadcast_to(s.mask, (n, *full)) for s, n in zip(sts, sizes, strict=True)]
+        mask = jnp.take(jnp.concatenate(ms, axis=0), perm, axis=0)
+    n1 = sum(s.n1 for s in sts)
+    n2 = sum(s.shape2[0] for s in sts)
+    return sts[0].replace(nngp=reorder(block_diag([s.nngp for s in sts])),
+                          ntk=reorder(block_diag([s.ntk for s in sts])), n1=n1, is_gaussian=True,
+                          shape1=(n1, *sts[0].shape1[1:]), shape2=(n2, *sts[0].shape2[1:]),
+                          mask=mask)
 
 
 def FanInProd() -> Layer:

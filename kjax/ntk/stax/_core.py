@@ -19,6 +19,7 @@ import numpy as np
 
 from kjax._src.errors import check_in, check_positive, fail
 from kjax.ntk import _memory
+from kjax.ntk._model import all_none
 from kjax.ntk.stax import _kernel as K
 from kjax.ntk.stax._kernel import State
 
@@ -39,8 +40,9 @@ class KernelFn:
     namedtuple ``AnalyticKernel`` with those fields in that order. Kernels have shape ``[n1, n2,
     *spatial pairs]``. Called on a :class:`Kernel` (the kernel of the network's input, e.g. the
     output of another ``kernel_fn``), it returns the :class:`Kernel` of the output. A network whose
-    input is a list of branches (``parallel``) takes lists of arrays; a network that ends in
-    several branches returns a list.
+    input is a list of branches (``parallel``) takes lists of arrays, nested for nested
+    ``parallel`` layers (``(x_a, (x_b, x_c))``; ``x2`` nested alike, or None, or all None as in
+    NT's ``(None, None)``); a network that ends in several branches returns a list.
 
     ``diagonal_spatial=True`` keeps only the spatial diagonal of every covariance (``nngp: [n1,
     n2, H, W]``; refused when a layer mixes positions, e.g. pooling), ``False`` the full one, and
@@ -85,28 +87,28 @@ class KernelFn:
         states = self._states_no_extra(x1, x2, diag, mask_constant)
         if extra is None:
             return states
-        if isinstance(states, list):
-            return [s.replace(extra=extra) for s in states]
-        return states.replace(extra=extra)
+        return _map_nested(lambda s: s.replace(extra=extra), states)
 
     def _states_no_extra(self, x1, x2, diag, mask_constant=None):
         fn = self.fn_name
         b, c = self.reqs.get("batch_axis", 0), self.reqs.get("channel_axis", -1)
-        nd = min(jnp.ndim(x) for x in (x1 if isinstance(x1, list | tuple) else [x1]))
+        nd = min(jnp.ndim(x) for x in jax.tree.leaves(x1))
         if not (-nd <= b < nd and -nd <= c < nd) or b % nd == c % nd:
             b, c = 0, -1  # inputs of the wrong rank: the first layer's rank check names it
-        if isinstance(x1, list | tuple):
-            x2 = [None] * len(x1) if x2 is None else x2
-            return [K.input_state(fn, a, z, diag=diag, batch_axis=b, channel_axis=c,
-                                  mask_constant=mask_constant)
-                    for a, z in zip(x1, x2, strict=True)]
-        return K.input_state(fn, x1, x2, diag=diag, batch_axis=b, channel_axis=c,
-                             mask_constant=mask_constant)
+
+        def state(a, z):
+            if isinstance(a, list | tuple):  # branches, nested as NT's parallel inputs may be
+                z = [None] * len(a) if z is None else z
+                return [state(aa, zz) for aa, zz in zip(a, z, strict=True)]
+            return K.input_state(fn, a, z, diag=diag, batch_axis=b, channel_axis=c,
+                                 mask_constant=mask_constant)
+
+        return state(x1, x2)
 
     def _compute(self, x1, x2, names, diagonal_spatial, diagonal_batch, extra=None,
                  mask_constant=None):
         out = None
-        ndim = min(jnp.ndim(x) for x in (x1 if isinstance(x1, list | tuple) else [x1]))
+        ndim = min(jnp.ndim(x) for x in jax.tree.leaves(x1))
         if diagonal_spatial or (diagonal_spatial is None and not self.needs_full and ndim > 2):
             # NT's diagonal_spatial: valid when the output has no spatial axes left (Flatten);
             # otherwise trace again with the full covariance (the unused trace is dead code)
@@ -119,11 +121,8 @@ class KernelFn:
 
     def _compute_kernel(self, k, names, diagonal_batch, extra=None):
         fn = self.fn_name
-        if isinstance(k, list | tuple):
-            st = [K.from_kernel(fn, kk).replace(extra=extra) for kk in k]
-            db = k[0].diagonal_batch
-        else:
-            st, db = K.from_kernel(fn, k).replace(extra=extra), k.diagonal_batch
+        st = _map_nested(lambda kk: K.from_kernel(fn, kk).replace(extra=extra), k)
+        db = _first_leaf(k).diagonal_batch
         return _to_kernels(self.transform(st), db if diagonal_batch is None else diagonal_batch,
                            names)
 
@@ -178,8 +177,8 @@ class KernelFn:
     def __call__(self, x1_or_kernel, x2=None, get=None, *, diagonal_batch=None,
                  diagonal_spatial=None, mask_constant=None, **kwargs):
         x1 = x1_or_kernel
-        if isinstance(x1, State) or (isinstance(x1, list | tuple) and x1
-                                     and all(isinstance(s, State) for s in x1)):
+        x2 = None if all_none(x2) else x2  # NT: (None, None) for parallel inputs is x2 = x1
+        if _all_nested(x1, State):
             return self.transform(x1)
         fn = self.fn_name
         _, names = K.canonical_get(fn, get, K.KERNEL_FIELDS)
@@ -197,8 +196,7 @@ class KernelFn:
         if diagonal_spatial and self.needs_full:
             fail(fn, "diagonal_spatial", f"be None or False: a layer of {self.name} mixes spatial "
                  "positions (pooling), which needs the full spatial covariance", "True")
-        if isinstance(x1, K.Kernel) or (isinstance(x1, list | tuple) and x1
-                                        and all(isinstance(s, K.Kernel) for s in x1)):
+        if _all_nested(x1, K.Kernel):
             if x2 is not None:
                 fail(fn, "x2", "be None when a Kernel is given", type(x2).__name__)
             out = self._jitted_kernel(x1, names=names,
@@ -209,13 +207,9 @@ class KernelFn:
                   else bool(diagonal_spatial),
                   diagonal_batch=True if diagonal_batch is None else bool(diagonal_batch))
         if isinstance(x1, list | tuple):
-            if x2 is not None and (not isinstance(x2, list | tuple) or len(x2) != len(x1)):
-                fail(fn, "x2", f"be None or a list of {len(x1)} arrays like `x1`", type(x2).__name__)
-            x1 = [K.check_input(fn, f"x1[{i}]", K.to_float(fn, f"x1[{i}]", a))
-                  for i, a in enumerate(x1)]
+            x1 = _check_nested(fn, "x1", x1)
             if x2 is not None:
-                x2 = [K.check_input(fn, f"x2[{i}]", K.to_float(fn, f"x2[{i}]", a))
-                      for i, a in enumerate(x2)]
+                x2 = _check_nested(fn, "x2", x2, like=x1)
             return _select(fn, self._jitted(x1, x2, extra=extra, mask_constant=mask_constant, **kw),
                            get)
         x1 = K.check_input(fn, "x1", K.to_float(fn, "x1", x1))
@@ -226,6 +220,44 @@ class KernelFn:
 
     def __repr__(self) -> str:
         return f"<kernel_fn of {self.name}>"
+
+
+def _map_nested(f: Callable, x: Any) -> Any:
+    """``f`` on each leaf of nested lists / tuples (branches), as lists."""
+    if isinstance(x, list | tuple):
+        return [_map_nested(f, v) for v in x]
+    return f(x)
+
+
+def _first_leaf(x: Any) -> Any:
+    while isinstance(x, list | tuple):
+        x = x[0]
+    return x
+
+
+def _all_nested(x: Any, cls: type) -> bool:
+    """``x`` is a ``cls`` or non-empty nested lists / tuples of them."""
+    if isinstance(x, list | tuple):
+        return bool(x) and all(_all_nested(v, cls) for v in x)
+    return isinstance(x, cls)
+
+
+def _check_nested(fn: str, arg: str, x: Any, like: Any = None, path: str = "") -> Any:
+    """Branch inputs (NT's parallel inputs, possibly nested: ``(x_a, (x_b, x_c))``) as nested
+    lists of checked float arrays; ``like``: the nesting ``x`` must have (``x1``'s, for ``x2``)."""
+    if like is not None and (isinstance(x, list | tuple) != isinstance(like, list)
+                             or (isinstance(x, list | tuple) and len(x) != len(like))):
+        want = f"a list of {len(like)} arrays" if isinstance(like, list) else "an array"
+        fail(fn, f"{arg}{path}", f"be None or nested like `x1` ({want})", type(x).__name__)
+    if x is None:
+        fail(fn, f"{arg}{path}", "be an array (`x2` may be None only as a whole, or all None)",
+             "None")
+    if isinstance(x, list | tuple):
+        if not x:
+            fail(fn, f"{arg}{path}", "be a non-empty list of inputs (one per branch)", "[]")
+        return [_check_nested(fn, arg, v, None if like is None else like[i], f"{path}[{i}]")
+                for i, v in enumerate(x)]
+    return K.check_input(fn, f"{arg}{path}", K.to_float(fn, f"{arg}{path}", x))
 
 
 def _extra(fn: str, kwargs: dict):

@@ -21,7 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.special
 
-from kjax._src.errors import KjaxError, KjaxTypeError, check_positive, fail, is_static_number
+from kjax._src.errors import (
+    KjaxNotImplementedError,
+    KjaxTypeError,
+    check_positive,
+    fail,
+    is_static_number,
+)
 from kjax.ntk.stax import _kernel as K
 from kjax.ntk.stax._core import STAX, Layer, make_layer, single_branch
 
@@ -110,7 +116,9 @@ def _abrelu(fn: str, a: float, b: float, do_stabilize: bool) -> Layer:
         nngp, v = nngp / factor, v / factor
         prod = K.outer(v, diag=diag)
         root = _safe_sqrt(prod - nngp**2)
-        angles = jnp.where((root == 0) & (nngp == 0), jnp.pi / 2, jnp.arctan2(root, nngp))
+        # the angle is pi/2 at zero covariances; _arctan2_fill keeps its gradient finite there
+        # (NT's issue #123: zero inputs, whose kernel gradient is zero, not NaN)
+        angles = _arctan2_fill(root, nngp, jnp.pi / 2)
         c = (a - b) ** 2 / (2 * jnp.pi)
         dot_sigma = (a**2 + b**2) / 2 - c * angles
         return (c * root + dot_sigma * nngp) * factor, ntk * dot_sigma
@@ -279,11 +287,6 @@ def Gelu(approximate: bool = False) -> Layer:
 # General Activations", and the references of each layer)
 
 
-class _NotImplementedKjaxError(KjaxError, NotImplementedError):
-    """A kjax error that is also neural-tangents' ``NotImplementedError`` (layers without an
-    ``apply_fn`` / ``kernel_fn``, unsupported degrees)."""
-
-
 def _real(fn: str, arg: str, x) -> float:
     """A finite real scalar hyperparameter (traced values pass through unchecked; a bool counts as
     0 / 1, as in neural-tangents, whose own tests pass ``ExpNormalized(gamma, do_clip)``)."""
@@ -301,7 +304,7 @@ def _degree(fn: str, degree, maximum: int | None = None) -> int:
         fail(fn, "degree", "be a non-negative Python int", repr(degree), cls=KjaxTypeError)
     if degree < 0 or (maximum is not None and degree > maximum):
         want = f"be an integer between 0 and {maximum}" if maximum is not None else "be >= 0"
-        fail(fn, "degree", want, repr(degree), cls=_NotImplementedKjaxError)
+        fail(fn, "degree", want, repr(degree), cls=KjaxNotImplementedError)
     return int(degree)
 
 
@@ -329,7 +332,7 @@ def _arctan2_fill(y, x, fill):
 
 def _unapplicable(fn_name: str, arg: str):
     def f(x):
-        raise _NotImplementedKjaxError(
+        raise KjaxNotImplementedError(
             f"{fn_name}: apply_fn needs the finite-width nonlinearity `{arg}`; this layer was built "
             f"without one (it has only a kernel_fn).")
     return f
@@ -1095,7 +1098,7 @@ def Elementwise(fn: Callable | None = None, nngp_fn: Callable | None = None,
 
     def kmap(nngp, ntk, v, diag):
         if nngp_fn is None:
-            raise _NotImplementedKjaxError(
+            raise KjaxNotImplementedError(
                 f"{name} kernel_fn: `nngp_fn` must be given to compute the infinite-width kernels; "
                 "got None (use ElementwiseNumerical(fn, deg) for a quadrature instead).")
         v1, v2 = _broadcast_pair(v, diag)

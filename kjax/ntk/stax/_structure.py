@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kjax._src.errors import KjaxError, check_in, fail
+from kjax._src.errors import KjaxError, KjaxNotImplementedError, check_in, fail
 from kjax.ntk.stax import _kernel as K
 from kjax.ntk.stax._core import STAX, Layer, axis_arg, check_axes, make_layer, single_branch
 
@@ -71,7 +71,8 @@ def Index(idx: Any, batch_axis: int = 0, channel_axis: int = -1) -> Layer:
     Raises:
       KjaxError: an ``idx`` with other entries; (``kernel_fn``) an index of the channel axis
         other than ``:`` (its width is infinite), or an int on the batch axis (the kernels need
-        it), or an index that leaves an axis empty.
+        it) -- these two are also ``NotImplementedError``s, as in neural-tangents --, or an index
+        that leaves an axis empty.
 
     Example:
       >>> import jax.numpy as jnp
@@ -103,10 +104,10 @@ def Index(idx: Any, batch_axis: int = 0, channel_axis: int = -1) -> Layer:
         items = _expand(kfn, idx, nd)
         if items[c] != slice(None):
             fail(kfn, "idx", f"not index the channel axis {c} (its width is infinite): use ':'",
-                 repr(idx))
+                 repr(idx), cls=KjaxNotImplementedError)
         if not isinstance(items[b], slice):
             fail(kfn, "idx", f"index the batch axis {b} with a slice (the kernels keep a batch "
-                 "axis)", repr(idx))
+                 "axis)", repr(idx), cls=KjaxNotImplementedError)
         spatial = [items[i] for i in range(nd) if i not in (b, c)]
         n1, n2 = st.shape1[0], st.shape2[0]
         rows1 = np.arange(n1)[items[b]]
