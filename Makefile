@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check kjax tests benchmarks experiments conftest.py
 
 pytest: $(STAMP)
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=15 -p no:cacheprovider
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal --durations=15 -p no:cacheprovider
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir site

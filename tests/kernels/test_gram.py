@@ -119,10 +119,10 @@ def test_grad_through_sharded_matvec_equals_dense(mesh):
     gd = jax.grad(dense, argnums=(0, 1))(jnp.asarray(X), 1.5)
     assert_close(gb[0], gd[0], 1e-12)
     assert_close(gb[1], gd[1], 1e-12)
-    # the symmetric product (x2=None): x enters both sides of every block
+    # the symmetric product (x2=None; its sharded forward is in test_sharded_equals_unsharded): x
+    # enters both sides of every block
     w = jnp.asarray(RNG.normal(size=53))
-    gs = jax.grad(lambda x: jnp.sum(K.kernel_matvec(KERN, x, None, w, block_size=16, mesh=mesh) ** 2))(
-        jnp.asarray(X))
+    gs = jax.grad(lambda x: jnp.sum(K.kernel_matvec(KERN, x, None, w, block_size=16) ** 2))(jnp.asarray(X))
     assert_close(gs, jax.grad(lambda x: jnp.sum((KERN(x, x) @ w) ** 2))(jnp.asarray(X)), 1e-12)
 
 
