@@ -4,6 +4,12 @@ Layout: kernels ``k_train_train: [N, N]``, ``k_test_train: [M, N]``; targets and
 ``y: [N, O]`` (the output axis is traced: the kernel is :math:`\\Theta \\otimes I_O`). Times ``t``
 are scalars or arrays of any shape; results get ``t``'s shape as leading axes.
 
+Other ``trace_axes`` (:func:`gradient_descent_mse`, :func:`gradient_descent_mse_ensemble`,
+:func:`gradient_descent`) follow NT: targets ``[N, ...]``, the kernel zips the non-traced axes of the
+targets (``[N, N, A, A, ...]``; ``trace_axes=()`` gives ``[N, N, O, O]``), flattened to ``[P, P]``
+with the traced axes as ``R`` independent outputs (``P R`` = ``y.size``). Outputs carry the
+kernel's floating dtype (NT's rule) at every ``t``, ``None`` and ``inf`` included.
+
 The loss is NT's mean squared error :math:`\\frac{1}{2 N O}\\lVert f(X) - Y\\rVert^2`, so under gradient
 flow with learning rate :math:`\\eta` the training outputs follow
 
@@ -140,6 +146,90 @@ def _trace_mode(fn: str, trace_axes, *, allow_none: bool = False) -> str | None:
     return None
 
 
+def _nt_axes(fn: str, trace_axes, ndim: int) -> tuple[int, ...]:
+    """NT's ``trace_axes`` for targets of rank ``ndim``: an int or a sequence of ints in
+    ``[-ndim, ndim)`` (repeats allowed), as sorted unique negative axes."""
+    axes = (trace_axes,) if isinstance(trace_axes, int | np.integer) else trace_axes
+    try:
+        axes = tuple(int(a) for a in axes)
+    except TypeError:
+        axes = None
+    if axes is None or any(not -ndim <= a < ndim for a in axes):
+        fail(fn, "trace_axes", f"be an int or a tuple of ints in [-{ndim}, {ndim}) (axes of `y_train`)",
+             repr(trace_axes))
+    return tuple(sorted({a % ndim - ndim for a in axes}))
+
+
+def _zipped(shape) -> tuple[int, ...]:
+    return tuple(d for d in shape for _ in (0, 1))
+
+
+def _make_2d(k) -> jax.Array:
+    """NT's ``make_2d``: zipped pairs ``[A1, B1, A2, B2, ...]`` -> ``[A1 A2 ..., B1 B2 ...]``."""
+    k = jnp.asarray(k)
+    if k.ndim == 2:
+        return k
+    n = k.ndim
+    return jnp.transpose(k, (*range(0, n, 2), *range(1, n, 2))).reshape(
+        int(np.prod(k.shape[0::2])), int(np.prod(k.shape[1::2])))
+
+
+class _Layout(NamedTuple):
+    """How NT lays out targets ``y: [N, ...]`` and kernels for ``trace_axes`` (negative axes of
+    ``y``): the kernel zips the non-traced axes (``[P, P]`` once flattened), the traced axes are
+    ``R`` independent right-hand sides."""
+
+    taxes: tuple[int, ...]
+    ndim: int
+    nt_shape: tuple[int, ...]  # y's non-traced axes
+    tr_shape: tuple[int, ...]  # y's traced axes
+
+    @classmethod
+    def of(cls, y_shape, taxes):
+        nd = len(y_shape)
+        return cls(taxes, nd, tuple(s for i, s in enumerate(y_shape) if i - nd not in taxes),
+                   tuple(y_shape[a] for a in taxes))
+
+    @property
+    def r(self) -> int:
+        return int(np.prod(self.tr_shape))
+
+    def flat(self, a) -> jax.Array:
+        """``[..., *y-shaped]`` -> ``[..., P, R]`` (traced axes last)."""
+        a = jnp.moveaxis(a, self.taxes, tuple(range(-len(self.taxes), 0)))
+        lead = a.shape[:a.ndim - self.ndim]
+        return a.reshape(*lead, -1, self.r)
+
+    def full_shape(self, nt_shape) -> tuple[int, ...]:
+        """The outputs' shape for non-traced axes ``nt_shape`` (NT's ``_get_fx_test_shape``)."""
+        shape = list(nt_shape)
+        for i in range(self.ndim):
+            if i - self.ndim in self.taxes:
+                shape.insert(i, self.tr_shape[self.taxes.index(i - self.ndim)])
+        return tuple(shape)
+
+    def unflat(self, a, nt_shape) -> jax.Array:
+        """``[*lead, Q, R]`` -> ``[*lead, *full_shape(nt_shape)]``."""
+        a = a.reshape(*a.shape[:-2], *nt_shape, *self.tr_shape)
+        return jnp.moveaxis(a, tuple(range(-len(self.taxes), 0)), self.taxes)
+
+    def check_kernel(self, fn: str, arg: str, k, rows=None, default_fits: bool = False) -> None:
+        """``k`` must zip ``(rows, nt_shape)`` pairs (``rows=None``: the training set's)."""
+        k_shape = tuple(jnp.shape(k))
+        ok = len(k_shape) == 2 * len(self.nt_shape) and k_shape[1::2] == self.nt_shape
+        if rows is None:
+            ok = ok and k_shape[0::2] == self.nt_shape
+        if ok:
+            return
+        want = (_zipped(self.nt_shape) if rows is None
+                else "zip(test shape, " + str(self.nt_shape) + ")")
+        if default_fits:
+            fail(fn, "trace_axes", f"match `{arg}` of shape {k_shape} (the kernel zips the non-traced axes "
+                 f"of `y_train`, {want} here)", repr(self.taxes))
+        fail(fn, arg, f"have shape {want} (the non-traced axes of `y_train` zipped, trace_axes="
+             f"{self.taxes})", f"shape {k_shape}")
+
+
 def _canonical_gets(fn: str, get, allowed: tuple[str, ...], default: tuple[str, ...]):
     """NT's ``get`` rules: None -> ``default``; a string or a non-empty tuple of unique names,
     case-insensitive. Returns ``(single, names)``."""
@@ -161,6 +251,8 @@ def _canonical_gets(fn: str, get, allowed: tuple[str, ...], default: tuple[str, 
 
 def _check_common(fn: str, diag_reg, trace_axes, *, solver=None, cg_tol=None, cg_maxiter=None,
                   learning_rate=None, allow_untraced: bool = False):
+    """Checks the hyperparameters; ``trace_axes=None`` skips ``trace_axes`` (checked against
+    ``y_train`` by :func:`_nt_axes`)."""
     if solver is not None:
         check_in(fn, "solver", solver, ("cholesky", "cg"))
     check_positive(fn, "diag_reg", diag_reg, allow_zero=True)
@@ -170,7 +262,8 @@ def _check_common(fn: str, diag_reg, trace_axes, *, solver=None, cg_tol=None, cg
         check_positive(fn, "cg_tol", cg_tol, allow_zero=True)
     if cg_maxiter is not None:
         check_int(fn, "cg_maxiter", cg_maxiter, minimum=1)
-    _trace_mode(fn, trace_axes, allow_none=allow_untraced)
+    if trace_axes is not None:
+        _trace_mode(fn, trace_axes, allow_none=allow_untraced)
 
 
 def _check_t(fn: str, t) -> None:
@@ -321,12 +414,13 @@ def gradient_descent_mse(
       k_train_train: ``[N, N]`` NTK on the training set, or :func:`kjax.kernels.precomputed` of
         it (or, with ``solver="cg"``, a matvec function ``v: [N, O] -> K v`` or a
         :func:`kjax.kernels.operator`, whose ``diag`` makes a relative ``diag_reg`` possible).
-      y_train: ``[N, O]`` (or ``[N]``) targets.
+      y_train: ``[N, O]`` (or ``[N]``) targets; ``[N, ...]`` with other ``trace_axes``.
       learning_rate: :math:`\eta > 0`; only ``t * learning_rate`` matters.
       diag_reg: diagonal regulariser (>= 0).
       diag_reg_absolute_scale: ``diag_reg`` in absolute units instead of relative to
         ``trace(K) / N``.
-      trace_axes: must be ``(-1,)`` (the output axis is traced, NT's default).
+      trace_axes: axes of ``y_train`` along which the kernel is block-diagonal (NT's; default
+        ``(-1,)``, the output axis); the kernel then zips the other axes (module docstring).
       solver: ``"cholesky"`` (exact) or ``"cg"`` (iterative; infinite time only).
       cg_tol: relative residual tolerance of CG (>= 0).
       cg_maxiter: CG iteration cap (default ``10 N``).
@@ -336,11 +430,14 @@ def gradient_descent_mse(
       return_status=False)`` returning ``fx_train_t`` ``[*t.shape, N, O]``, or
       ``(fx_train_t, fx_test_t)`` when ``fx_test_0`` is given, or ``fx_test_t`` alone when
       ``fx_train_0`` is None; with ``return_status=True``, ``(that, status)``. ``t=None`` is
-      infinite time; ``t`` must be >= 0.
+      infinite time; ``t`` must be >= 0. Outputs are in the kernel's floating dtype at every
+      ``t`` (NT's rule; the targets' for a matvec kernel), ``y_train``-shaped (``[*t.shape,
+      *y.shape]``) for other ``trace_axes``.
 
     Raises:
       KjaxError: a non-square or empty kernel, targets of the wrong shape, NaN/inf in concrete
-        inputs, ``learning_rate <= 0``, ``diag_reg < 0``, ``trace_axes`` other than ``(-1,)``, an
+        inputs, ``learning_rate <= 0``, ``diag_reg < 0``, ``trace_axes`` out of range or not matching
+        the kernel's shape, an
         unknown ``solver``, a negative ``t``, a finite ``t`` with ``solver="cg"``, or a call that
         asks for test predictions without ``k_test_train`` (or with one of the wrong shape); a
         :func:`kjax.kernels.operator` without ``solver="cg"``, a ``columns=`` precomputed kernel.
@@ -361,12 +458,13 @@ def gradient_descent_mse(
       Descent. NeurIPS 2019.
     """
     fn = f"{_P}.gradient_descent_mse"
-    _check_common(fn, diag_reg, trace_axes, solver=solver, cg_tol=cg_tol, cg_maxiter=cg_maxiter,
-                  learning_rate=learning_rate, allow_untraced=True)
+    _check_common(fn, diag_reg, None, solver=solver, cg_tol=cg_tol, cg_maxiter=cg_maxiter,
+                  learning_rate=learning_rate)
+    taxes = _nt_axes(fn, trace_axes, max(jnp.ndim(y_train), 1))
     k_train_train = _train_kernel(fn, k_train_train, solver)
-    if _trace_mode(fn, trace_axes, allow_none=True) is None and jnp.ndim(y_train) > 1:
-        return _untraced_mse(fn, k_train_train, y_train, learning_rate, diag_reg, diag_reg_absolute_scale,
-                             solver=solver, cg_tol=cg_tol, cg_maxiter=cg_maxiter)
+    if jnp.ndim(y_train) > 1 and not (jnp.ndim(y_train) == 2 and taxes == (-1,)):
+        return _nd_mse(fn, k_train_train, y_train, taxes, learning_rate, diag_reg, diag_reg_absolute_scale,
+                       solver=solver, cg_tol=cg_tol, cg_maxiter=cg_maxiter)
     matvec_only = callable(k_train_train) and not hasattr(k_train_train, "shape")
     if matvec_only and solver != "cg":
         fail(fn, "k_train_train", "be an [N, N] array unless solver='cg'", "a function")
@@ -384,7 +482,9 @@ def gradient_descent_mse(
     n = y.shape[0]
     vec = y.ndim == 1
     y2 = y[:, None] if vec else y
-    y2 = y2.astype(jnp.result_type(y2.dtype, float))
+    # NT: the outputs carry the kernel's (floating) dtype, at every t (a matvec has none: y's)
+    kdt = getattr(k, "dtype", None) if not isinstance(k, _OperatorMatvec) else k.op.dtype
+    y2 = y2.astype(jnp.result_type(y2.dtype if kdt is None else kdt, float))
     size = y.size
     cache: dict[str, Any] = {}
 
@@ -447,47 +547,36 @@ def gradient_descent_mse(
     return predict_fn
 
 
-def _flatten_pairs(fn: str, arg: str, k, rows: int, out_shape: tuple[int, ...]) -> jax.Array:
-    """``[A, N, r1, r1, r2, r2, ...]`` (NT's zipped pairs, ``trace_axes=()``) -> ``[A R, N R]``."""
-    k = jnp.asarray(k)
-    r = int(np.prod(out_shape))
-    expected = (rows, k.shape[1] if k.ndim > 1 else -1, *[d for d in out_shape for _ in (0, 1)])
-    if k.ndim != 2 + 2 * len(out_shape) or k.shape[0] != rows or tuple(k.shape[2:]) != expected[2:]:
-        fail(fn, arg, f"have shape [{rows}, N, *zip(out, out)] = {expected} with trace_axes=()",
-             f"shape {k.shape}")
-    even = [0] + [2 + 2 * i for i in range(len(out_shape))]
-    odd = [1] + [3 + 2 * i for i in range(len(out_shape))]
-    return jnp.transpose(k, even + odd).reshape(rows * r, k.shape[1] * r)
-
-
-def _untraced_mse(fn, k, y, learning_rate, diag_reg, absolute, **solver_kw) -> Callable:
-    """``gradient_descent_mse`` with ``trace_axes=()``: the kernel ``[N, N, O, O]`` carries the output
-    axes, so the flow runs on the flattened ``[N O, N O]`` kernel with one output."""
-    y = jnp.asarray(y)
-    n, out_shape = y.shape[0], tuple(y.shape[1:])
-    r = int(np.prod(out_shape))
-    if jnp.ndim(k) < 2 or jnp.shape(k)[1] != n:
-        fail(fn, "k_train_train", f"have shape [N, N, *zip(out, out)] with N = {n} (trace_axes=())",
-             f"shape {jnp.shape(k)}")
-    flat = gradient_descent_mse(_flatten_pairs(fn, "k_train_train", k, n, out_shape), y.reshape(n * r, 1),
-                                learning_rate, diag_reg, absolute, **solver_kw)
+def _nd_mse(fn, k, y, taxes, learning_rate, diag_reg, absolute, **solver_kw) -> Callable:
+    """``gradient_descent_mse`` with targets ``[N, ...]`` and any ``trace_axes`` (NT's layout, see
+    :class:`_Layout`): the flow runs on the flattened ``[P, P]`` kernel with ``R`` outputs."""
+    y = _real(fn, "y_train", y)
+    if callable(k) and not hasattr(k, "shape"):
+        fail(fn, "k_train_train", f"be an array with targets of shape {y.shape} and trace_axes={taxes}",
+             "a matvec")
+    k = _real(fn, "k_train_train", k)
+    lay = _Layout.of(y.shape, taxes)
+    lay.check_kernel(fn, "k_train_train", k, default_fits=tuple(k.shape) == _zipped(y.shape[:-1]))
+    flat = gradient_descent_mse(_make_2d(k), lay.flat(y), learning_rate, diag_reg, absolute, **solver_kw)
 
     def predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None, *, return_status=False):
         pfn = f"{fn} predict_fn"
-        f0 = None if fx_train_0 is None else _broadcast(pfn, "fx_train_0", fx_train_0, y.shape, y.dtype)
+        _check_predict_inputs(pfn, fx_train_0, fx_test_0, k_test_train)
+        dt = jnp.result_type(k.dtype, float)
+        f0 = None if fx_train_0 is None else lay.flat(_broadcast(pfn, "fx_train_0", fx_train_0, y.shape, dt))
         kst = g0 = None
+        nt_test = None
         if fx_test_0 is not None:
-            _check_predict_inputs(pfn, fx_train_0, fx_test_0, k_test_train)
-            m = jnp.shape(k_test_train)[0] if jnp.ndim(k_test_train) else 0
-            kst = _flatten_pairs(pfn, "k_test_train", k_test_train, m, out_shape)
-            if kst.shape[1] != n * r:
-                fail(pfn, "k_test_train", f"have N = {n} training points", f"shape {jnp.shape(k_test_train)}")
-            g0 = _broadcast(pfn, "fx_test_0", fx_test_0, (m, *out_shape), y.dtype).reshape(m * r, 1)
-        res = flat(t, None if f0 is None else f0.reshape(n * r, 1), g0, kst, return_status=True)
-        out, code = res
-        shape_t = () if t is None else jnp.shape(t)
-        unflat = lambda a: a.reshape(*shape_t, a.shape[-2] // r, *out_shape)
-        out = tuple(unflat(a) for a in out) if isinstance(out, tuple) else unflat(out)
+            kst = _real(pfn, "k_test_train", k_test_train)
+            lay.check_kernel(pfn, "k_test_train", kst, rows="test")
+            nt_test = tuple(kst.shape[0::2])
+            g0 = lay.flat(_broadcast(pfn, "fx_test_0", fx_test_0, lay.full_shape(nt_test), dt))
+            kst = _make_2d(kst)
+        out, code = flat(t, f0, g0, kst, return_status=True)
+        if f0 is not None and g0 is not None:
+            out = (lay.unflat(out[0], lay.nt_shape), lay.unflat(out[1], nt_test))
+        else:
+            out = lay.unflat(out, lay.nt_shape if g0 is None else nt_test)
         return (out, code) if return_status else out
 
     return predict_fn
@@ -643,7 +732,8 @@ def gp_inference(
                 term_2 = ktd @ solve(kg, ktd_init.T, codes)
                 cov = ktt + cov - term_2 - term_2.T
             out[g] = Gaussian(mean, cov)
-        out = _as_dtype(out, y.dtype)
+        out = {g: _as_dtype(v, _kernel_dtype(k_train_train, "ntk" if g == "ntkgp" else g, y.dtype))
+               for g, v in out.items()}
         res = out[gets[0]] if single else _gaussians(tuple(out))(*out.values())
         if return_status:
             return res, st.combine(Status.OK, *codes)
@@ -652,11 +742,38 @@ def gp_inference(
     return predict_fn
 
 
-def _as_dtype(out: dict, dtype) -> dict:
-    """Outputs in the targets' (floating) dtype, whatever the kernels' dtype (NT's behaviour at
-    ``t=None``, kept at every ``t``)."""
-    dt = jnp.result_type(dtype, float)
-    return {k: jax.tree.map(lambda a: a.astype(dt), v) for k, v in out.items()}
+def _kernel_dtype(k, g: str, fallback):
+    """The floating dtype of the kernel ``g`` of ``k`` (an array, a namedtuple / stax.Kernel, an
+    operator), or of ``fallback`` (a matvec, a missing field): NT's outputs carry the kernel's
+    dtype."""
+    if isinstance(k, _OperatorMatvec):
+        dt = k.op.dtype
+    elif (isinstance(k, tuple) and hasattr(k, "_fields")) or isinstance(k, _StaxKernel):
+        v = getattr(k, g, None)
+        dt = fallback if v is None else jnp.result_type(v)
+    elif hasattr(k, "dtype"):
+        dt = k.dtype
+    elif callable(k):
+        dt = fallback
+    else:
+        dt = jnp.result_type(k)
+    dt = jnp.result_type(dt, float)
+    if jnp.finfo(dt).bits < 32:
+        dt = jnp.float32
+    return dt
+
+
+def _as_dtype(v, dtype):
+    """Every array of ``v`` (an array, a Gaussian) in ``dtype``: NT's outputs carry the kernel's
+    dtype, here at every ``t`` (``None``, ``inf`` and finite)."""
+    return jax.tree.map(lambda a: a.astype(dtype), v)
+
+
+class _FlatKernel(NamedTuple):
+    """``kernel_fn``'s ``nngp`` / ``ntk`` as matrices (:func:`_make_2d`)."""
+
+    nngp: jax.Array | None = None
+    ntk: jax.Array | None = None
 
 
 _GAUSSIANS: dict[tuple[str, ...], type] = {}
@@ -689,12 +806,12 @@ def gradient_descent_mse_ensemble(
       kernel_fn: ``kernel_fn(x1, x2, get)`` returning a namedtuple with ``nngp`` / ``ntk`` (a
         :mod:`kjax.ntk.stax` kernel_fn, or a Monte Carlo one).
       x_train: ``[N, ...]`` training inputs.
-      y_train: ``[N, O]`` targets.
+      y_train: ``[N, O]`` targets (``[N, ..., O]`` with kernels zipping the non-traced axes, as NT).
       learning_rate: :math:`\eta > 0`.
       diag_reg: diagonal regulariser (>= 0; relative to the mean diagonal unless
         ``diag_reg_absolute_scale``).
       diag_reg_absolute_scale: see ``diag_reg``.
-      trace_axes: must be ``(-1,)``.
+      trace_axes: axes of ``y_train`` traced in ``kernel_fn``'s kernels (NT's; default ``(-1,)``).
 
     Returns:
       ``predict_fn(t=None, x_test=None, get=None, compute_cov=False, *, return_status=False)``:
@@ -702,11 +819,13 @@ def gradient_descent_mse_ensemble(
       :class:`Gaussian` with covariance ``[*t.shape, M, M]`` when ``compute_cov``; a namedtuple
       ``Gaussians`` over a tuple ``get`` (default ``("nngp", "ntk")``); with
       ``return_status=True``, ``(that, status)`` (see :func:`gradient_descent_mse`; zero and
-      negative eigenvalues give finite results, as there).
+      negative eigenvalues give finite results, as there). In the kernel's floating dtype at
+      every ``t``; for targets ``[N, ..., O]`` the mean is ``[*t.shape, M, ..., O]`` and the
+      covariance zips the non-traced axes, ``[*t.shape, M, M, ..., ...]`` (NT's shapes).
 
     Raises:
-      KjaxError: an unknown ``get``, ``trace_axes`` other than ``(-1,)``, ``y_train`` not
-        ``[N, O]`` with ``N >= 1`` or with NaN/inf, ``learning_rate <= 0``, ``diag_reg < 0``, a
+      KjaxError: an unknown ``get``, ``trace_axes`` out of range or not matching the kernels,
+        ``y_train`` of rank < 2, with ``N = 0`` or with NaN/inf, ``learning_rate <= 0``, ``diag_reg < 0``, a
         negative ``t``.
 
     Example:
@@ -724,15 +843,18 @@ def gradient_descent_mse_ensemble(
       Descent. NeurIPS 2019.
     """
     fn = f"{_P}.gradient_descent_mse_ensemble"
-    _check_common(fn, diag_reg, trace_axes, learning_rate=learning_rate)
-    y = _real(fn, "y_train", y_train)
-    if y.ndim != 2 or y.shape[0] == 0:
-        fail(fn, "y_train", "have shape [N, O] with N >= 1", f"shape {y.shape}")
-    _check_finite(fn, "y_train", y)
+    _check_common(fn, diag_reg, None, learning_rate=learning_rate)
+    y_nd = _real(fn, "y_train", y_train)
+    if y_nd.ndim < 2 or y_nd.shape[0] == 0:
+        fail(fn, "y_train", "have shape [N, O] (or [N, ..., O]) with N >= 1", f"shape {y_nd.shape}")
+    _check_finite(fn, "y_train", y_nd)
+    lay = _Layout.of(y_nd.shape, _nt_axes(fn, trace_axes, y_nd.ndim))
+    y = lay.flat(y_nd)  # [P, R]: the non-traced axes flattened, the traced ones last
+    y = y.astype(jnp.result_type(y.dtype, float))
     x_train = jax.tree.map(lambda a: _real(fn, "x_train", a), x_train)
     n_x = {jnp.shape(a)[0] if jnp.ndim(a) else 0 for a in jax.tree.leaves(x_train)}
-    if n_x and n_x != {y.shape[0]}:
-        fail(fn, "y_train", f"have as many rows as `x_train` ({sorted(n_x)})", f"shape {y.shape}")
+    if n_x and n_x != {y_nd.shape[0]}:
+        fail(fn, "y_train", f"have as many rows as `x_train` ({sorted(n_x)})", f"shape {y_nd.shape}")
     cache: dict[str, Any] = {}
 
     def call(arg, *args, **kw):
@@ -744,8 +866,31 @@ def gradient_descent_mse_ensemble(
 
     kw_dd = dict(kernel_fn_train_train_kwargs)
 
+    def flat_kernels(k, arg, test: bool):
+        """The ``nngp`` / ``ntk`` of ``kernel_fn``'s output (zipped pairs of the non-traced axes)
+        checked against ``y_train``'s layout and flattened to matrices; and the rows' axes."""
+        fields = {}
+        rows = None
+        for g in ("nngp", "ntk"):
+            v = getattr(k, g, None)
+            if v is None:
+                fields[g] = None
+                continue
+            v = jnp.asarray(v)
+            shape = tuple(v.shape)
+            ok = len(shape) == 2 * len(lay.nt_shape) and shape[1::2] == lay.nt_shape
+            if not ok or (not test and shape[0::2] != lay.nt_shape):
+                blame = "y_train" if lay.taxes == (-1,) or test else "trace_axes"
+                fail(fn, blame if not test else arg,
+                     f"give kernels zipping the non-traced axes of `y_train` {_zipped(lay.nt_shape)} "
+                     f"(trace_axes={lay.taxes})", f"`kernel_fn` {g} of shape {shape}")
+            rows = shape[0::2]
+            fields[g] = _make_2d(v)
+        return _FlatKernel(**fields), rows
+
     def k_dd():
-        return _cached(cache, "kdd", lambda: call("x_train", x_train, None, ("nngp", "ntk"), **kw_dd))
+        return _cached(cache, "kdd", lambda: flat_kernels(
+            call("x_train", x_train, None, ("nngp", "ntk"), **kw_dd), "x_train", False)[0])
 
     def test_kwargs(pfn, kw_tt):
         """NT's rule: a test-time keyword overrides the train-time one only for arrays (e.g. masks);
@@ -781,13 +926,28 @@ def gradient_descent_mse_ensemble(
         kw_td, kw = test_kwargs(pfn, kernel_fn_test_test_kwargs)
         if x_test is not None:
             x_test = jax.tree.map(lambda a: _real(pfn, "x_test", a), x_test)
-        k_td = None if x_test is None else call("x_test", x_test, x_train, ("nngp", "ntk"), **kw_td)
+        k_td, nt_out = None, lay.nt_shape
+        if x_test is not None:
+            k_td, nt_out = flat_kernels(call("x_test", x_test, x_train, ("nngp", "ntk"), **kw_td), "x_test",
+                                        True)
         nngp_tt = None
         if compute_cov:
-            nngp_tt = kdd.nngp if x_test is None else call("x_test", x_test, None, "nngp", **kw)
+            nngp_tt = kdd.nngp if x_test is None else _make_2d(call("x_test", x_test, None, "nngp", **kw))
+
+        def unflat(g, v, lead):
+            """``[*lead, Q, R]`` means / ``[*lead, Q, Q]`` covariances back to NT's shapes."""
+            mean = lay.unflat(v.mean if isinstance(v, Gaussian) else v, nt_out)
+            if not isinstance(v, Gaussian):
+                return _as_dtype(mean, _kernel_dtype(kdd, g, y.dtype))
+            nq, nl = len(nt_out), len(lead)
+            cov = v.covariance.reshape(*lead, *nt_out, *nt_out)
+            cov = jnp.transpose(cov, (*range(nl), *[nl + i + j * nq for i in range(nq) for j in (0, 1)]))
+            return _as_dtype(Gaussian(mean, cov), _kernel_dtype(kdd, g, y.dtype))
+
         if t is None:
             res, code = gp()(gets, k_td, nngp_tt, return_status=True)
-            res = getattr(res, gets[0]) if single else res
+            res = {g: unflat(g, getattr(res, g), ()) for g in gets}
+            res = res[gets[0]] if single else _gaussians(tuple(res))(*res.values())
             return (res, code) if return_status else res
         s_t = jnp.asarray(t, y.dtype) * learning_rate / y.size
         tt = s_t[..., None]
@@ -825,7 +985,7 @@ def gradient_descent_mse_ensemble(
                     term_2 = term_2 + jnp.swapaxes(term_2, -1, -2)
                     cov = jnp.einsum("...ji,jk,...kl->...il", term_1, nngp_dd, term_1) - term_2 + nngp_ss
             out[g] = Gaussian(mean, cov)
-        out = _as_dtype(out, y.dtype)
+        out = {g: unflat(g, v, tt.shape[:-1]) for g, v in out.items()}
         res = out[gets[0]] if single else _gaussians(tuple(out))(*out.values())
         return (res, st.combine(Status.OK, *codes)) if return_status else res
 
@@ -862,11 +1022,12 @@ def gradient_descent(
 
     Args:
       loss: ``loss(fx_train, y_train) -> scalar``, treating batch and output axes symmetrically.
-      k_train_train: ``[N, N]`` NTK (``trace_axes=(-1,)``) or ``[N, N, O, O]`` (``trace_axes=()``).
-      y_train: ``[N, O]`` targets.
+      k_train_train: ``[N, N]`` NTK (``trace_axes=(-1,)``), ``[N, N, O, O]`` (``trace_axes=()``), or
+        in general the non-traced axes of ``y_train`` zipped (NT's layout).
+      y_train: ``[N, O]`` targets (``[N, ...]`` in general).
       learning_rate: :math:`\eta > 0`.
       momentum: None (plain gradient flow) or :math:`\mu`.
-      trace_axes: ``(-1,)`` or ``()``.
+      trace_axes: axes of ``y_train`` traced in the kernel (NT's; default ``(-1,)``).
 
     Returns:
       ``predict_fn(t=None, fx_train_or_state_0=0., fx_test_0=None, k_test_train=None)``: as
@@ -897,34 +1058,26 @@ def gradient_descent(
     check_positive(fn, "learning_rate", learning_rate)
     if not callable(loss):
         fail(fn, "loss", "be a function loss(fx, y) -> scalar", type(loss).__name__)
-    traced = _trace_mode(fn, trace_axes, allow_none=True) is not None
     y = jnp.asarray(y_train)
     k = jnp.asarray(k_train_train)
     if y.ndim < 1 or y.shape[0] == 0:
         fail(fn, "y_train", "have shape [N, ...] with N >= 1", f"shape {y.shape}")
-    out_shape = tuple(y.shape[1:])
+    lay = _Layout.of(y.shape, _nt_axes(fn, trace_axes, y.ndim))
     n = y.shape[0]
-    if traced and y.ndim != 2:
-        fail(fn, "y_train", "have shape [N, O] (trace_axes=(-1,))", f"shape {y.shape}")
-    if k.ndim >= 2 and k.shape[0] == k.shape[1] and k.shape[0] != n:
+    if k.ndim >= 2 and k.shape[0] == k.shape[1] and k.shape[0] != n and 0 - y.ndim not in lay.taxes:
         fail(fn, "y_train", f"have N = {k.shape[0]} rows, as `k_train_train`", f"shape {y.shape}")
-    if traced:
-        kk = k
-        if k.ndim != 2 or k.shape != (n, n):
-            fail(fn, "k_train_train", f"have shape [N, N] with N = {n}", f"shape {k.shape}")
-    else:
-        kk = _flatten_pairs(fn, "k_train_train", k, n, out_shape)
-    r = 1 if traced else int(np.prod(out_shape))
-    dtype = jnp.result_type(k.dtype, y.dtype, float)
+    lay.check_kernel(fn, "k_train_train", k, default_fits=tuple(k.shape) == _zipped(y.shape[:-1]))
+    kk = _make_2d(k)
+    # NT: the outputs (and the ODE state) carry the kernel's (floating) dtype
+    dtype = _kernel_dtype(k, "ntk", y.dtype)
     grad_loss = jax.grad(lambda fx: loss(fx, y))
     lr = learning_rate if momentum is None else learning_rate ** 0.5
     mom = None if momentum is None else (momentum - 1.0) / lr
 
-    def apply(kmat, g):
-        """``Theta (x) I`` (traced) or the full kernel applied to ``g: [N, *out]``."""
-        if traced:
-            return jnp.tensordot(kmat, g, axes=1)
-        return (kmat @ g.reshape(n * r)).reshape(kmat.shape[0] // r, *out_shape)
+    def apply(kmat, g, nt_out):
+        """The kernel (flattened, ``[Q, P]``) applied to ``g`` (``y_train``-shaped), block-diagonal
+        along the traced axes; the result has non-traced axes ``nt_out``."""
+        return lay.unflat(kmat @ lay.flat(g), nt_out)
 
     def predict_fn(t=None, fx_train_or_state_0=0.0, fx_test_0=None, k_test_train=None):
         pfn = f"{fn} predict_fn"
@@ -935,13 +1088,13 @@ def gradient_descent(
         else:
             f0, q0, qt0 = fx_train_or_state_0, None, None
         _check_predict_inputs(pfn, f0 if not is_state else 0.0, fx_test_0, k_test_train)
-        kst = None
+        kst = nt_test = test_shape = None
         if k_test_train is not None:
-            kst = jnp.asarray(k_test_train)
-            m = kst.shape[0] if kst.ndim else 0
-            kst = (_check_test(pfn, kst, n) if traced
-                   else _flatten_pairs(pfn, "k_test_train", kst, m, out_shape))
-        test_shape = None if kst is None else (kst.shape[0] // r, *out_shape)
+            kst = _real(pfn, "k_test_train", k_test_train)
+            lay.check_kernel(pfn, "k_test_train", kst, rows="test")
+            nt_test = tuple(kst.shape[0::2])
+            test_shape = lay.full_shape(nt_test)
+            kst = _make_2d(kst)
         f0 = jnp.zeros(y.shape, dtype) if f0 is None else _broadcast(pfn, "fx_train_0", f0, y.shape, dtype)
         g0 = None if fx_test_0 is None else _broadcast(pfn, "fx_test_0", fx_test_0, test_shape, dtype)
         if mom is None:
@@ -956,8 +1109,8 @@ def gradient_descent(
         def rhs(state, _):
             fx, gx, qx, qt = state
             d = grad_loss(fx)
-            dfx = -apply(kk, d)
-            dgx = None if gx is None else -apply(kst, d)
+            dfx = -apply(kk, d, lay.nt_shape)
+            dgx = None if gx is None else -apply(kst, d, nt_test)
             if mom is None:
                 return ODEState(dfx, dgx, None, None)
             dfx = dfx + mom * qx

@@ -112,9 +112,12 @@ def test_ensemble_get_is_case_insensitive_and_float32_at_any_t(kernels):
     ens = predict.gradient_descent_mse_ensemble(kernel_fn, x, y.astype(np.float32), diag_reg=1e-3)
     lower = ens(1.0, xt, "ntk")
     np.testing.assert_array_equal(ens(1.0, xt, "NTK"), lower)
+    # NT's rule (issue #14): the outputs carry the kernel's dtype, here float64 (x is float64),
+    # whatever the targets' dtype; the same dtype at every t
     for t in (None, jnp.inf, 1.0):
-        assert ens(t, xt, "ntk").dtype == jnp.float32, t
+        assert ens(t, xt, "ntk").dtype == jnp.float64, t
     np.testing.assert_allclose(ens(jnp.inf, xt, "ntk"), ens(None, xt, "ntk"), rtol=1e-5, atol=1e-6)
+    # (a float32 kernel giving float32 at every t: tests/ntk/test_predict.py's dtype test)
     with pytest.raises(KjaxError, match=r"predict_fn: `get` must be None, one of \('nngp', 'ntk'\)"):
         ens(1.0, xt, "ntkgp")
     with pytest.raises(KjaxError, match=r"`get` must name each kernel once"):
@@ -147,8 +150,12 @@ def test_gradient_descent_mse_untraced_output_axes():
         for a, b in zip(untraced(t, REF["gd/fx0"], REF["gd/gx0"], full(kst)),
                         traced(t, REF["gd/fx0"], REF["gd/gx0"], kst), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
-    with pytest.raises(KjaxError, match=r"gradient_descent_mse: `k_train_train` must have shape"):
+    # an [N, N] kernel fits the default trace_axes=(-1,), so the error names `trace_axes` (issue #14:
+    # any NT trace_axes is accepted now, and the kernel's shape must match it)
+    with pytest.raises(KjaxError, match=r"gradient_descent_mse: `trace_axes` must match `k_train_train`"):
         predict.gradient_descent_mse(ktt, y, trace_axes=())
+    with pytest.raises(KjaxError, match=r"gradient_descent_mse: `k_train_train` must have shape"):
+        predict.gradient_descent_mse(ktt[:, :3], y, trace_axes=())
 
 
 # ---------------------------------------------------------------------------- top-level names

@@ -253,3 +253,162 @@ def test_gp_inference_takes_whole_stax_kernels():
         "ntk", kf(xt, x, ("nngp", "ntk")), kf(xt, None, ("nngp", "ntk")))
     np.testing.assert_allclose(whole.mean, parts.mean, rtol=1e-12)
     np.testing.assert_allclose(whole.covariance, parts.covariance, rtol=1e-12, atol=1e-15)
+
+
+# ------------------------------------------------ issue #14: NT's trace_axes / [N, ...] targets and dtypes
+
+
+def _psd(n, seed):
+    a = np.random.default_rng(seed).normal(size=(n, n))
+    return a @ a.T / n + 0.1 * np.eye(n)
+
+
+def _zip(m, rows, cols):
+    """``[prod(rows), prod(cols)]`` -> NT's zipped ``[r1, c1, r2, c2, ...]``."""
+    k = m.reshape(*rows, *cols)
+    n = len(rows)
+    return k.transpose([a for i in range(n) for a in (i, n + i)])
+
+
+def _flow(m, kst, y, f0, g0, s):
+    """Closed form by scipy.linalg.expm (the oracle): f_t(X), f_t(x) for y: [P, R], s = lr t / size."""
+    e = scipy.linalg.expm(-m * s)
+    d = f0 - y
+    return y + e @ d, g0 + kst @ np.linalg.solve(m, (e - np.eye(len(m))) @ d)
+
+
+# y: [N=3, A=2, B=2]; trace_axes=(1,) traces A, so the kernel zips (N, B): [3, 3, 2, 2]
+_ND = {"y": np.random.default_rng(7).normal(size=(3, 2, 2)), "full": _psd(2 * 12, 8)}
+
+
+@pytest.mark.parametrize("trace_axes", [(0, -1)])  # () : test_nt_api's untraced test; (1,) : the ODE test
+def test_gradient_descent_mse_nd_targets_match_expm(trace_axes):
+    # NT's layout for any trace_axes: the traced axes are independent outputs, the kernel zips the
+    # others; oracle: scipy expm on the flattened [P, P] kernel with y moved to [P, R]
+    y = _ND["y"]
+    tr = [a % 3 for a in trace_axes]
+    nt = [a for a in range(3) if a not in tr]
+    p = int(np.prod([y.shape[a] for a in nt]))
+    m = _ND["full"][:2 * p, :2 * p]
+    ktt, kst = m[:p, :p], m[p:, :p]  # the "test set" has the same non-traced shape
+    nt_shape = tuple(y.shape[a] for a in nt)
+    y2 = np.moveaxis(y, tr, range(-len(tr), 0)).reshape(p, -1)
+    f0 = 0.3 * np.ones_like(y)
+    g0 = np.zeros_like(y)
+    pf = predict.gradient_descent_mse(_zip(ktt, nt_shape, nt_shape), y, 0.5, trace_axes=trace_axes)
+    s = 0.5 * 2.0 / y.size
+    ref_tr, ref_te = _flow(ktt, kst, y2, np.full_like(y2, 0.3), np.zeros_like(y2), s)
+    unflat = lambda a: np.moveaxis(a.reshape(*nt_shape, *[y.shape[i] for i in tr]), range(-len(tr), 0), tr)
+    got_tr, got_te = pf(2.0, f0, g0, _zip(kst, nt_shape, nt_shape))
+    np.testing.assert_allclose(got_tr, unflat(ref_tr), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got_te, unflat(ref_te), rtol=1e-10, atol=1e-12)
+    # t=None is the limit: train outputs y, test outputs g0 + K_xX K^-1 (y - f0)
+    inf_tr, inf_te = pf(None, f0, g0, _zip(kst, nt_shape, nt_shape))
+    np.testing.assert_allclose(inf_tr, y, rtol=1e-12)
+    np.testing.assert_allclose(inf_te, unflat(kst @ np.linalg.solve(ktt, y2 - 0.3)), rtol=1e-9, atol=1e-12)
+
+
+def test_gradient_descent_ode_nd_targets_match_closed_form():
+    # the ODE solver (any loss) with MSE on [N, A, B] targets, trace_axes=(1,), equals the closed form
+    y, m = _ND["y"], _ND["full"][:6, :6]
+    k = _zip(m, (3, 2), (3, 2))
+    mse = lambda fx, yy: 0.5 * jnp.mean((fx - yy) ** 2)
+    ode = predict.gradient_descent(mse, k, y, 0.5, trace_axes=(1,))(jnp.array([0.5, 2.0]), 0.3 * np.ones_like(y))
+    closed = predict.gradient_descent_mse(k, y, 0.5, trace_axes=(1,))(jnp.array([0.5, 2.0]), 0.3 * np.ones_like(y))
+    assert ode.shape == (2, 3, 2, 2)
+    np.testing.assert_allclose(ode, closed, rtol=1e-6, atol=1e-7)
+
+
+def _index_kernel_fn(blocks: int):
+    """kernel_fn over index inputs x: [n] into fixed PSD matrices over 5 points x ``blocks`` (a
+    non-traced output axis of that size): zipped [n1, n2, blocks, blocks]."""
+    grams = {"nngp": _psd(5 * blocks, 11), "ntk": _psd(5 * blocks, 12)}
+
+    def kernel_fn(x1, x2, get):
+        x2 = x1 if x2 is None else x2
+        i1, i2 = np.asarray(x1, int), np.asarray(x2, int)
+        out = {}
+        for g in ("nngp", "ntk"):
+            a = grams[g].reshape(5, blocks, 5, blocks)[i1][:, :, i2]  # [n1, B, n2, B]
+            out[g] = jnp.asarray(a.transpose(0, 2, 1, 3))
+        if isinstance(get, str):
+            return out[get]
+        return predict._FlatKernel(**{g: out[g] for g in get})  # any namedtuple with the fields
+
+    def flat_fn(x1, x2, get):
+        """The same kernels over (point, block) indices ``p blocks + b``: ``[n1, n2]``."""
+        x2 = x1 if x2 is None else x2
+        i1, i2 = np.asarray(x1, int), np.asarray(x2, int)
+        out = {g: jnp.asarray(grams[g][i1][:, i2]) for g in ("nngp", "ntk")}
+        return out[get] if isinstance(get, str) else predict._FlatKernel(**{g: out[g] for g in get})
+
+    return kernel_fn, flat_fn
+
+
+def test_ensemble_nd_targets_match_expm_and_the_flattened_problem():
+    # y: [N=3, B=2, O=2], trace_axes=(-1,): kernels [n, n, B, B]; the mean is NT's
+    # K_xX K^-1 (I - e^{-K t / size}) Y (oracle: scipy expm), the whole output (means and zipped
+    # covariances, at t and t=None) the reshaped output of the same problem flattened to [N B, O]
+    kernel_fn, flat_fn = _index_kernel_fn(2)
+    x, xt = np.arange(3.0), np.array([3.0, 4.0])
+    y = np.random.default_rng(13).normal(size=(3, 2, 2))
+    ts = np.array([0.5, 3.0])
+    ens = predict.gradient_descent_mse_ensemble(kernel_fn, x, y)
+    # the flattened problem: 6 "points" (point, block) with index p B + b, kernels [n, n]
+    ref = predict.gradient_descent_mse_ensemble(flat_fn, np.arange(6.0), y.reshape(6, 2))
+    k = np.asarray(flat_fn(np.arange(6.0), None, "ntk"))
+    kst = np.asarray(flat_fn(np.arange(6.0, 10.0), np.arange(6.0), "ntk"))
+    mean = ens(ts, xt, "ntk")
+    assert mean.shape == (2, 2, 2, 2)
+    for i, t in enumerate(ts):
+        e = scipy.linalg.expm(-k * t / y.size)
+        want = kst @ np.linalg.solve(k, (np.eye(6) - e) @ y.reshape(6, 2))
+        np.testing.assert_allclose(mean[i], want.reshape(2, 2, 2), rtol=1e-9, atol=1e-12)
+    for t, xx in ((None, None), (ts, xt)):  # (the means and NT's zipped covariances)
+        lead = () if t is None else (2,)
+        got = ens(t, xx, compute_cov=True)
+        want = ref(t, None if xx is None else np.arange(6.0, 10.0), compute_cov=True)
+        m = 3 if xx is None else 2
+        for g in ("nngp", "ntk"):
+            gg, ww = getattr(got, g), getattr(want, g)
+            np.testing.assert_allclose(gg.mean, ww.mean.reshape(*lead, m, 2, 2), rtol=1e-12, atol=1e-14)
+            cov = np.moveaxis(np.asarray(ww.covariance).reshape(*lead, m, 2, m, 2), -3, -2)  # [M, M, B, B]
+            np.testing.assert_allclose(gg.covariance, cov, rtol=1e-12, atol=1e-14)
+
+
+def test_predict_outputs_carry_the_kernels_dtype_at_every_t():
+    # NT's rule (issue #14): a float32 kernel gives float32 and a float64 kernel float64, whatever
+    # the targets' dtype, at t=None, t=inf and finite t alike
+    k, kst = _psd(3, 1), _psd(5, 2)[:2, :3]
+    y = np.random.default_rng(3).normal(size=(3, 2))
+    # (float64 kernel, float32 targets -> float64: test_nt_api's ensemble dtype test)
+    for kd, yd in ((np.float32, np.float64),):
+        pf = predict.gradient_descent_mse(k.astype(kd), y.astype(yd))
+        gp = predict.gp_inference(k.astype(kd), y.astype(yd))
+        for t in (None, np.inf, 1.0):
+            tr, te = pf(t, 0.0, np.zeros((2, 2), yd), kst.astype(kd))
+            assert tr.dtype == kd and te.dtype == kd, (kd, t)
+        assert gp("nngp", kst.astype(kd)).dtype == kd and gp("nngp").dtype == kd
+
+
+def test_nd_trace_axes_errors():
+    y = _ND["y"]
+    k = _zip(_ND["full"][:6, :6], (3, 2), (3, 2))
+    with pytest.raises(KjaxError, match=r"gradient_descent_mse: `trace_axes` must be an int or a tuple of "
+                                        r"ints in \[-3, 3\)"):
+        predict.gradient_descent_mse(k, y, trace_axes=(3,))
+    # a kernel that fits the default trace_axes=(-1,) but not the given ones: the error names trace_axes
+    with pytest.raises(KjaxError, match=r"gradient_descent_mse: `trace_axes` must match `k_train_train` of "
+                                        r"shape \(3, 3, 2, 2\) \(the kernel zips the non-traced axes of `y_train`, "
+                                        r"\(2, 2, 2, 2\) here\)"):
+        predict.gradient_descent_mse(k, y, trace_axes=(0,))
+    with pytest.raises(KjaxError, match=r"gradient_descent_mse: `k_train_train` must have shape \(3, 3, 2, 2\)"):
+        predict.gradient_descent_mse(k[:2], y, trace_axes=(1,))
+    pf = predict.gradient_descent_mse(k, y, trace_axes=(1,))
+    with pytest.raises(KjaxError, match=r"predict_fn: `k_test_train` must have shape"):
+        pf(1.0, 0.0, 0.0, np.ones((2, 3)))
+    kernel_fn, _ = _index_kernel_fn(2)
+    with pytest.raises(KjaxError, match=r"gradient_descent_mse_ensemble: `y_train` must give kernels zipping"):
+        predict.gradient_descent_mse_ensemble(kernel_fn, np.arange(3.0), np.ones((3, 2)))(1.0, None, "ntk")
+    with pytest.raises(KjaxError, match=r"gradient_descent_mse_ensemble: `y_train` must have shape \[N, O\]"):
+        predict.gradient_descent_mse_ensemble(kernel_fn, np.arange(3.0), np.ones(3))
