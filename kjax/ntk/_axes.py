@@ -33,9 +33,8 @@ def canonical_axes(fn: str, trace_axes, diagonal_axes, ndim: int) -> tuple[tuple
                 fail(fn, name, f"be axes of the output of rank {ndim} (in [-{ndim}, {ndim}))",
                      repr(axes))
             out.append(int(a) % ndim)
-        if len(set(out)) != len(out):
-            fail(fn, name, "not repeat an axis", repr(axes))
-        return tuple(sorted(out))
+        # a repeated axis counts once, as neural-tangents' canonicalize_axis does (sorted(set(...)))
+        return tuple(sorted(set(out)))
 
     t, d = norm("trace_axes", trace_axes), norm("diagonal_axes", diagonal_axes)
     if set(t) & set(d):

@@ -186,6 +186,7 @@ KJAX_PASSING: set[str] = {
     'predict_test.py::PredictTest::testPredCovPosDef1',
     'predict_test.py::PredictTest::testPredCovPosDef2',
     'predict_test.py::PredictTest::testPredCovPosDef3',
+    'predict_test.py::PredictTest::testPredictND',
     'predict_test.py::PredictTest::testPredictOnCPU',
     'predict_test.py::PredictTest::testTrainedEnsemblePredCov0',
     'predict_test.py::PredictTest::testZeroTimeAgreement0',
@@ -334,6 +335,5 @@ XFAIL: dict[str, str] = {
     'monte_carlo_test.py::MonteCarloTest::test_sample_once_batch1': 'tests an NT internal (neural_tangents._src.*); excluded, see README.md',
     'monte_carlo_test.py::MonteCarloTest::test_sample_once_batch2': 'tests an NT internal (neural_tangents._src.*); excluded, see README.md',
     'monte_carlo_test.py::MonteCarloTest::test_sample_once_batch3': 'tests an NT internal (neural_tangents._src.*); excluded, see README.md',
-    'predict_test.py::PredictTest::testPredictND': "only its trace_axes=(0, 0, -3) subtests fail: kjax.ntk.empirical_kernel_fn rejects a repeated axis (kjax.ntk.empirical_kernel_fn: `trace_axes` must not repeat an axis; got (0, 0, -3).); kjax.ntk.predict takes every other trace_axes of the test",
     'stax/elementwise_test.py::ActivationTest::test_monomial0': "statistical (Monte Carlo vs analytic at rtol 5%): misses by 0.6% on the inputs jax >= 0.5 draws, passes on NT's (JAX_THREEFRY_PARTITIONABLE=0 .venv/bin/python -m pytest -p no:xdist -m nt_compat tests/nt_compat/stax/elementwise_test.py -k test_monomial0)",
 }
