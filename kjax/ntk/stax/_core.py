@@ -306,7 +306,7 @@ def make_layer(init_fn, apply_fn, transform, name, needs_full=False, reqs=None, 
     """
     if masking:
         mfn = mask_fn or (lambda mask, input_shape: mask)
-        apply_fn = _masked_apply(apply_fn, mfn)
+        apply_fn = masked_apply(apply_fn, mfn)
         transform = _masked_transform(transform, mfn if kernel_mask else None, remask,
                                       f"{STAX}.{name} kernel_fn")
     init_fn.__name__ = apply_fn.__name__ = name
@@ -361,7 +361,11 @@ def _is_array_leaf(x) -> bool:
     return isinstance(x, jax.Array | np.ndarray | MaskedArray)
 
 
-def _masked_apply(apply_fn, mask_fn):
+def masked_apply(apply_fn, mask_fn):
+    """``apply_fn(params, inputs, mask=...)`` behind NT's masked interface: inputs (or
+    :class:`MaskedArray` leaves) masked by ``mask_constant``, the output a :class:`MaskedArray` with
+    ``mask_fn(mask, input_shapes)``; without any mask ``apply_fn`` runs as it is."""
+
     def apply_masked(params, inputs, *, mask_constant=None, **kwargs):
         leaves = jax.tree.leaves(inputs, is_leaf=lambda x: isinstance(x, MaskedArray))
         if mask_constant is None and not any(isinstance(x, MaskedArray) for x in leaves):

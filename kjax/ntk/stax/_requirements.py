@@ -23,8 +23,7 @@ import numpy as np
 
 from kjax._src.errors import KjaxError, fail
 from kjax.ntk.stax import _kernel as K
-from kjax.ntk.stax._core import STAX, KernelFn, Layer, MaskedArray, make_layer
-from kjax.ntk.stax._core import masked as _masked
+from kjax.ntk.stax._core import STAX, KernelFn, Layer, MaskedArray, make_layer, masked_apply
 
 _INPUT_REQ = "input_req"
 
@@ -324,22 +323,7 @@ def supports_masking(remask_kernel: bool) -> Callable:
             def mask_fn(mask, input_shape):
                 return None if mask is None else user_mask_fn(mask, input_shape)
 
-            def is_leaf(x):
-                return isinstance(x, jax.Array | np.ndarray | MaskedArray)
-
-            def apply_masked(params, inputs, *, mask_constant=None, **kw):
-                masked = jax.tree.map(lambda x: _masked(x, mask_constant), inputs, is_leaf=is_leaf)
-
-                def leaf(x):
-                    return isinstance(x, MaskedArray)
-
-                values = jax.tree.map(lambda m: m.masked_value, masked, is_leaf=leaf)
-                mask = jax.tree.map(lambda m: m.mask, masked, is_leaf=leaf)
-                out = apply_fn(params, values, mask=mask, **kw)
-                shapes = (values.shape if hasattr(values, "shape")
-                          else [v.shape for v in values])
-                out_mask = mask_fn(mask, shapes)
-                return out if out_mask is None else MaskedArray(out, out_mask)
+            apply_masked = masked_apply(apply_fn, mask_fn)
             # what `layer` needs to give the kernel_fn masks too
             apply_masked._kjax_masking = (apply_fn, user_mask_fn, bool(remask_kernel))
 
