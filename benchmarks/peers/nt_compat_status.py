@@ -32,9 +32,10 @@ first and NT only where it matters:
 
    ``--previous`` (on by default; ``--no-previous`` to drop) merges what the current
    ``tests/nt_compat/status.py`` records, so old logs need not be kept: its NT outcomes
-   (``NT_PASSING``, ``NOT_PASSING_UNDER_NT``, ``NT_RUN_FILES``) and, for the files without a kjax
-   log here, its kjax outcomes. A test's NT outcome is known if any log (or the previous status)
-   has it; a newer log wins over the previous status.
+   (``NT_PASSING``, ``NOT_PASSING_UNDER_NT``, ``NT_RUN_FILES``) and its kjax outcomes, test by
+   test: a log wins for the test IDs it has, so a rerun of
+   a few IDs (``-k``) updates only those. A test's NT outcome is known if any log (or the
+   previous status) has it; a newer log wins over the previous status.
 
 In the port (``tests/nt_compat/conftest.py``): a test NT itself fails or skips is skipped; a test
 that passes under NT (or whose NT outcome is unknown) and fails under kjax is xfail, with a reason
@@ -172,17 +173,15 @@ def merge(nt_logs: list[str], nt_id_logs: list[str], kjax_logs: list[str], previ
         nt.update({k: o == "PASSED" for k, (o, _) in res.items()})
     # in an NT-run file, a test without an NT PASSED line does not pass under NT
     kjax: dict[str, tuple[str, str]] = {}
-    kjax_files: set[str] = set()
     for d in kjax_logs:
-        res, done = outcomes(d, "tests/nt_compat/")
+        res, _ = outcomes(d, "tests/nt_compat/")
         kjax.update(res)
-        kjax_files |= {k.split("::", 1)[0] for k in res} | done
+    # the previous kjax outcomes of the tests these logs do not have (a log wins per test ID, so
+    # a rerun of a few IDs with -k updates only those)
     for k in prev.get("KJAX_PASSING", ()):
-        if k.split("::", 1)[0] not in kjax_files:
-            kjax.setdefault(k, ("PASSED", ""))
+        kjax.setdefault(k, ("PASSED", ""))
     for k, msg in prev.get("XFAIL", {}).items():
-        if k.split("::", 1)[0] not in kjax_files:
-            kjax.setdefault(k, ("XFAIL", msg))
+        kjax.setdefault(k, ("XFAIL", msg))
     return {"nt": nt, "nt_files": nt_files, "kjax": kjax}
 
 

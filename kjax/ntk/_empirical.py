@@ -48,11 +48,14 @@ from kjax.ntk._independence import rows_independent
 from kjax.ntk._model import (
     Model,
     all_none,
+    batch_first,
     check_x_pair,
+    check_x_tree,
     make_model,
     out_shape_full,
     single_output,
     split_kwargs,
+    vmap_triple,
 )
 
 #: neural-tangents' ``NtkImplementation`` integers, accepted as aliases
@@ -96,11 +99,12 @@ class Choice:
 
 
 def choose(model: Model, x1, x2, *, trace: tuple, diag: tuple, implementation,
-           out_full: tuple, fn: str, free: float | None = None) -> Choice:
+           out_full: tuple, fn: str, free: float | None = None, n2: int | None = None) -> Choice:
     """Select the implementation: the named one, or (``None``) the cheapest in flops among those
-    whose estimated memory is at most ``free`` (all of them when none fits or ``free`` is None)."""
+    whose estimated memory is at most ``free`` (all of them when none fits or ``free`` is None).
+    ``n2``: the size of axis 0 of ``f(x2)`` (default: that of ``x2``'s leaves)."""
     n1 = out_full[0]
-    n2 = n1 if x2 is None else jax.tree.leaves(x2)[0].shape[0]
+    n2 = n2 or (n1 if x2 is None else jax.tree.leaves(x2)[0].shape[0])
     example = tuple(out_full[1:])
     out_shape = example if model.vmap else tuple(out_full)
     itemsize = itemsize_of(model, x1)
@@ -123,10 +127,10 @@ def choose(model: Model, x1, x2, *, trace: tuple, diag: tuple, implementation,
 
 
 def ntk_of(model: Model, x1, x2, *, trace: tuple, diag: tuple, out_full: tuple, choice: Choice,
-           precision=jax.lax.Precision.HIGHEST) -> jax.Array:
+           precision=jax.lax.Precision.HIGHEST, n2: int | None = None) -> jax.Array:
     """The kernel of ``model`` between two batches (NT layout) with the chosen implementation."""
     n1 = out_full[0]
-    n2 = n1 if x2 is None else jax.tree.leaves(x2)[0].shape[0]
+    n2 = n2 or (n1 if x2 is None else jax.tree.leaves(x2)[0].shape[0])
     size = int(np.prod([out_full[i] for i in trace])) if trace else 1
     return choice.impl.fn(model, x1, x2, trace=trace, diag=diag, out_ndim=len(out_full),
                           precision=precision, n1=n1, n2=n2,
@@ -152,13 +156,12 @@ def dataset_block_memory(model: Model, implementation: str | None, b1: int, b2: 
 
 
 def _ntk_fn_advice(fn, f, params, kw, params_filter, x1, x2, trace, diag, out_full, itemsize,
-                   implementation):
+                   implementation, out_full2):
     """What to tell a user whose empirical_ntk_fn call does not fit: blocks that do."""
     ndim = len(out_full)
     mode = mode_of(trace, diag, ndim)
-    n1 = out_full[0]
-    n2 = n1 if x2 is None else jax.tree.leaves(x2)[0].shape[0]
-    shape = result_shape((n1, *out_full[1:]), (n2, *out_full[1:]), trace, diag)
+    n1, n2 = out_full[0], out_full2[0]
+    shape = result_shape(out_full, out_full2, trace, diag)
     result = float(np.prod(shape)) * itemsize
 
     def advice(free):
@@ -261,9 +264,13 @@ def resolve_vmap_axes(fn: str, f: Callable, vmap_axes, params, x1, x2, apply_kwa
     if vmap_axes != AUTO:
         fail(fn, "vmap_axes", "be 'auto' (the default), None, an int or an (in, out, kwargs) triple",
              repr(vmap_axes))
+    leading = [{np.shape(a)[0] if np.ndim(a) else None for a in jax.tree.leaves(x)}
+               for x in (x1, x2) if x is not None]
     try:
         if apply_kwargs:
             ok, why = False, "keyword arguments for f may carry per-example data"
+        elif any(len(s) != 1 or None in s for s in leading):
+            ok, why = False, "the inputs' arrays have no common leading batch axis"
         else:
             ok, why = _independent(fn, f, params, x1)
             if ok and x2 is not None:
@@ -303,6 +310,117 @@ def _leaf_vmap_axes(vmap_axes, i: int | None):
     return (in_axes, leaves[i], kw_axes) if i < len(leaves) else vmap_axes
 
 
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """One call's inputs made batch-first (see :func:`prepare`)."""
+
+    model1: Model
+    model2: Model | None  # None: x2 is evaluated by model1 (the same keyword arguments)
+    x1: Any
+    x2: Any
+    out1: tuple  # shape of the model's output for x1 (canonical: batch first when vmapped)
+    out2: tuple
+    trace: tuple  # canonical trace / diagonal axes
+    diag: tuple
+    order: tuple  # the output's axes in canonical order (order[j]: actual axis of canonical j)
+
+    def to_nt(self, k: jax.Array) -> jax.Array:
+        """A canonical result with its axis groups in the output's own axis order (NT's)."""
+        if self.order == tuple(range(len(self.order))):
+            return k
+        groups, at = {}, 0
+        for j, i in enumerate(self.order):  # canonical j is actual axis i
+            if j in self.trace:
+                continue
+            size = 1 if j in self.diag else 2
+            groups[i], at = tuple(range(at, at + size)), at + size
+        return jnp.transpose(k, [a for i in sorted(groups) for a in groups[i]])
+
+
+def on_x2(fn: str, x1, x2, thunk: Callable):
+    """``thunk()`` (``f`` on ``x2``); when ``f`` fails there and ``x2``'s leaves differ from
+    ``x1``'s beyond axis 0, the error names ``x2`` (the usual mistake)."""
+    try:
+        return thunk()
+    except (TypeError, ValueError) as e:
+        s1 = [np.shape(a)[1:] for a in jax.tree.leaves(x1)]
+        s2 = [np.shape(a)[1:] for a in jax.tree.leaves(x2)]
+        if s1 == s2:
+            raise
+        fail(fn, "x2", f"have the per-example shape of `x1` {s1} (f fails on it: "
+             f"{type(e).__name__}: {str(e).splitlines()[0][:160]})", f"{s2}")
+
+
+def whole_batch_axes(fn: str, out1: tuple, out2: tuple, trace_axes, diagonal_axes):
+    """NT's kernel of whole-batch outputs of shapes ``out1`` / ``out2`` zips all their axes: the
+    canonical trace / diagonal axes, checked (same rank, equal sizes where paired)."""
+    if not out1:
+        fail(fn, "f", "return an array with at least one axis", "a scalar")
+    trace, diag = canonical_axes(fn, trace_axes, diagonal_axes, len(out1))
+    if 0 in out1 or 0 in out2:
+        fail(fn, "x1" if 0 in out1 else "x2", "give a non-empty output of f",
+             f"output shape {out1 if 0 in out1 else out2}")
+    check_batch_pairing(fn, trace, diag, out1[0], out2[0])
+    if len(out2) != len(out1) or any(out1[i] != out2[i] for i in trace + diag):
+        fail(fn, "x2", f"give an output of f of rank {len(out1)} with the sizes of f(x1) "
+             f"{out1} on the traced / diagonal axes {trace + diag}", f"shape {out2}")
+    return trace, diag
+
+
+def prepare(fn: str, f: Callable, params, x1, x2, kw1: dict, kw2: dict, axes, trace_axes,
+            diagonal_axes, params_filter) -> Prepared:
+    """Models and inputs for one kernel, as neural-tangents reads ``vmap_axes``.
+
+    ``axes`` None (whole batch): any pytrees of inputs; the kernel zips the output's axes, so
+    ``f(x2)`` must have ``f(x1)``'s rank and sizes on the traced / diagonal axes. Otherwise the
+    inputs' batch axes (``in_axes``, a pytree prefix of ``x``) are moved first, keywords named in
+    ``kwargs_axes`` travel with the examples, and the output's batch axis is ``out_axes``: the
+    kernel is computed batch-first and :meth:`Prepared.to_nt` puts its axes back in NT's order."""
+    if axes is None:
+        check_x_tree(fn, x1, x2)
+        model1 = make_model(fn, f, params, kw1, None, params_filter)
+        same = kw1 is kw2 or all(kw1[k] is kw2[k] for k in kw1)
+        model2 = None if same else make_model(fn, f, params, kw2, None, params_filter)
+        out1 = out_shape_full(model1, x1)
+        out2 = out1 if x2 is None else on_x2(fn, x1, x2, lambda: out_shape_full(model2 or model1,
+                                                                                  x2))
+        trace, diag = whole_batch_axes(fn, out1, out2, trace_axes, diagonal_axes)
+        return Prepared(model1, model2, x1, x2, out1, out2, trace, diag, tuple(range(len(out1))))
+    in_axes, out_axes, kw_axes = vmap_triple(fn, axes, any_out_axis=True)
+    batched = tuple(k for k in kw_axes if k in kw1 and kw1[k] is not None)
+
+    def examples(arg, x, kw):
+        x = batch_first(fn, arg, x, in_axes)
+        if not batched:
+            return x
+        try:
+            kwb = {k: jnp.moveaxis(jnp.asarray(kw[k]), kw_axes[k], 0) for k in batched}
+        except (ValueError, TypeError) as e:
+            fail(fn, "vmap_axes", "have kwargs_axes within the rank of the keyword arguments",
+                 f"{kw_axes!r}: {str(e).splitlines()[0][:160]}")
+        return x, kwb
+
+    X1 = examples("x1", x1, kw1)
+    X2 = None if x2 is None else examples("x2", x2, kw2)
+    n1, n2 = check_x_pair(fn, X1, X2)
+    closed1 = {k: v for k, v in kw1.items() if k not in batched}
+    closed2 = {k: v for k, v in kw2.items() if k not in batched}
+    model1 = make_model(fn, f, params, closed1, axes, params_filter, any_out_axis=True,
+                        batched_kwargs=batched)
+    same = all(closed1[k] is closed2[k] for k in closed1)
+    model2 = None if same else make_model(fn, f, params, closed2, axes, params_filter,
+                                          any_out_axis=True, batched_kwargs=batched)
+    out1 = out_shape_full(model1, X1)
+    nd = len(out1)
+    a = out_axes % nd
+    order = (a, *(i for i in range(nd) if i != a))
+    t, d = canonical_axes(fn, trace_axes, diagonal_axes, nd)
+    trace = tuple(sorted(order.index(i) for i in t))
+    diag = tuple(sorted(order.index(i) for i in d))
+    check_batch_pairing(fn, trace, diag, n1, n2)
+    return Prepared(model1, model2, X1, X2, out1, (n2, *out1[1:]), trace, diag, order)
+
+
 def _make_ntk_fn(fn: str, f: Callable, trace_axes, diagonal_axes, vmap_axes, implementation, *,
                  params_filter: Callable[[str], bool] | None = None) -> Callable:
     implementation = canonical_implementation(fn, implementation)
@@ -315,30 +433,28 @@ def _make_ntk_fn(fn: str, f: Callable, trace_axes, diagonal_axes, vmap_axes, imp
             kw2 = {k: kw1[k] if kw2[k] is None else kw2[k] for k in kw1}
             if any(kw1[k] is not kw2[k] for k in kw1):
                 x2 = x1
-        n1, n2 = check_x_pair(fn, x1, x2)
         axes = resolve_vmap_axes(fn, f, vmap_axes, params, x1, x2, apply_kwargs)
-        model1 = make_model(fn, f, params, kw1, axes, params_filter)
-        out_full = out_shape_full(model1, x1)
-        trace, diag = canonical_axes(fn, trace_axes, diagonal_axes, len(out_full))
-        check_batch_pairing(fn, trace, diag, n1, n2)
-        same_kwargs = kw1 is kw2 or all(kw1[k] is kw2[k] for k in kw1)
-        choice = choose(model1, x1, x2, trace=trace, diag=diag,
-                        implementation=implementation if same_kwargs else "jacobian_contraction",
-                        out_full=out_full, fn=fn, free=_memory.available_bytes())
-        shape, advice = _ntk_fn_advice(fn, f, params, kw1, params_filter, x1, x2, trace, diag,
-                                       out_full, choice.itemsize, implementation)
+        p = prepare(fn, f, params, x1, x2, kw1, kw2, axes, trace_axes, diagonal_axes,
+                    params_filter)
+        model1, X1, X2, out_full, trace, diag = p.model1, p.x1, p.x2, p.out1, p.trace, p.diag
+        choice = choose(model1, X1, X2, trace=trace, diag=diag,
+                        implementation=implementation if p.model2 is None
+                        else "jacobian_contraction",
+                        out_full=out_full, fn=fn, free=_memory.available_bytes(), n2=p.out2[0])
+        shape, advice = _ntk_fn_advice(fn, f, params, kw1, params_filter, X1, X2, trace, diag,
+                                       out_full, choice.itemsize, implementation, p.out2)
         _memory.check_memory(fn, choice.need, f"the kernel {list(shape)} (implementation "
                              f"{choice.impl.name!r})", advice)
-        if same_kwargs:
-            return ntk_of(model1, x1, x2, trace=trace, diag=diag, out_full=out_full, choice=choice)
+        if p.model2 is None:
+            return p.to_nt(ntk_of(model1, X1, X2, trace=trace, diag=diag, out_full=out_full,
+                                  choice=choice, n2=p.out2[0]))
         # different kwargs for x1 and x2: contract Jacobians of two models
-        model2 = make_model(fn, f, params, kw2, axes, params_filter)
-        j1 = jacobian_features(model1, x1)
-        j2 = jacobian_features(model2, x2)
+        j1 = jacobian_features(model1, X1)
+        j2 = jacobian_features(p.model2, X2)
         total = int(np.prod([out_full[i] for i in trace])) if trace else 1
-        return sum(contract_jacobians(a, b, len(out_full), trace, diag, model1.vmap,
-                                      jax.lax.Precision.HIGHEST)
-                   for a, b in zip(j1, j2, strict=True)) / total
+        return p.to_nt(sum(contract_jacobians(a, b, len(out_full), trace, diag, model1.vmap,
+                                              jax.lax.Precision.HIGHEST)
+                           for a, b in zip(j1, j2, strict=True)) / total)
 
     return ntk
 
@@ -353,11 +469,11 @@ def _make_nngp_fn(fn: str, f: Callable, trace_axes, diagonal_axes) -> Callable:
 
     def nngp(x1, x2, params, **apply_kwargs):
         kw1, kw2 = split_kwargs(apply_kwargs)
-        n1, n2 = check_x_pair(fn, x1, x2)
+        check_x_tree(fn, x1, x2)
         o1 = single_output(fn, f(params, x1, **kw1))
-        o2 = o1 if x2 is None else single_output(fn, f(params, x2, **kw2))
-        trace, diag = canonical_axes(fn, trace_axes, diagonal_axes, o1.ndim)
-        check_batch_pairing(fn, trace, diag, n1, n2)
+        o2 = o1 if x2 is None else on_x2(fn, x1, x2,
+                                         lambda: single_output(fn, f(params, x2, **kw2)))
+        trace, diag = whole_batch_axes(fn, o1.shape, o2.shape, trace_axes, diagonal_axes)
         return contract_outputs(o1, o2, trace, diag)
 
     return nngp
@@ -399,14 +515,12 @@ def choose_implementation(f, params, x1, x2=None, *, trace_axes=(-1,), diagonal_
       'structured'
     """
     fn = "kjax.ntk.choose_implementation"
-    n1, n2 = check_x_pair(fn, x1, x2)
-    model = make_model(fn, f, params, apply_kwargs, vmap_axes, None)
-    out_full = out_shape_full(model, x1)
-    trace, diag = canonical_axes(fn, trace_axes, diagonal_axes, len(out_full))
-    check_batch_pairing(fn, trace, diag, n1, n2)
-    plan, _, _ = structured_plan(model, x1)
-    costs = implementation_costs(model, plan, n1, n2, out_full[1:] if model.vmap else out_full,
-                                 trace, diag)
+    p = prepare(fn, f, params, x1, x2, apply_kwargs, apply_kwargs, vmap_axes, trace_axes,
+                diagonal_axes, None)
+    model, out_full = p.model1, p.out1
+    plan, _, _ = structured_plan(model, p.x1)
+    costs = implementation_costs(model, plan, out_full[0], p.out2[0],
+                                 out_full[1:] if model.vmap else out_full, p.trace, p.diag)
     return min(costs, key=costs.get), costs
 
 
@@ -452,7 +566,11 @@ def empirical_ntk_fn(
         differentiated on the whole batch, exact for models that mix examples, such as BatchNorm
         in training mode. An int is the batch axis of ``x`` and of the output (``f`` evaluated
         per example on ``x[i:i+1]``, much faster); or a triple ``(in_axes, out_axes,
-        kwargs_axes)`` as in neural-tangents (``out_axes`` must be 0). ``f`` with keyword
+        kwargs_axes)`` as in neural-tangents: ``in_axes`` an int or a pytree prefix of ``x``
+        (None only where ``x`` has None), ``out_axes`` the batch axis of the output (the kernel's
+        axes stay in the output's order, as with ``None``), ``kwargs_axes`` a dict of keyword
+        arguments holding one value per example along that axis. With ``None`` the inputs need
+        no common batch axis (the kernel zips the output's axes). ``f`` with keyword
         arguments keeps the whole-batch path under ``"auto"``.
       implementation: ``None`` (automatic: the cheapest by the cost model of
         :func:`choose_implementation`), ``"jacobian_contraction"``, ``"ntk_vector_products"``,
@@ -589,7 +707,7 @@ def empirical_kernel_fn(
         if len(set(gets)) < len(gets):
             fail(fn, "get", "name each kernel once", repr(get))
         x2 = None if all_none(x2) else x2
-        check_x_pair(fn, x1, x2)
+        check_x_tree(fn, x1, x2)
         out = [fns[g](x1, x2, params, **kwargs) for g in gets]
         if not many:
             return out[0]

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kjax._src.errors import KjaxTypeError, fail
+from kjax._src.errors import KjaxError, KjaxTypeError, fail
 
 PyTree = Any
 
@@ -92,7 +92,13 @@ class Model:
 
 
 def make_model(fn: str, f: Callable, params: PyTree, kwargs: dict, vmap_axes,
-               params_filter: Callable[[str], bool] | None) -> Model:
+               params_filter: Callable[[str], bool] | None, *, any_out_axis: bool = False,
+               batched_kwargs: tuple[str, ...] = ()) -> Model:
+    """``f`` as a :class:`Model`. With ``vmap_axes`` the model takes one example with its batch
+    axis removed (``x`` batch-first, see :func:`batch_first`), re-inserts it at ``in_axes``, and
+    removes the output's at ``out_axes`` (0 unless ``any_out_axis``). ``batched_kwargs``: keywords
+    of ``kwargs_axes`` that carry one value per example; the model then takes ``(x, {name:
+    value})`` and ``kwargs`` holds only the others."""
     if not callable(f):
         fail(fn, "f", "be a callable f(params, x)", type(f).__name__, cls=KjaxTypeError)
     fl, rebuild, _ = float_leaves(params)
@@ -108,16 +114,17 @@ def make_model(fn: str, f: Callable, params: PyTree, kwargs: dict, vmap_axes,
                  "a filter that selects none")
     vmap = vmap_axes is not None
     if vmap:
-        in_axes, out_axes, kw_axes = vmap_triple(fn, vmap_axes)
+        in_axes, out_axes, kw_axes = vmap_triple(fn, vmap_axes, any_out_axis)
 
         def apply(leaves, x, kw=kwargs):
-            x = jax.tree.map(lambda a, ax: jnp.expand_dims(a, ax), x, in_axes) \
-                if not isinstance(in_axes, int) else jax.tree.map(
-                    lambda a: jnp.expand_dims(a, in_axes), x)
-            kw = {k: (jnp.expand_dims(v, kw_axes[k]) if k in kw_axes else v)
-                  for k, v in kw.items()}
-            out = f(rebuild(leaves), x, **kw)
-            return jnp.squeeze(single_output(fn, out), out_axes)
+            x, kwb = x if batched_kwargs else (x, {})
+            x = map_axes(jnp.expand_dims, in_axes, x)
+            kw = {**kw, **{k: jnp.expand_dims(v, kw_axes[k]) for k, v in kwb.items()}}
+            out = single_output(fn, f(rebuild(leaves), x, **kw))
+            if not -out.ndim <= out_axes < out.ndim:
+                fail(fn, "vmap_axes", f"have an output axis of f's output of rank {out.ndim}",
+                     repr(out_axes))
+            return jnp.squeeze(out, out_axes)
     else:
         def apply(leaves, x, kw=kwargs):
             return single_output(fn, f(rebuild(leaves), x, **kw))
@@ -125,15 +132,51 @@ def make_model(fn: str, f: Callable, params: PyTree, kwargs: dict, vmap_axes,
     return Model(apply, fl, paths, selected, vmap)
 
 
-def vmap_triple(fn: str, vmap_axes):
-    """neural-tangents' ``vmap_axes``: an int or ``(in_axes, out_axes, kwargs_axes)``."""
+def vmap_triple(fn: str, vmap_axes, any_out_axis: bool = False):
+    """neural-tangents' ``vmap_axes``: an int or ``(in_axes, out_axes, kwargs_axes)``; ``out_axes``
+    must be 0 unless ``any_out_axis`` (then any int)."""
     if isinstance(vmap_axes, tuple) and len(vmap_axes) == 3:
         in_axes, out_axes, kw_axes = vmap_axes
     else:
         in_axes, out_axes, kw_axes = vmap_axes, vmap_axes, {}
-    if out_axes != 0:
+    if any_out_axis:
+        if isinstance(out_axes, bool) or not isinstance(out_axes, int | np.integer):
+            fail(fn, "vmap_axes", "have an int output axis (or a pytree of them like f's "
+                 "output)", repr(vmap_axes))
+    elif out_axes != 0:
         fail(fn, "vmap_axes", "have output axis 0 (the batch axis of f's output)", repr(vmap_axes))
-    return in_axes, out_axes, dict(kw_axes or {})
+    if kw_axes is not None and not isinstance(kw_axes, dict):
+        fail(fn, "vmap_axes", "have a dict {keyword: axis} (or None) as kwargs_axes",
+             repr(vmap_axes))
+    return in_axes, int(out_axes), dict(kw_axes or {})
+
+
+def map_axes(op: Callable, in_axes, x: PyTree) -> PyTree:
+    """``op(leaf, axis)`` on every leaf of ``x``, its axis from ``in_axes`` (an int, or a pytree
+    prefix of ``x``'s tree, as ``jax.vmap``'s ``in_axes``)."""
+    if isinstance(in_axes, int | np.integer):
+        return jax.tree.map(lambda a: op(a, int(in_axes)), x)
+    return jax.tree.map(lambda ax, sub: jax.tree.map(lambda a: op(a, ax), sub), in_axes, x)
+
+
+def batch_first(fn: str, arg: str, x: PyTree, in_axes) -> PyTree:
+    """``x`` with each leaf's batch axis (from ``in_axes``) moved to axis 0."""
+    def move(a, ax):
+        if isinstance(ax, bool) or not isinstance(ax, int | np.integer):
+            fail(fn, "vmap_axes", "have an int in_axes for every array of `x` (kjax does not "
+                 "broadcast unbatched inputs)", repr(ax))
+        if not -np.ndim(a) <= ax < np.ndim(a):
+            fail(fn, "vmap_axes", f"have in_axes within the rank of `{arg}`'s arrays",
+                 f"axis {ax} for shape {np.shape(a)}")
+        return jnp.moveaxis(a, ax, 0)
+
+    try:
+        return map_axes(move, in_axes, x)
+    except (ValueError, TypeError) as e:
+        if isinstance(e, KjaxTypeError | KjaxError):
+            raise
+        fail(fn, "vmap_axes", f"have in_axes that match the tree of `{arg}` (an int, or a pytree "
+             "prefix of it)", f"{in_axes!r}: {str(e).splitlines()[0][:160]}")
 
 
 def single_output(fn: str, out) -> jax.Array:
@@ -166,8 +209,11 @@ def split_kwargs(kwargs: dict) -> tuple[dict, dict]:
 
 
 def all_none(x: Any) -> bool:
-    """neural-tangents' ``utils.all_none``: ``x`` is None or a (nested) list / tuple of Nones --
-    what NT's tests pass as ``x2`` for parallel inputs with ``x2 = x1`` (e.g. ``(None, None)``)."""
+    """neural-tangents' ``utils.all_none``: ``x`` is None or a (nested) list / tuple / dict of
+    Nones -- what NT's tests pass as ``x2`` for parallel inputs with ``x2 = x1`` (e.g. ``(None,
+    None)``, ``{"a": (None, None)}``)."""
+    if isinstance(x, dict):
+        return bool(x) and all(all_none(v) for v in x.values())
     return x is None or (isinstance(x, list | tuple) and all(all_none(v) for v in x))
 
 
@@ -190,6 +236,25 @@ def num_examples(fn: str, arg: str, x: PyTree) -> int:
             fail(fn, arg, "be real (complex inputs have no NTK here)", f"dtype {jnp.result_type(a)}",
                  cls=KjaxTypeError)
     return n
+
+
+def check_x_tree(fn: str, x1, x2) -> None:
+    """neural-tangents' whole-batch inputs (``vmap_axes=None``): pytrees of real arrays with no
+    common batch axis assumed (``f``'s output says where the examples are); ``x2`` (if given)
+    with ``x1``'s tree structure."""
+    for arg, x in (("x1", x1), ("x2", x2)):
+        if x is None:
+            continue
+        leaves = jax.tree.leaves(x)
+        if not leaves:
+            fail(fn, arg, "contain at least one array", "an empty pytree")
+        for a in leaves:
+            if jnp.issubdtype(jnp.result_type(a), jnp.complexfloating):
+                fail(fn, arg, "be real (complex inputs have no NTK here)",
+                     f"dtype {jnp.result_type(a)}", cls=KjaxTypeError)
+    if x2 is not None and jax.tree.structure(x1) != jax.tree.structure(x2):
+        fail(fn, "x2", f"have the tree structure of `x1` {jax.tree.structure(x1)}",
+             f"{jax.tree.structure(x2)}")
 
 
 def check_x_pair(fn: str, x1, x2) -> tuple[int, int]:

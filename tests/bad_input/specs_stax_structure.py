@@ -29,7 +29,7 @@ _IMG1 = ("n1", "h", "w", "c")
 _WINDOW = Hyper((("zero", (0, 2)), ("negative", (-1, 2)), ("wrong-length", (2,))))
 _STRIDES = Hyper((("zero", (0, 1)), ("negative", (-1, 1)), ("wrong-length", (1, 1, 1))))
 _LAYOUT = Hyper((("malformed", ("NCH", "OIH", "NCH")), ("no-batch-letter", ("XCHW", "OIHW", "XCHW")),
-                 ("out-spatial-reordered", ("NCHW", "OIHW", "NCWH"))))
+                 ("out-letters-differ", ("NCHW", "OIHW", "NCHX"))))
 _AXES = {"batch_axis": axis(("out-of-range", 5), ("float", 0.5)),
          "channel_axis": axis(("out-of-range", 5), ("same-as-batch", 0), ("float", 1.5))}
 

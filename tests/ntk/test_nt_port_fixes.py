@@ -3,7 +3,10 @@
 Oracles: NT 0.6.5's stored outputs (tests/nt_compat/peer_values/nt_port_fixes_reference.py ->
 nt_port_fixes.npz) for ``FanInConcat`` along the batch axis and for nested parallel inputs; exact
 identities for the rest (``x2=(None, None)`` is ``x2=None``; a batched kernel equals the unbatched
-one, ``x1_is_x2`` included). float64 throughout, tiny shapes.
+one, ``x1_is_x2`` included). Convolutions that change the layout (NT's stored outputs, and the
+same network in the default layout on transposed inputs); the empirical kernel with NT's general
+``vmap_axes`` and inputs without a common batch axis (brute-force Jacobians contracted with
+``numpy.einsum``). float64 throughout, tiny shapes.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from tests.nt_compat.peer_values.nt_port_fixes_reference import (
     concat_net,
     nested_inputs,
     nested_net,
+    reorder_inputs,
+    reorder_net,
 )
 
 REF = np.load(os.path.join(os.path.dirname(__file__), "..", "nt_compat", "peer_values",
@@ -193,3 +198,144 @@ def test_example_keyword_pairs_through_batch_predict_and_empirical():
     x = jnp.asarray(x_tr[:, 0])
     key = jax.random.key(3)
     np.testing.assert_array_equal(emp(x, None, params, rng=(key, None)), emp(x, None, params, rng=key))
+
+
+@pytest.mark.parametrize("case", ["x2", "none", "mask"])
+def test_conv_output_layout_reorders_kernel_axes_as_neural_tangents(case):
+    """``Conv(dimension_numbers=(lhs, rhs, out))`` with ``out`` reordering the spatial axes (NT's
+    empirical_test.test_vmap_axes): NT's stored kernels, and the default-layout network on
+    transposed inputs ``[N, H, W, C]`` with its kernels' spatial pairs permuted (exact)."""
+    x1, x2, mc = reorder_inputs()[case]
+    second = ("NHWC", "HWIO", "NHWC") if mc is not None else ("NHWC", "HWIO", "NWCH")
+    init_fn, apply_fn, kernel_fn = reorder_net(stax, second)
+    k = kernel_fn(x1, x2, ("nngp", "ntk"), mask_constant=mc)
+    for name in ("nngp", "ntk"):
+        np.testing.assert_allclose(getattr(k, name), REF[f"reorder/{case}/{name}"], rtol=1e-9,
+                                   atol=1e-12, err_msg=name)
+    # oracle: default layouts on [N, H, W, C] inputs (first filter (2, 3) is H x W there too)
+    plain = stax.serial(stax.Conv(3, (2, 3), padding="SAME", W_std=1.3, b_std=0.1), stax.Relu(),
+                        stax.Conv(2, (2, 2), padding="VALID", W_std=0.9, b_std=0.2), stax.Erf())[2]
+    t = lambda x: None if x is None else np.transpose(x, (0, 3, 2, 1))
+    want = plain(t(x1), t(x2), ("nngp", "ntk"), mask_constant=mc)
+    for name in ("nngp", "ntk"):  # [N, N', H, H', W, W'] -> the output's order W, H
+        w = getattr(want, name)
+        w = w if mc is not None else np.transpose(w, (0, 1, 4, 5, 2, 3))
+        np.testing.assert_allclose(getattr(k, name), w, rtol=1e-12, atol=1e-14, err_msg=name)
+    # the finite network: outputs in the out layouts; its init shape is the output's
+    out_shape, params = init_fn(jax.random.key(0), x1.shape)
+    y = apply_fn(params, x1)
+    assert y.shape == out_shape == ((3, 4, 2, 3) if mc is None else (3, 3, 4, 2))
+
+
+def _brute_ntk(f, params, x1, x2, trace_axes):
+    """NT's definition by full Jacobians: sum_p J1[o1.., p] J2[o2.., p], zipped, traced axes
+    averaged."""
+    def jac(x):
+        j = jax.jacobian(lambda p: f(p, x))(params)
+        return np.concatenate([np.asarray(a).reshape(np.shape(f(params, x)) + (-1,))
+                               for a in jax.tree.leaves(j)], axis=-1)
+
+    j1, j2 = jac(x1), jac(x2)
+    nd = j1.ndim - 1
+    l1 = "abcdefgh"[:nd]
+    l2 = "".join(c if i in trace_axes else c.upper() for i, c in enumerate(l1))
+    res = "".join(c + c.upper() for i, c in enumerate(l1) if i not in trace_axes)
+    size = np.prod([j1.shape[i] for i in trace_axes]) if trace_axes else 1
+    return np.einsum(f"{l1}z,{l2}z->{res}", j1, j2) / size
+
+
+def test_empirical_ntk_general_vmap_axes_and_batchless_inputs():
+    """NT's ``vmap_axes=(in_axes, out_axes, kwargs_axes)``: batch axes anywhere in the inputs (a
+    pytree prefix), the output's batch at ``out_axes``, per-example keywords; and, with
+    ``vmap_axes=None``, inputs with no common leading axis. Every implementation equals NT's
+    definition (brute-force Jacobians) in NT's zipped layout of the output's own axes."""
+    rng = np.random.default_rng(5)
+    params = {"w": rng.normal(size=(3, 4)), "v": rng.normal(size=(2, 3))}
+
+    def f(p, x, scale):  # x = (a [n, 3], b [2, n]); scale [n]; output [2, n, 4]
+        a, b = x
+        h = jnp.tanh(a @ p["w"]) * scale[:, None]  # [n, 4]
+        return jnp.einsum("cn,nk->cnk", jnp.sin(b * p["v"][:, :1]), h)
+
+    x1 = (rng.normal(size=(3, 3)), rng.normal(size=(2, 3)))
+    x2 = (rng.normal(size=(4, 3)), rng.normal(size=(2, 4)))
+    s1, s2 = rng.normal(size=3), rng.normal(size=4)
+    axes = ((0, 1), 1, {"scale": 0})
+    for trace in [(-1,), (), (0,)]:
+        tr = tuple(t % 3 for t in trace)
+        want = _brute_ntk(lambda p, x: f(p, x[0], x[1]), params, (x1, s1), (x2, s2), tr)
+        for impl in (1, 2, 3):
+            got = empirical_ntk_fn(f, trace, (), axes, impl)(x1, x2, params, scale=(s1, s2))
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=f"{trace} {impl}")
+            whole = empirical_ntk_fn(f, trace, (), None, impl)(x1, x2, params, scale=(s1, s2))
+            np.testing.assert_allclose(whole, want, rtol=1e-10, atol=1e-12, err_msg=f"{trace} {impl}")
+    got = empirical_kernel_fn(f, (-1,), (), axes)(x1, x2, ("ntk", "nngp"), params, scale=(s1, s2))
+    assert got.ntk.shape == (2, 2, 3, 4) and got.nngp.shape == (2, 2, 3, 4)
+    np.testing.assert_allclose(got.nngp, np.einsum("cnk,dmk->cdnm", f(params, x1, s1),
+                                                   f(params, x2, s2)) / 4, rtol=1e-12)
+
+
+def test_empirical_ntk_vmap_axes_errors():
+    f = lambda p, x: x @ p
+    p, x = jnp.ones((3, 2)), jnp.ones((4, 3))
+    with pytest.raises(KjaxError, match=r"empirical_ntk_fn: `vmap_axes` must have in_axes that "
+                                        r"match the tree of `x1`"):
+        empirical_ntk_fn(f, vmap_axes=((0, 0), 0, {}))(x, None, p)
+    with pytest.raises(KjaxError, match=r"`vmap_axes` must have in_axes within the rank"):
+        empirical_ntk_fn(f, vmap_axes=(2, 0, {}))(x, None, p)
+    with pytest.raises(KjaxError, match=r"`vmap_axes` must have an output axis of f's output"):
+        empirical_ntk_fn(f, vmap_axes=(0, 2, {}))(x, None, p)
+    with pytest.raises(KjaxError, match=r"`vmap_axes` must have an int output axis"):
+        empirical_ntk_fn(f, vmap_axes=(0, "0", {}))(x, None, p)
+    with pytest.raises(KjaxError, match=r"`vmap_axes` must have a dict"):
+        empirical_ntk_fn(f, vmap_axes=(0, 0, [0]))(x, None, p)
+    with pytest.raises(KjaxError, match=r"`x2` must give an output of f of rank 2 with the sizes"):
+        empirical_ntk_fn(lambda p, x: jnp.tanh(x[1]) * p.sum(), vmap_axes=None)(
+            (x, x), (jnp.ones((4, 3)), jnp.ones((2, 5))), jnp.ones((3, 2)))
+    with pytest.raises(KjaxError, match=r"`x2` must have the tree structure of `x1`"):
+        empirical_ntk_fn(f, vmap_axes=None)(x, (x,), p)
+
+
+def test_custom_layer_sees_no_ntk_when_the_call_asks_for_none():
+    """NT computes no NTK for ``get="nngp"``: a ``stax.layer`` kernel_fn sees ``Kernel.ntk`` None
+    (NT's elementwise_test builds an RBF layer that raises on an NTK), and one with the NTK when
+    asked."""
+    seen = []
+
+    @stax.layer
+    def Probe():
+        def kernel_fn(k, **kwargs):
+            seen.append(k.ntk is None)
+            return k
+        return (lambda key, s: (s, ())), (lambda p, x, **kw: x), kernel_fn
+
+    kernel_fn = stax.serial(stax.Dense(2), Probe(), stax.Relu(), stax.Dense(1))[2]
+    x = np.ones((2, 3))
+    for get, none in [("nngp", True), (("nngp", "cov1"), True), ("ntk", False), (None, False)]:
+        seen.clear()
+        kernel_fn(x, None, get)
+        assert seen and all(s == none for s in seen), (get, seen)
+
+
+@pytest.mark.parametrize("layer", ["ConvLocal", "ConvTranspose"])
+def test_other_convolutions_reorder_output_layouts(layer):
+    """``ConvLocal`` / ``ConvTranspose`` with ``out`` reordering the spatial axes: the
+    default-layout layer on transposed inputs, kernels permuted (exact); ``apply_fn``'s output
+    has ``init_fn``'s shape and equals the default layer's output transposed for the same
+    weights (rhs transposed to the default ``HWIO``)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 2, 5, 4))  # N C W H
+    make = getattr(stax, layer)
+    init_r, apply_r, kernel_r = make(3, (2, 3), padding="SAME", b_std=0.1,
+                                     dimension_numbers=("NCWH", "OIHW", "NHWC"))
+    init_d, apply_d, kernel_d = make(3, (2, 3), padding="SAME", b_std=0.1)
+    xt = np.transpose(x, (0, 3, 2, 1))  # N H W C
+    k, want = kernel_r(x, None, ("nngp", "ntk")), kernel_d(xt, None, ("nngp", "ntk"))
+    for name in ("nngp", "ntk"):  # both already in the output's order H, W
+        np.testing.assert_allclose(getattr(k, name), getattr(want, name), rtol=1e-12, atol=1e-14)
+    shape_r, (W, b) = init_r(jax.random.key(0), x.shape)
+    shape_d, _ = init_d(jax.random.key(0), xt.shape)
+    assert apply_r((W, b), x).shape == shape_r == shape_d
+    if layer == "ConvTranspose":
+        Wd = np.transpose(W, (2, 3, 1, 0))  # OIHW -> HWIO
+        np.testing.assert_allclose(apply_r((W, b), x), apply_d((Wd, b), xt), rtol=1e-12)

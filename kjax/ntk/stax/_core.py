@@ -83,8 +83,10 @@ class KernelFn:
                                                                              "diagonal_batch"))
         self._estimates: dict[Any, tuple[float, tuple]] = {}
 
-    def _states(self, x1, x2, diag, extra=None, mask_constant=None):
+    def _states(self, x1, x2, diag, extra=None, mask_constant=None, names=None):
         states = self._states_no_extra(x1, x2, diag, mask_constant)
+        if names is not None and "ntk" not in names:  # NT computes no NTK for such a call
+            states = _map_nested(lambda s: s.replace(ntk_wanted=False), states)
         if extra is None:
             return states
         return _map_nested(lambda s: s.replace(extra=extra), states)
@@ -112,11 +114,11 @@ class KernelFn:
         if diagonal_spatial or (diagonal_spatial is None and not self.needs_full and ndim > 2):
             # NT's diagonal_spatial: valid when the output has no spatial axes left (Flatten);
             # otherwise trace again with the full covariance (the unused trace is dead code)
-            out = self.transform(self._states(x1, x2, True, extra, mask_constant))
+            out = self.transform(self._states(x1, x2, True, extra, mask_constant, names))
             if not diagonal_spatial and not _all_flat(out):
                 out = None
         if out is None:
-            out = self.transform(self._states(x1, x2, False, extra, mask_constant))
+            out = self.transform(self._states(x1, x2, False, extra, mask_constant, names))
         return _to_kernels(out, diagonal_batch, names)
 
     def _compute_kernel(self, k, names, diagonal_batch, extra=None):

@@ -150,6 +150,9 @@ class State:
     extra: Any = None
     # boolean mask of the activations of [x1; x2], canonical [N, *spatial, C or 1] (True: masked)
     mask: Any = None
+    # whether the call asked for the NTK: NT's kernel_fn computes none otherwise, so a custom
+    # layer's kernel_fn (stax.layer) sees ``Kernel.ntk`` None
+    ntk_wanted: bool = True
 
     def replace(self, **kw) -> State:
         return dataclasses.replace(self, **kw)
@@ -357,7 +360,7 @@ def from_kernel(fn: str, k: Kernel) -> State:
     if k.cov2 is None:
         return State(nngp=nngp, ntk=ntk, n1=nngp.shape[0], has_x2=False, shape1=shape1,
                      shape2=shape2, is_gaussian=bool(k.is_gaussian), diag=diag, batch_axis=b,
-                     channel_axis=c, x1_is_x2=k.x1_is_x2, mask=mask)
+                     channel_axis=c, x1_is_x2=k.x1_is_x2, mask=mask, ntk_wanted=k.ntk is not None)
 
     def block(cov):
         cov = jnp.asarray(cov, nngp.dtype)
@@ -375,7 +378,7 @@ def from_kernel(fn: str, k: Kernel) -> State:
                                 jnp.concatenate([_swap_pairs(ntk, diag), z2], axis=1)], axis=0)
     return State(nngp=full, ntk=full_ntk, n1=nngp.shape[0], has_x2=True, shape1=shape1,
                  shape2=shape2, is_gaussian=bool(k.is_gaussian), diag=diag, batch_axis=b,
-                 channel_axis=c, x1_is_x2=k.x1_is_x2, mask=mask)
+                 channel_axis=c, x1_is_x2=k.x1_is_x2, mask=mask, ntk_wanted=k.ntk is not None)
 
 
 def variances(mat: jax.Array, n_spatial: int, diag: bool = False) -> jax.Array:

@@ -172,8 +172,9 @@ def Conv(out_chan: int, filter_shape: Sequence[int], strides: Sequence[int] | No
       dimension_numbers: ``(lhs, rhs, out)`` layout strings as in
         ``jax.lax.conv_general_dilated``, e.g. ``("NCHW", "OIHW", "NCHW")``; None is
         ``("NHWC", "HWIO", "NHWC")``. ``filter_shape`` and ``strides`` follow the spatial order of
-        ``rhs``; the kernels' spatial axes follow ``lhs``, whose ``N`` / ``C`` set the batch and
-        channel axes (``out`` must keep ``lhs``' spatial order).
+        ``rhs``; ``lhs``' ``N`` / ``C`` are the input's batch and channel axes, ``out``'s those
+        of the output, and the kernels' spatial axes follow the output's spatial order (``out``
+        may reorder them, as in neural-tangents).
       parameterization: ``"ntk"`` or ``"standard"``.
       s: width scalings of the standard parameterisation.
 
@@ -325,6 +326,9 @@ def _conv(name, shared, out_chan, filter_shape, strides, padding, W_std, b_std, 
     # filter sizes and strides in the order of the activations' spatial axes
     f_k = tuple(filter_shape[rhs_sp.index(c)] for c in lhs_sp)
     s_k = tuple(strides[rhs_sp.index(c)] for c in lhs_sp)
+    # out's spatial axis d is lhs's spatial axis perm[d] (out may reorder them, as NT allows:
+    # the kernels' spatial axes are permuted the same way, NT's ``Kernel.transpose``)
+    perm = tuple(lhs_sp.index(c) for c in out if c not in "NC")
 
     def out_shape_of(shape, where):
         if transpose:  # lax.conv_transpose's VALID length is L s + max(w - s, 0)
@@ -332,7 +336,7 @@ def _conv(name, shared, out_chan, filter_shape, strides, padding, W_std, b_std, 
                             for L, w, st in zip(shape[1:-1], f_k, s_k, strict=True))
         else:
             spatial = spatial_out_shape(f"{fn} {where}", "filter_shape", shape, f_k, s_k, padding)
-        return (shape[0], *spatial, width_out)
+        return (shape[0], *(spatial[p] for p in perm), width_out)
 
     def canon(shape, where, arg):
         check_spatial_rank(f"{fn} {where}", arg, tuple(shape), nsp, ("filter_shape", filter_shape))
@@ -429,6 +433,13 @@ def _conv(name, shared, out_chan, filter_shape, strides, padding, W_std, b_std, 
                 mat = K.conv_pair(mat, 2 + 2 * d, f_k[d], s_k[d], padding)
         return mat
 
+    def to_out_order(mat, diag):
+        """The kernel's spatial axes (pairs, or singles with ``diag``) in ``out``'s order."""
+        if perm == tuple(range(nsp)):
+            return mat
+        sp = [(2 + p,) if diag else (2 + 2 * p, 3 + 2 * p) for p in perm]
+        return jnp.transpose(mat, (0, 1, *(a for pair in sp for a in pair)))
+
     def shift(mat, value, diag):
         """``mat + value`` on the positions a bias reaches (all if shared, else the diagonal)."""
         if shared or diag:
@@ -443,7 +454,8 @@ def _conv(name, shared, out_chan, filter_shape, strides, padding, W_std, b_std, 
         check_axes(f"{fn} kernel_fn", st, b_ax, c_ax)
         shape1, shape2 = out_shape_of(st.shape1, "kernel_fn"), out_shape_of(st.shape2, "kernel_fn")
         b2 = 0.0 if b_std is None else b_std**2
-        nngp_c, ntk_c = conv(st.nngp, st.diag), conv(st.ntk, st.diag)
+        nngp_c = to_out_order(conv(st.nngp, st.diag), st.diag)
+        ntk_c = to_out_order(conv(st.ntk, st.diag), st.diag)
         nngp = shift(W_std**2 * nngp_c, b2, st.diag)
         if param == "ntk":
             ntk = W_std**2 * ntk_c + nngp
@@ -469,6 +481,7 @@ def _conv(name, shared, out_chan, filter_shape, strides, padding, W_std, b_std, 
                                                           "N" + sp + "C")) > 0
         else:
             m = K.pool_mask(m, f_k, s_k, padding, tuple(range(1, 1 + nsp)))
+        m = jnp.transpose(m, (0, *(1 + p for p in perm), 1 + nsp))
         return K.from_canonical(m, b_out, c_out)
 
     return make_layer(init_fn, apply_fn, transform, f"{name}({out_chan}, {filter_shape})",
@@ -536,12 +549,11 @@ def conv_dimension_numbers(fn: str, dimension_numbers, nsp: int) -> tuple[str, s
         ok = (len(lhs) == len(rhs) == len(out) == nsp + 2 and len(set(lhs)) == len(lhs)
               and "N" in lhs and "C" in lhs and "I" in rhs and "O" in rhs
               and sorted(lsp) == sorted(c for c in rhs if c not in "IO")
-              and sorted(lhs) == sorted(out) and len(set(rhs)) == len(rhs)
-              and lsp == [c for c in out if c not in "NC"])
+              and sorted(lhs) == sorted(out) and len(set(rhs)) == len(rhs))
     if not ok:
         fail(fn, "dimension_numbers", f"be None or (lhs, rhs, out) layout strings for {nsp} "
              "spatial axes, e.g. ('NCHW', 'OIHW', 'NCHW'): lhs / out with N, C and the spatial "
-             "letters (in the same order), rhs with I, O and the same spatial letters",
+             "letters (in any order), rhs with I, O and the same spatial letters",
              repr(dimension_numbers))
     return lhs, rhs, out
 

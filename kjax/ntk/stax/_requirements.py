@@ -250,7 +250,9 @@ def layer(layer_fn: Callable[..., tuple]) -> Callable[..., Layer]:
         def transform(st):
             many = not isinstance(st, K.State)
             sts = list(st) if many else [st]
-            ks = [K.to_kernel(s) for s in sts]
+            # NT: a call that does not ask for the NTK gives the layer a Kernel with ntk None
+            ks = [K.to_kernel(s, names=None if s.ntk_wanted else ("nngp", "cov1", "cov2"))
+                  for s in sts]
             out = kernel_fn(ks if many else ks[0])
             if isinstance(out, K.Kernel) and not many:
                 s1, s2 = shapes_after(st)

@@ -12,6 +12,10 @@ Stored (float64, NumPy inputs: jax.random streams differ between jax versions):
   without ``mask_constant`` (``concat_inputs``).
 * ``nested/<case>/{nngp,ntk}/<i>``: nested parallel inputs ``(x_a, (x_b, x_c))`` through
   ``nested_net``'s readin then readout (NT's batching_test.test_parallel_in_out), x2 given / None.
+* ``reorder/<case>/{nngp,ntk}``: convolutions whose ``dimension_numbers`` put the output in
+  another layout than the input, spatial axes reordered (``reorder_net``; NT's
+  empirical_test.test_vmap_axes uses such layers), x2 given / None; ``reorder/mask/...`` with
+  ``mask_constant`` through the first (layout-changing) convolution.
 """
 
 from __future__ import annotations
@@ -59,6 +63,29 @@ def nested_inputs():
             "none": ((x1[0], (x1[1], x1[2])), None)}
 
 
+def reorder_net(stax, second_dn=("NHWC", "HWIO", "NWCH")):
+    """Inputs ``[N, C, W, H]``; the first Conv swaps the spatial order (``NCWH`` -> ``NHWC``), the
+    second moves the channels and swaps again (``NHWC`` -> ``NWCH``), so the kernels' spatial
+    axes end as ``W, W', H, H'``."""
+    return stax.serial(
+        stax.Conv(3, (2, 3), padding="SAME", W_std=1.3, b_std=0.1,
+                  dimension_numbers=("NCWH", "OIHW", "NHWC")),
+        stax.Relu(),
+        stax.Conv(2, (2, 2), padding="VALID", W_std=0.9, b_std=0.2, dimension_numbers=second_dn),
+        stax.Erf())
+
+
+def reorder_inputs():
+    """``{case: (x1, x2 or None, mask_constant)}``, inputs ``[N, C, W, H]``."""
+    rng = np.random.default_rng(21)
+    x1 = rng.normal(size=(3, 2, 5, 4))
+    x2 = rng.normal(size=(2, 2, 5, 4))
+    x1m = x1.copy()
+    x1m[0, :, 3:, :] = MASK
+    x1m[2, :, :, 1] = MASK
+    return {"x2": (x1, x2, None), "none": (x1, None, None), "mask": (x1m, x2, MASK)}
+
+
 def main() -> None:
     import jax
 
@@ -77,6 +104,15 @@ def main() -> None:
         out = jax.tree_util.tree_leaves(readout(readin(x1, x2), get=("nngp", "ntk")))
         for i, a in enumerate(out):
             data[f"nested/{case}/{i}"] = np.asarray(a)
+    for case, (x1, x2, mc) in reorder_inputs().items():
+        # masks: only through the first Conv (NT's mask_fn permutes by out_spec.index over
+        # lhs_spec, right for this involutive swap); the second keeps NHWC there
+        net = reorder_net(stax, ("NHWC", "HWIO", "NHWC") if mc is not None else
+                          ("NHWC", "HWIO", "NWCH"))
+        k = net[2](jnp.asarray(x1), None if x2 is None else jnp.asarray(x2), ("nngp", "ntk"),
+                   mask_constant=mc)
+        data[f"reorder/{case}/nngp"], data[f"reorder/{case}/ntk"] = (np.asarray(k.nngp),
+                                                                     np.asarray(k.ntk))
     np.savez(OUT, **data)
     print(OUT, {k: v.shape for k, v in data.items()})
 
