@@ -9,7 +9,11 @@ STAMP := $(VENV)/.kjax-installed
 EXTRAS := dev$(shell command -v nvidia-smi >/dev/null 2>&1 && echo ,gpu)
 PYTEST_WORKERS ?= 3
 
-.PHONY: demo test lint pytest docs docs-serve bench clean
+# kjax.ntk.experimental (neural-tangents' TensorFlow eNTK) needs TensorFlow: its tests run in a
+# separate environment with the tf extra (make test skips them)
+VENV_TF ?= .venv-tf
+
+.PHONY: demo test test-tf lint pytest docs docs-serve bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { $(PYTHON) -m pip install --user virtualenv && $(PYTHON) -m virtualenv $(VENV); }
@@ -31,9 +35,15 @@ pytest: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir site
 
+test-tf:
+	@test -x $(VENV_TF)/bin/python || $(PYTHON) -m venv $(VENV_TF)
+	$(VENV_TF)/bin/python -m pip install -q -e ".[dev,tf]"
+	$(VENV_TF)/bin/python -m pytest -q -p no:xdist -p no:cacheprovider tests/ntk/test_experimental_tf.py
+	$(VENV_TF)/bin/python -m pytest -q -p no:xdist -p no:cacheprovider -m nt_compat tests/nt_compat/experimental
+
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[$(EXTRAS),bench]"
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) site .pytest_cache
+	rm -rf $(VENV) $(VENV_TF) site .pytest_cache

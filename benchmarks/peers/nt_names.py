@@ -17,10 +17,10 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 LIST = os.path.join(HERE, "nt_public_names.txt")
 MODULES = {"neural_tangents": "kjax.ntk", "neural_tangents.stax": "kjax.ntk.stax",
-           "neural_tangents.predict": "kjax.ntk.predict"}
+           "neural_tangents.predict": "kjax.ntk.predict",
+           "neural_tangents.experimental": "kjax.ntk.experimental"}
 #: NT modules that kjax maps elsewhere or leaves out on purpose
 NOTES = {
-    "neural_tangents.experimental": "not ported: TensorFlow (jax2tf) empirical NTK",
     "neural_tangents.stax.__version__": "",
 }
 

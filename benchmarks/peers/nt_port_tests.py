@@ -21,14 +21,15 @@ MIRROR = "/work/.mirror/google+neural-tangents/repo"
 TAG = "v0.6.5"
 DEST = os.path.join(ROOT, "tests", "nt_compat")
 
-#: NT files ported; the TF-only ones (tests/experimental, examples/experimental) and imdb_test
-#: (downloads IMDB through tensorflow_datasets) are left out (see tests/nt_compat/README.md)
+#: NT files ported; imdb_test (downloads IMDB through tensorflow_datasets) is left out (see
+#: tests/nt_compat/README.md). The experimental/ ones need TensorFlow (kjax's ``tf`` extra).
 TESTS = ["batching_test", "elementwise_numerical_test", "elementwise_test", "empirical_ntk_test",
          "empirical_test", "function_space_test", "infinite_fcn_test", "monte_carlo_test", "predict_test",
          "rules_test", "weight_space_test", "stax/branching_test", "stax/combinators_test",
-         "stax/elementwise_test", "stax/linear_test", "stax/requirements_test", "stax/stax_test"]
+         "stax/elementwise_test", "stax/linear_test", "stax/requirements_test", "stax/stax_test",
+         "experimental/empirical_tf_test", "experimental/empirical_ntk_tf_test"]
 EXAMPLES = ["elementwise", "elementwise_numerical", "empirical_ntk", "function_space", "infinite_fcn",
-            "util", "weight_space"]
+            "util", "weight_space", "experimental/empirical_ntk_tf"]
 
 #: (pattern on an import line, replacement); applied in order, to import lines only
 RULES = [
@@ -37,6 +38,7 @@ RULES = [
     (r"^from neural_tangents import ", "from tests.nt_compat.nt import "),
     (r"^from tests import test_utils$", "from tests.nt_compat import test_utils"),
     (r"^from examples import ", "from tests.nt_compat.examples import "),
+    (r"^from examples\.(\w+) import ", r"from tests.nt_compat.examples.\1 import "),
     (r"^from jax import tree_map$", "from jax.tree_util import tree_map"),
     (r"^from jax.core import Primitive$", "from jax.extend.core import Primitive"),
     (r"^import more_itertools$", "from tests.nt_compat import _more_itertools as more_itertools"),
@@ -84,10 +86,12 @@ def main() -> None:
     os.makedirs(os.path.join(DEST, "examples"), exist_ok=True)
     for name in EXAMPLES:
         text, n = switch_imports(show(f"examples/{name}.py", args.src))
-        with open(os.path.join(DEST, "examples", f"{name}.py"), "w") as f:
+        path = os.path.join(DEST, "examples", f"{name}.py")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
             f.write(text)
         print(f"examples/{name}.py: {n} import lines switched")
-    for pkg in ("", "stax", "examples"):
+    for pkg in ("", "stax", "examples", "experimental", os.path.join("examples", "experimental")):
         init = os.path.join(DEST, pkg, "__init__.py")
         if not os.path.exists(init):
             with open(init, "w") as f:

@@ -11,7 +11,7 @@ diagonal axes); ``_dataset`` builds the blockwise ``empirical_ntk`` on them, and
 the memory guard shared with ``stax``.
 """
 
-from kjax.ntk import analysis, predict, stax
+from kjax.ntk import analysis, experimental, predict, stax
 from kjax.ntk._batching import batch
 from kjax.ntk._dataset import empirical_ntk, projected_ntk
 from kjax.ntk._empirical import (
@@ -38,6 +38,7 @@ __all__ = [
     "empirical_ntk",
     "empirical_ntk_fn",
     "empirical_ntk_vp_fn",
+    "experimental",
     "from_linen",
     "from_nnx",
     "linearize",

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import jax
@@ -49,11 +50,22 @@ def _flags() -> dict:
 INTERNAL_FILES = {"rules_test.py"}
 
 
+#: NT's TensorFlow tests (nt.experimental): collected only where TensorFlow and tf2jax are
+#: installed (kjax's ``tf`` extra; ``make test-tf``)
+TF_DIRS = ("experimental", os.path.join("examples", "experimental"))
+
+
+def _has_tf() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "tf2jax"))
+
+
 def pytest_ignore_collect(collection_path, config):
     p = str(collection_path)
     if not p.startswith(HERE):
         return None
     if os.path.relpath(p, HERE) in INTERNAL_FILES:
+        return True
+    if os.path.relpath(p, HERE).startswith(TF_DIRS) and not _has_tf():
         return True
     if _full_run(config):
         return None
