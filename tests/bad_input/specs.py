@@ -1435,7 +1435,7 @@ SPECS: dict[str, Spec] = {
 
 #: the public modules whose ``__all__`` the suite enumerates
 PILLARS = ("kjax.kernels", "kjax.ntk", "kjax.ntk.stax", "kjax.ntk.predict", "kjax.ntk.analysis",
-           "kjax.attention", "kjax.ssm", "kjax.regression", "kjax.nn")
+           "kjax.ntk.experimental", "kjax.attention", "kjax.ssm", "kjax.regression", "kjax.nn")
 
 _STATE = "a NamedTuple of arrays (a state, parameters or a result): it has no behaviour to feed bad input to"
 _NOARG = "a stax layer without arguments: exercised by the networks of the serial / parallel / layer specs"
@@ -1454,6 +1454,10 @@ EXEMPT: dict[str, str] = {
     "kjax.ntk.stax.KernelFn": "the type of a network's kernel_fn (built by the layers, not by users); every "
                               "stax spec calls one",
     **{f"kjax.ntk.stax.{n}": _NOARG for n in ("Flatten", "GlobalAvgPool", "Identity", "FanInSum")},
+    **{f"kjax.ntk.experimental.{n}": "needs TensorFlow (the tf extra, not in make test's environment): "
+       "its errors (ImportError without TensorFlow; NotImplementedError naming `f`, as NT) are tested in "
+       "tests/ntk/test_experimental_tf.py (make test-tf)" for n in ("empirical_ntk_fn_tf",
+                                                                     "get_apply_fn_and_params")},
     **{k: v for m in _AREAS for k, v in getattr(m, "EXEMPT", {}).items()},
 }
 
