@@ -181,10 +181,12 @@ def layer(layer_fn: Callable[..., tuple]) -> Callable[..., Layer]:
 
     ``kernel_fn(k: Kernel, **kwargs) -> Kernel`` transforms the kernel of the layer's input into
     that of its output (a list of kernels for layers that take or make branches), as in
-    neural-tangents. The resulting layer's ``kernel_fn`` is a :class:`~kjax.ntk.stax.KernelFn`:
-    it takes arrays or a ``Kernel``, ``get`` and the other keyword arguments, and composes with
-    kjax's layers. The output kernel's ``shape1`` / ``shape2`` are set from ``init_fn`` /
-    ``apply_fn`` (by abstract evaluation), and requirements set with :func:`requires` are honoured.
+    neural-tangents; as there, ``k.ntk`` is None when the call does not ask for the NTK (e.g.
+    ``get="nngp"``), so a ``kernel_fn`` must pass None through. The resulting layer's
+    ``kernel_fn`` is a :class:`~kjax.ntk.stax.KernelFn`: it takes arrays or a ``Kernel``, ``get``
+    and the other keyword arguments, and composes with kjax's layers. The output kernel's
+    ``shape1`` / ``shape2`` are set from ``init_fn`` / ``apply_fn`` (by abstract evaluation), and
+    requirements set with :func:`requires` are honoured.
 
     Args:
       layer_fn: the layer constructor.
@@ -202,8 +204,8 @@ def layer(layer_fn: Callable[..., tuple]) -> Callable[..., Layer]:
       ...     def apply_fn(params, x, **kwargs):
       ...         return 2 * x
       ...     def kernel_fn(k, **kwargs):
-      ...         return k.replace(nngp=4 * k.nngp, ntk=4 * k.ntk, cov1=4 * k.cov1,
-      ...                          cov2=None if k.cov2 is None else 4 * k.cov2)
+      ...         return k.replace(nngp=4 * k.nngp, ntk=None if k.ntk is None else 4 * k.ntk,
+      ...                          cov1=4 * k.cov1, cov2=None if k.cov2 is None else 4 * k.cov2)
       ...     return init_fn, apply_fn, kernel_fn
       >>> _, _, kernel_fn = stax.serial(stax.Dense(3), Double())
       >>> kernel_fn(jnp.ones((1, 2)), get="nngp").tolist()
