@@ -55,6 +55,7 @@ from kjax.ntk._model import (
     out_shape_full,
     single_output,
     split_kwargs,
+    split_vmap_axes,
     vmap_triple,
 )
 
@@ -298,10 +299,7 @@ def _leaf_vmap_axes(vmap_axes, i: int | None):
     one-leaf pytree). Returned as a triple with an int ``out_axes`` where one is found."""
     if vmap_axes is None or isinstance(vmap_axes, int | str):
         return vmap_axes
-    if isinstance(vmap_axes, tuple) and len(vmap_axes) == 3:
-        in_axes, out_axes, kw_axes = vmap_axes
-    else:
-        in_axes, out_axes, kw_axes = vmap_axes, vmap_axes, {}
+    in_axes, out_axes, kw_axes = split_vmap_axes(vmap_axes)
     if isinstance(out_axes, int):
         return vmap_axes
     leaves = jax.tree.leaves(out_axes)

@@ -132,13 +132,18 @@ def make_model(fn: str, f: Callable, params: PyTree, kwargs: dict, vmap_axes,
     return Model(apply, fl, paths, selected, vmap)
 
 
+def split_vmap_axes(vmap_axes) -> tuple:
+    """``(in_axes, out_axes, kwargs_axes)`` of neural-tangents' ``vmap_axes``: a triple as given,
+    or one value for both ``in_axes`` and ``out_axes`` (no ``kwargs_axes``); unchecked."""
+    if isinstance(vmap_axes, tuple) and len(vmap_axes) == 3:
+        return vmap_axes
+    return vmap_axes, vmap_axes, {}
+
+
 def vmap_triple(fn: str, vmap_axes, any_out_axis: bool = False):
     """neural-tangents' ``vmap_axes``: an int or ``(in_axes, out_axes, kwargs_axes)``; ``out_axes``
     must be 0 unless ``any_out_axis`` (then any int)."""
-    if isinstance(vmap_axes, tuple) and len(vmap_axes) == 3:
-        in_axes, out_axes, kw_axes = vmap_axes
-    else:
-        in_axes, out_axes, kw_axes = vmap_axes, vmap_axes, {}
+    in_axes, out_axes, kw_axes = split_vmap_axes(vmap_axes)
     if any_out_axis:
         if isinstance(out_axes, bool) or not isinstance(out_axes, int | np.integer):
             fail(fn, "vmap_axes", "have an int output axis (or a pytree of them like f's "

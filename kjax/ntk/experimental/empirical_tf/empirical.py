@@ -74,8 +74,9 @@ def get_apply_fn_and_params(f: Any) -> tuple[Callable, Any]:
 
     Raises:
       ImportError: TensorFlow or tf2jax is not installed (``pip install "kjax[tf]"``).
-      KjaxNotImplementedError: ``f`` is not a ``tf.Module``, is not callable, or has no
-        ``input_shape`` (a ``NotImplementedError``, as in NT).
+      KjaxNotImplementedError: ``f`` is neither a ``tf.Module`` nor a Keras model, is a
+        ``tf.Module`` that is not callable, or has no ``input_shape`` (a ``NotImplementedError``,
+        as in NT).
 
     Example:
       See the module docstring (it needs TensorFlow).
@@ -143,8 +144,9 @@ def empirical_ntk_fn_tf(
 
     Raises:
       ImportError: TensorFlow or tf2jax is not installed (``pip install "kjax[tf]"``).
-      KjaxNotImplementedError: ``f`` is neither a ``tf.Module`` nor a ``tf.function`` (a
-        ``NotImplementedError``, as in NT), and the errors of :func:`get_apply_fn_and_params`.
+      KjaxNotImplementedError: ``f`` is neither a ``tf.Module``, a Keras model nor a
+        ``tf.function`` with a two-spec ``input_signature`` (a ``NotImplementedError``, as in
+        NT), and the errors of :func:`get_apply_fn_and_params`.
 
     Example:
       See the module docstring (it needs TensorFlow).
